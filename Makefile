@@ -1,0 +1,41 @@
+# One command to set up and run the pipeline, one to set up and run the tests.
+# Both create .venv on first use and reuse it afterwards (the stamp tracks pyproject.toml).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.seqcomp-installed
+CONFIG ?= config/config.yaml
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run smoke etth1 test test-fast ui clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch pinned and installed first: a CPU machine gets the CPU build, never a multi-GB CUDA one
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup  ## the default pipeline (config/config.yaml, 2 cores)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile $(CONFIG)
+
+smoke: setup
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/smoke.yaml
+
+etth1: setup
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/etth1.yaml
+
+test: setup  ## unit tests + end-to-end runs of the real workflow on config/smoke.yaml
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+ui: setup  ## MLflow UI over the project's store, on 127.0.0.1 only
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf results .snakemake

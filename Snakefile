@@ -1,0 +1,24 @@
+# seqcomp: data -> train -> compress -> evaluate -> summary (README.md explains the targets).
+# The config is validated when the DAG is built: a wrong key fails here, naming the key.
+from seqcomp.config import load_config
+from seqcomp import jobs
+
+# `--configfile X` runs exactly X; without one, the offline default config.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/compress.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{P['summary']}/results.md",
+        f"{P['summary']}/plots/pareto.png",

@@ -1,0 +1,32 @@
+# Config validation and the input/param functions every rule uses.
+import sys
+
+from seqcomp.config import canonical_json
+from seqcomp.errors import SeqcompError
+
+try:
+    C = load_config(config)
+except SeqcompError as exc:
+    sys.exit(f"seqcomp: invalid config: {exc}")
+
+P = jobs.paths(C)
+TRACKING_ARG = f"--tracking-uri {C['tracking_uri']}" if C["tracking_uri"] else ""
+JOB = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
+
+
+wildcard_constraints:
+    dataset="[A-Za-z0-9][A-Za-z0-9_]*",
+    model="[A-Za-z0-9][A-Za-z0-9_]*",
+    passname="[A-Za-z0-9][A-Za-z0-9_]*",
+    lookback=r"\d+",
+    horizon=r"\d+",
+    seed=r"\d+",
+
+
+def spec_param(builder, *keys):
+    """A params function: the job's spec as canonical JSON (the rerun trigger and the CLI argument)."""
+    return lambda w: canonical_json(builder(C, *(w[k] for k in keys)))
+
+
+TRAIN_KEYS = ("dataset", "model", "lookback", "horizon", "seed")
+PASS_KEYS = TRAIN_KEYS + ("passname",)

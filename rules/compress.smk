@@ -1,0 +1,29 @@
+# Stage 3: one compression pass applied to one trained model.
+
+
+rule compress:
+    input:
+        model=f"{P['train']}/model.pt",
+        run=f"{P['train']}/run.json",
+        series=f"{P['data']}/series.parquet",  # calibration windows come from the train split
+        code=lambda w: jobs.code_files("compress", C, w.model),
+    output:
+        model=f"{P['compress']}/model.pt",
+        report=f"{P['compress']}/report.json",
+    params:
+        spec=spec_param(jobs.compress_spec, *PASS_KEYS),
+        data=lambda w, input: os.path.dirname(input.series),
+        train_dir=lambda w, input: os.path.dirname(input.model),
+        out=lambda w, output: os.path.dirname(output.model),
+        uri=TRACKING_ARG,
+    log:
+        f"{P['logs']}/compress/{JOB}/{{passname}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/seqcomp.yaml"
+    shell:
+        "python -m seqcomp compress --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
+        " --out {params.out} {params.uri} > {log} 2>&1"

@@ -1,0 +1,29 @@
+# Stage 4: test metrics, size and CPU latency of one compressed model.
+
+
+rule evaluate:
+    input:
+        train=f"{P['train']}/model.pt",
+        compressed=f"{P['compress']}/model.pt",
+        report=f"{P['compress']}/report.json",
+        series=f"{P['data']}/series.parquet",
+        code=lambda w: jobs.code_files("evaluate", C, w.model),
+    output:
+        P["evaluate"],
+    params:
+        spec=spec_param(jobs.evaluate_spec, *PASS_KEYS),
+        data=lambda w, input: os.path.dirname(input.series),
+        train_dir=lambda w, input: os.path.dirname(input.train),
+        compressed=lambda w, input: os.path.dirname(input.compressed),
+        uri=TRACKING_ARG,
+    log:
+        f"{P['logs']}/evaluate/{JOB}/{{passname}}.log",
+    threads: 1  # latency is timed with evaluate.latency_threads; one job per core keeps timings clean
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/seqcomp.yaml"
+    shell:
+        "python -m seqcomp evaluate --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
+        " --compressed {params.compressed} --out {output} {params.uri} > {log} 2>&1"

@@ -1,0 +1,30 @@
+# Stage 2: train one model per (dataset, model, lookback, horizon, seed).
+
+
+rule train:
+    input:
+        series=f"{P['data']}/series.parquet",
+        meta=f"{P['data']}/meta.json",
+        tracking=P["tracking"],
+        code=lambda w: jobs.code_files("train", C, w.model),
+    output:
+        model=f"{P['train']}/model.pt",
+        history=f"{P['train']}/history.csv",
+        run=f"{P['train']}/run.json",
+    params:
+        spec=spec_param(jobs.train_spec, *TRAIN_KEYS),
+        data=lambda w, input: os.path.dirname(input.series),
+        out=lambda w, output: os.path.dirname(output.model),
+        uri=TRACKING_ARG,
+    log:
+        f"{P['logs']}/train/{JOB}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+        gpu=0,
+    conda:
+        "../envs/seqcomp.yaml"
+    shell:
+        "python -m seqcomp train --spec {params.spec:q} --data {params.data} --out {params.out}"
+        " --threads {threads} {params.uri} > {log} 2>&1"

@@ -1,0 +1,1 @@
+"""seqcomp: sequence models and their compression, as a Snakemake pipeline."""

@@ -1,0 +1,5 @@
+import sys
+
+from seqcomp.cli import main
+
+sys.exit(main())

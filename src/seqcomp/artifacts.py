@@ -1,0 +1,35 @@
+"""Trained-model files: architecture + weights as plain tensors, never pickled modules.
+
+Kept apart from the training code so that the compress and evaluate jobs load a model without
+importing Lightning (seconds per job).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqcomp.io import atomic_path
+from seqcomp.models import SeriesShape, build_model
+
+
+def save_model(net: torch.nn.Module, kind: str, params: dict[str, Any], shape: SeriesShape, path: Path) -> None:
+    """Write what ``load_model`` needs; loadable with ``torch.load(weights_only=True)``."""
+    payload = {
+        "kind": kind,
+        "params": params,
+        "shape": {"lookback": shape.lookback, "horizon": shape.horizon, "channels": shape.channels},
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """Rebuild a trained model saved by ``save_model`` (fp32, eval mode, CPU)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    net = build_model(payload["kind"], payload["params"], SeriesShape(**payload["shape"]))
+    net.load_state_dict(payload["state_dict"])
+    return net.eval()

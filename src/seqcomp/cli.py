@@ -1,0 +1,149 @@
+"""``python -m seqcomp <command>``: the entry points the Snakemake rules call.
+
+Each command parses arguments and hands over to the stage's function; a SeqcompError (bad
+config, bad data) is printed as one clear line and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from seqcomp.errors import SeqcompError
+
+
+def _spec(text: str) -> dict:
+    return json.loads(text)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from seqcomp.compress import PASSES
+    from seqcomp.data import DATASETS
+    from seqcomp.models import MODELS
+
+    for registry in (DATASETS, MODELS, PASSES):
+        print(f"{registry.plural}: {', '.join(registry.names())}")
+
+
+def cmd_validate(args: argparse.Namespace) -> None:
+    from seqcomp.config import load_config
+    from seqcomp.jobs import grid
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: valid; {len(grid(cfg))} evaluations in experiment seqcomp/{cfg['name']}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from seqcomp.data.prepare import prepare
+
+    spec = _spec(args.spec)
+    name = spec.pop("dataset")
+    meta = prepare(spec, args.out, name=name)
+    print(f"prepared {name}: {meta['n_rows']} rows, channels {meta['channels']}, borders {meta['borders']}")
+
+
+def cmd_track_init(args: argparse.Namespace) -> None:
+    from seqcomp.io import write_json
+    from seqcomp.tracking import ensure_experiment, resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
+    exp_id = ensure_experiment(uri, args.experiment)
+    write_json(args.out, {"experiment": args.experiment, "experiment_id": exp_id, "tracking_uri": uri})
+
+
+def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = None):  # noqa: ANN202
+    from seqcomp.tracking import Run, resolve_uri, snakemake_tags
+
+    wildcards = {k: spec[k] for k in ("dataset", "model", "lookback", "horizon", "seed", "pass") if k in spec}
+    job = "/".join([stage, *(str(v) for v in wildcards.values())])
+    name = f"{stage}/{spec['model']}" + (f"/{spec['pass']}" if "pass" in spec else "")
+    tags = {"seqcomp.stage": stage, **snakemake_tags(stage, wildcards)}
+    return Run.start(resolve_uri(args.tracking_uri), spec["experiment"], name, job, tags, parent=parent)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from seqcomp.train import train
+
+    spec = _spec(args.spec)
+    run = _run(args, "train", spec)
+    summary = train(spec, Path(args.data), Path(args.out), run, threads=args.threads)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_compress(args: argparse.Namespace) -> None:
+    from seqcomp.compress.stage import run_compress
+    from seqcomp.io import read_json
+
+    spec = _spec(args.spec)
+    parent = read_json(Path(args.train_dir) / "run.json")["run_id"]
+    run = _run(args, "compress", spec, parent=parent)
+    report = run_compress(spec, Path(args.train_dir) / "model.pt", Path(args.data), Path(args.out), run)
+    print(f"{spec['pass']}: {report['size']['bytes']} bytes stored, {report['fp32_bytes']} bytes in fp32")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from seqcomp.evaluate.stage import run_evaluate
+    from seqcomp.io import read_json
+
+    spec = _spec(args.spec)
+    parent = read_json(Path(args.compressed) / "report.json")["run_id"]
+    run = _run(args, "evaluate", spec, parent=parent)
+    metrics = run_evaluate(
+        spec, Path(args.train_dir) / "model.pt", Path(args.compressed), Path(args.data), Path(args.out), run
+    )
+    print(f"test mse {metrics['mse']:.4f} mae {metrics['mae']:.4f} over {metrics['n_windows']} windows")
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    from seqcomp.report import summarize
+
+    summarize(args.metrics, args.histories, Path(args.out), title=args.title)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqcomp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered dataset kinds, models and passes").set_defaults(fn=cmd_list)
+    p = sub.add_parser("validate", help="check a config file as the workflow would")
+    p.add_argument("config")
+    p.set_defaults(fn=cmd_validate)
+    p = sub.add_parser("prepare", help="split + scale one dataset into parquet + meta.json")
+    p.add_argument("--spec", required=True, help="JSON of the dataset entry plus its name")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_prepare)
+    p = sub.add_parser("track-init", help="create the MLflow experiment (and store) once")
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_track_init)
+    for name, fn in (("train", cmd_train), ("compress", cmd_compress), ("evaluate", cmd_evaluate)):
+        p = sub.add_parser(name, help=f"{name} stage of one job")
+        p.add_argument("--spec", required=True, help="JSON job spec (built by seqcomp.jobs)")
+        p.add_argument("--data", required=True, help="prepared dataset folder")
+        p.add_argument("--tracking-uri", default=None)
+        p.add_argument("--threads", type=int, default=1)
+        if name != "train":
+            p.add_argument("--train-dir", required=True)
+        if name == "evaluate":
+            p.add_argument("--compressed", required=True)
+        p.add_argument("--out", required=True)
+        p.set_defaults(fn=fn)
+    p = sub.add_parser("summarize", help="results table and plots from metrics.json files")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--histories", nargs="*", default=[])
+    p.add_argument("--title", default="seqcomp")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_summarize)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except SeqcompError as exc:
+        print(f"seqcomp: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

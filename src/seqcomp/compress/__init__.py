@@ -1,0 +1,92 @@
+"""Compression passes: one file per pass, one registry.
+
+A pass maps a trained fp32 model to a compressed one. Each pass class has a ``Config``
+dataclass, a class attribute ``simulated`` (True when it runs as fake-quant on fp32 kernels:
+then its name says so and no latency gain is claimed) and three methods:
+
+- ``apply(model, calib) -> (model, report)``: compress ``model`` (a deep copy is passed in);
+  ``calib`` is a tensor (N, L, C) of training windows or None. ``report`` is JSON-able and
+  lists, per layer, what was done or why the layer stayed fp32.
+- ``pack(model) -> dict[str, Tensor]``: the stored form, exactly what is written to disk.
+- ``unpack(skeleton, stored) -> model``: rebuild a runnable model from a fresh fp32
+  skeleton of the same architecture and the stored form.
+
+Always copy a model with :func:`copy_model` (or go through :func:`compress`): a plain
+``copy.deepcopy`` drops the ``_optim`` tag of SSM recurrent parameters, which the passes
+rely on to keep them fp32. Helpers that import torch (``copy_model``, ``stored_size``,
+``fp32_model_bytes``) are loaded on first use, so that importing this registry imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from seqcomp.registry import Registry, make_config
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+PASSES = Registry(
+    "pass",
+    {
+        "fp32": "seqcomp.compress.fp32:Identity",
+        "int8_dynamic": "seqcomp.compress.int8_dynamic:Int8Dynamic",
+        "rtn_weight_sim": "seqcomp.compress.rtn:RTNWeightSim",
+    },
+)
+
+
+def build_pass(kind: str, params: dict[str, Any] | None, where: str = "pass") -> Any:
+    """Instantiate registered pass ``kind`` with its validated config."""
+    cls = PASSES.get(kind, where)
+    return cls(make_config(cls.Config, params, where))
+
+
+def pass_config(kind: str, params: dict[str, Any] | None, where: str) -> Any:
+    """Validate a pass's parameters without running it (used at DAG build time)."""
+    return make_config(PASSES.get(kind, where).Config, params, where)
+
+
+def compress(
+    kind: str,
+    params: dict[str, Any] | None,
+    model: nn.Module,
+    calib: torch.Tensor | None,
+    where: str = "pass",
+) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
+    """Run pass ``kind`` on a copy of ``model``: (compressed model, stored form, report).
+
+    ``model`` itself is left untouched; size the stored form with :func:`stored_size`.
+    """
+    from seqcomp.compress.common import copy_model
+
+    compression = build_pass(kind, params, where)
+    compressed, report = compression.apply(copy_model(model), calib)
+    return compressed, compression.pack(compressed), report
+
+
+def load_compressed(
+    kind: str,
+    params: dict[str, Any] | None,
+    skeleton: nn.Module,
+    stored: dict[str, torch.Tensor],
+    where: str = "pass",
+) -> nn.Module:
+    """Rebuild a compressed model from a fresh fp32 ``skeleton`` and its stored form."""
+    return build_pass(kind, params, where).unpack(skeleton, stored)
+
+
+_LAZY = {
+    "copy_model": "seqcomp.compress.common",
+    "stored_size": "seqcomp.compress.size",
+    "fp32_model_bytes": "seqcomp.compress.size",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Lazy access to the torch-importing helpers listed in ``_LAZY``."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

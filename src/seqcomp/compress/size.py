@@ -1,0 +1,73 @@
+"""Exact byte counts of a stored form, and the fp32 size of the model it came from.
+
+A stored form is a ``dict[str, Tensor]`` written with ``torch.save``. Each tensor is counted
+by the bytes of its storage (what torch.save writes, so a view of a larger tensor is not
+under-counted; storages shared by several keys count once). The zip container's own
+overhead (file names, pickle, alignment: a few hundred bytes per tensor) is not counted.
+
+Key conventions used by the passes, so that the breakdown needs no per-pass code:
+  ``<param>.codes``   uint8 bit-packed integer codes        -> ``weights_bytes``
+  ``<param>.scales``  quantization scales                    -> ``scales_bytes``
+  a torch quantized tensor (qint8): 1 byte per element       -> ``weights_bytes``,
+      plus its scale and zero point (8 + 8 bytes per tensor, or float64 + int64 arrays
+      per channel: how torch stores them)                    -> ``scales_bytes``
+  any other floating tensor (biases, norms, unquantized weights, SSM parameters)
+                                                             -> ``fp32_bytes``
+  integer / bool tensors (shapes and other metadata)         -> ``meta_bytes``
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+CODES_SUFFIX = ".codes"
+SCALES_SUFFIX = ".scales"
+
+
+def _qparams_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of a quantized tensor's scale(s) and zero point(s), as torch stores them."""
+    if tensor.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        return 8 + 8  # one float64 scale, one int64 zero point
+    scales, zero_points = tensor.q_per_channel_scales(), tensor.q_per_channel_zero_points()
+    return scales.numel() * scales.element_size() + zero_points.numel() * zero_points.element_size()
+
+
+def _category(key: str, tensor: torch.Tensor) -> str:
+    if tensor.is_quantized or key.endswith(CODES_SUFFIX):
+        return "weights_bytes"
+    if key.endswith(SCALES_SUFFIX):
+        return "scales_bytes"
+    if tensor.is_floating_point():
+        return "fp32_bytes"
+    return "meta_bytes"
+
+
+def stored_size(stored: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Byte counts of a stored form: total ``bytes`` and its breakdown by role.
+
+    ``bytes == weights_bytes + scales_bytes + fp32_bytes + meta_bytes``.
+    """
+    counts = dict.fromkeys(("weights_bytes", "scales_bytes", "fp32_bytes", "meta_bytes"), 0)
+    seen: set[int] = set()
+    for key, tensor in stored.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"stored[{key!r}] is a {type(tensor).__name__}, not a tensor")
+        storage = tensor.untyped_storage()
+        if storage.nbytes() and storage.data_ptr() in seen:
+            continue
+        seen.add(storage.data_ptr())
+        counts[_category(key, tensor)] += storage.nbytes()
+        if tensor.is_quantized:
+            counts["scales_bytes"] += _qparams_bytes(tensor)
+    return {"bytes": sum(counts.values()), **counts, "tensors": len(stored)}
+
+
+def fp32_model_bytes(model: nn.Module) -> int:
+    """Size of ``model`` stored as fp32: 4 bytes per floating-point parameter/buffer element.
+
+    Use it on the original (uncompressed) model to report compression ratios; integer
+    buffers (e.g. BatchNorm's step counter) are not counted.
+    """
+    tensors = list(model.parameters()) + list(model.buffers())
+    return 4 * sum(t.numel() for t in tensors if t.is_floating_point())

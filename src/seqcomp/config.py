@@ -1,0 +1,131 @@
+"""Load, validate and resolve an experiment config before any job runs.
+
+Two layers: the JSON schema (workflow/schemas/config.schema.yaml) checks structure and fills
+defaults; then each plug-in's Config dataclass checks its own keys, and cross-field checks
+(every window fits every split) run against the real series length. Every error is a
+ConfigError naming the key path, so a typo fails at DAG build time, not an hour later.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from seqcomp.errors import ConfigError, SeqcompError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+RESERVED_MODEL_KEYS = ("kind", "revin", "train")
+
+
+def _validator_filling_defaults() -> type:
+    """A Draft 2020-12 validator that also writes each property's ``default`` into the instance."""
+    base = jsonschema.Draft202012Validator
+    validate_props = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):  # noqa: ANN001 - jsonschema hook
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _schema_error_message(error: jsonschema.ValidationError) -> str:
+    best = jsonschema.exceptions.best_match([error])
+    if best.validator == "additionalProperties":
+        allowed = sorted(best.schema.get("properties", {}))
+        return f"{best.message}; allowed keys here: {', '.join(allowed)}"
+    if best.validator == "enum":
+        return f"{best.instance!r} is not one of {best.validator_value}"
+    return best.message
+
+
+def validate_schema(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check ``cfg`` against the schema and return a copy with defaults filled in."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    cfg = copy.deepcopy(cfg)
+    errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {_key_path(e)}: {_schema_error_message(e)}" for e in errors]
+        raise ConfigError("config does not match workflow/schemas/config.schema.yaml:\n" + "\n".join(lines))
+    return cfg
+
+
+def _resolve_plugins(cfg: dict[str, Any]) -> None:
+    """Give every model and pass an explicit kind and check its keys with its Config dataclass."""
+    from seqcomp.compress import pass_config
+    from seqcomp.data import dataset_config
+    from seqcomp.models import model_config
+
+    for name, entry in cfg["datasets"].items():
+        params = {k: v for k, v in entry.items() if k not in ("kind", "split")}
+        dataset_config(entry["kind"], params, where=f"datasets.{name}")
+    for name, entry in cfg["models"].items():
+        entry.setdefault("kind", name)
+        params = {k: v for k, v in entry.items() if k not in ("kind", "train")}
+        model_config(entry["kind"], params, where=f"models.{name}")
+    for name, entry in cfg["passes"].items():
+        entry.setdefault("kind", name)
+        params = {k: v for k, v in entry.items() if k != "kind"}
+        pass_config(entry["kind"], params, where=f"passes.{name}")
+
+
+def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
+    """Every (lookback, horizon) must leave at least one window in every split of every dataset."""
+    from seqcomp.data import dataset_length
+    from seqcomp.data.split import count_windows, split_borders
+
+    for name, entry in cfg["datasets"].items():
+        n_rows = dataset_length(entry, base_dir, where=f"datasets.{name}")
+        borders = split_borders(entry.get("split"), n_rows, where=f"datasets.{name}.split")
+        for lookback in cfg["lookbacks"]:
+            for horizon in cfg["horizons"]:
+                counts = count_windows(borders, lookback, horizon)
+                empty = [split for split, n in counts.items() if n < 1]
+                if empty:
+                    raise ConfigError(
+                        f"lookbacks/horizons: lookback {lookback} + horizon {horizon} leaves no "
+                        f"{'/'.join(empty)} window in dataset {name!r} (split row borders {list(borders)}); "
+                        f"shorten the windows or change datasets.{name}.split"
+                    )
+
+
+def load_config(source: str | Path | dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
+    """Read (if a path), validate and resolve a config; relative data paths resolve from ``base_dir``."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            source = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    cfg = validate_schema(source)
+    _resolve_plugins(cfg)
+    _check_windows_fit(cfg, Path(base_dir))
+    return cfg
+
+
+def train_settings(cfg: dict[str, Any], model: str) -> dict[str, Any]:
+    """The global train settings with the model's own overrides applied."""
+    return {**cfg["train"], **cfg["models"][model].get("train", {})}
+
+
+def canonical_json(obj: Any) -> str:
+    """Stable JSON (sorted keys): used as Snakemake params so only real changes trigger reruns."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+__all__ = ["ConfigError", "SeqcompError", "load_config", "train_settings", "canonical_json"]

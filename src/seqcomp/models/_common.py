@@ -1,0 +1,66 @@
+"""Small helpers shared by the model files: config range checks and head layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+from torch import Tensor
+
+from seqcomp.registry import check
+
+
+def check_positive(cfg: Any, *keys: str) -> None:
+    """Every named field of ``cfg`` must be a positive int (sizes, counts, lengths)."""
+    for key in keys:
+        value = getattr(cfg, key)
+        check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key, f"must be a positive integer, got {value!r}")
+
+
+def check_dropout(cfg: Any, key: str = "dropout") -> None:
+    value = getattr(cfg, key)
+    check(isinstance(value, (int, float)) and 0.0 <= value < 1.0, key, f"must be in [0, 1), got {value!r}")
+
+
+def check_choice(value: Any, key: str, choices: tuple[str, ...]) -> None:
+    check(value in choices, key, f"unknown value {value!r}; valid: {', '.join(choices)}")
+
+
+class TemporalHead(nn.Module):
+    """(B, L, D) -> (B, H, C): a linear map over time (L -> H), then over features (D -> C).
+
+    Used by the sequence models (S4D, Mamba) instead of flattening, so the head stays small
+    (L*H + D*C weights) and both maps are nn.Linear (int8 dynamic quantization applies).
+    """
+
+    def __init__(self, lookback: int, horizon: int, d_model: int, channels: int):
+        super().__init__()
+        self.time = nn.Linear(lookback, horizon)
+        self.out = nn.Linear(d_model, channels)
+
+    def forward(self, h: Tensor) -> Tensor:
+        h = self.time(h.transpose(1, 2)).transpose(1, 2)  # (B, H, D)
+        return self.out(h)  # (B, H, C)
+
+
+class OptimTagged(nn.Module):
+    """A module whose parameters carry per-parameter optimizer settings in ``p._optim``.
+
+    ``tag_optim`` records the settings on the module too, because ``copy.deepcopy`` (used by
+    the compression stage) and pickling rebuild parameters without their Python attributes;
+    ``__setstate__`` puts them back on the copies.
+    """
+
+    def tag_optim(self, settings: dict[str, float], *names: str) -> None:
+        spec = dict(self.__dict__.get("_optim_spec", {}))
+        spec.update({name: dict(settings) for name in names})
+        self._optim_spec = spec
+        self._attach_optim()
+
+    def _attach_optim(self) -> None:
+        for name, settings in self.__dict__.get("_optim_spec", {}).items():
+            getattr(self, name)._optim = dict(settings)
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._attach_optim()

@@ -1,0 +1,147 @@
+"""Training stage: fit one model on one dataset for one (lookback, horizon, seed).
+
+Outputs (all written atomically into ``out_dir``): ``model.pt`` (architecture + best weights,
+loadable with ``weights_only=True``), ``history.csv`` (per-epoch metrics), ``run.json``
+(MLflow run id for the later stages, timings). Gradient models go through Lightning with
+early stopping on ``val/mse``; closed-form models (``fit_closed_form``) and parameter-free
+ones (naive) skip SGD but are validated the same way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+import torch
+from torch.utils.data import DataLoader
+
+from seqcomp.artifacts import save_model
+from seqcomp.data.windows import PreparedSeries
+from seqcomp.errors import SeqcompError
+from seqcomp.evaluate.metrics import forecast_errors
+from seqcomp.io import atomic_path, write_json
+from seqcomp.models import SeriesShape, build_model
+from seqcomp.tracking import Run, tracked
+from seqcomp.train.module import Forecaster
+
+
+def resolve_device(settings: dict[str, Any]) -> tuple[str, str]:
+    """(accelerator, precision) for Lightning: bf16 mixed precision on CUDA, fp32 on CPU."""
+    cuda = torch.cuda.is_available() and settings["accelerator"] in ("auto", "gpu")
+    accelerator = "gpu" if cuda else "cpu"
+    precision = settings["precision"]
+    if precision == "auto":
+        precision = "bf16-mixed" if cuda else "32-true"
+    return accelerator, precision
+
+
+class _History(L.Callback):
+    """Collects epoch-level metrics for history.csv (the MLflow logger records them too)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k})
+        self.rows.append(row)
+
+
+def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict], dict]:  # noqa: ANN001
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    L_, H = spec["lookback"], spec["horizon"]
+    train_ds, val_ds = series.windows("train", L_, H), series.windows("val", L_, H)
+    gen = torch.Generator().manual_seed(spec["seed"])
+    loaders = (
+        DataLoader(train_ds, batch_size=settings["batch_size"], shuffle=True, generator=gen),
+        DataLoader(val_ds, batch_size=max(settings["batch_size"], 256), shuffle=False),
+    )
+    accelerator, precision = resolve_device(settings)
+    ckpt_dir = out_dir / "checkpoints"
+    history = _History()
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mse", mode="min", save_last=True)
+    trainer = L.Trainer(
+        max_epochs=settings["max_epochs"],
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        gradient_clip_val=settings["grad_clip"],
+        limit_train_batches=settings["limit_train_batches"] or 1.0,
+        callbacks=[EarlyStopping("val/mse", patience=settings["patience"], mode="min"), checkpoint, history],
+        logger=MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id),
+        deterministic=accelerator == "cpu",
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+    )
+    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"])
+    start = time.perf_counter()
+    trainer.fit(module, *loaders)
+    wall = time.perf_counter() - start
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(best["state_dict"])
+    n_batches = min(len(loaders[0]), settings["limit_train_batches"] or len(loaders[0]))
+    seen = trainer.current_epoch * min(len(train_ds), n_batches * settings["batch_size"])
+    info = {
+        "accelerator": accelerator,
+        "precision": precision,
+        "epochs": trainer.current_epoch,
+        "fit_wall_s": wall,
+        "train_samples_per_s": seen / wall if wall > 0 else None,
+    }
+    return history.rows, info
+
+
+def train(spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: Run, threads: int = 1) -> dict:
+    """Fit the model described by ``spec`` and write model.pt, history.csv and run.json."""
+    torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    L.seed_everything(spec["seed"], workers=True, verbose=False)
+    series = PreparedSeries.load(data_dir)
+    shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
+    net = build_model(spec["kind"], spec["params"], shape, where=f"models.{spec['model']}")
+    settings = spec["train"]
+    n_params = sum(p.numel() for p in net.parameters())
+    with tracked(run):
+        run.log_params({"n_params": n_params, **spec})
+        if hasattr(net, "fit_closed_form"):
+            start = time.perf_counter()
+            net.fit_closed_form(*series.windows("train", shape.lookback, shape.horizon).tensors())
+            info = {"method": "closed form", "fit_wall_s": time.perf_counter() - start, "epochs": 0}
+            rows = []
+        elif not any(p.requires_grad for p in net.parameters()):
+            info, rows = {"method": "no trainable parameters", "fit_wall_s": 0.0, "epochs": 0}, []
+        else:
+            try:
+                rows, info = _fit_sgd(net, series, spec, settings, out_dir, run)
+            except SeqcompError:
+                discard_checkpoints(out_dir)  # a diverged run leaves nothing that looks like a result
+                raise
+            info["method"] = "sgd"
+        val = forecast_errors(net.eval(), series.windows("val", shape.lookback, shape.horizon))
+        if not rows:
+            rows = [{"epoch": 0, "val/mse": val["mse"], "val/mae": val["mae"]}]
+        run.log_metrics({"best_val/mse": val["mse"], "best_val/mae": val["mae"]})
+        summary = {"run_id": run.run_id, "tracking_uri": run.uri, "n_params": n_params, **info,
+                   "best_val_mse": val["mse"], "best_val_mae": val["mae"]}
+        save_model(net, spec["kind"], spec["params"], shape, out_dir / "model.pt")
+        import polars as pl  # lazy: keeps the training module importable on a bare GPU machine
+
+        with atomic_path(out_dir / "history.csv") as tmp:
+            pl.DataFrame(rows).write_csv(tmp)
+        for name in ("model.pt", "history.csv"):
+            run.log_artifact(out_dir / name)
+        write_json(out_dir / "run.json", summary)
+    return summary
+
+
+def discard_checkpoints(out_dir: str | Path) -> None:
+    """Remove Lightning's working checkpoints after a failure, so nothing stale looks like a result."""
+    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)

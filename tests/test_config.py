@@ -1,0 +1,71 @@
+"""Config validation: every mistake fails before any job runs, naming the key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from seqcomp.config import load_config
+from seqcomp.errors import ConfigError
+
+SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+
+
+def broken(**changes) -> dict:
+    cfg = copy.deepcopy(SMOKE)
+    for path, value in changes.items():
+        node = cfg
+        keys = path.split("__")
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+    return cfg
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "etth1.yaml"])
+def test_shipped_configs_are_valid(name: str) -> None:
+    cfg = load_config(ROOT / "config" / name, base_dir=ROOT)
+    assert cfg["models"] and cfg["passes"]
+
+
+def test_defaults_are_filled() -> None:
+    cfg = load_config(SMOKE)
+    assert cfg["train"]["lr"] == 0.001 and cfg["evaluate"]["latency_threads"] == 1
+    assert cfg["models"]["lstm"]["kind"] == "lstm" and cfg["passes"]["w4_rtn_sim"]["kind"] == "rtn_weight_sim"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"train__max_epoch": 3}, r"train: .*'max_epoch' was unexpected.*allowed keys here: .*max_epochs"),
+        ({"horizons": [0]}, r"horizons.0: 0 is less than the minimum of 1"),
+        ({"train__accelerator": "tpu"}, r"train.accelerator: 'tpu' is not one of \['auto', 'cpu', 'gpu'\]"),
+        ({"models__foo": {}}, r"models.foo: unknown model 'foo'; valid models: .*dlinear"),
+        ({"passes__int3": {}}, r"passes.int3: unknown pass 'int3'; valid passes: .*fp32"),
+        ({"models__lstm": {"hidden": -4}}, r"models.lstm: .*hidden"),
+        ({"models__lstm": {"hiden": 5}}, r"models.lstm: unknown key\(s\) hiden; valid keys: .*hidden"),
+        ({"passes__w4_rtn_sim__bits": 1}, r"passes.w4_rtn_sim: .*bits"),
+        ({"datasets__tiny__kind": "parquet"}, r"datasets.tiny: unknown dataset kind 'parquet'; valid dataset kinds: csv, synthetic"),
+        ({"lookbacks": [500]}, r"lookback 500 \+ horizon 8 leaves no train/val window in dataset 'tiny'"),
+        ({"datasets__tiny__split": {"ratios": [0.5, 0.2]}}, r"datasets.tiny.split.ratios"),
+        ({"name": "../escape"}, r"name: '../escape' does not match"),
+    ],
+)
+def test_bad_config_names_the_key(changes: dict, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load_config(broken(**changes))
+
+
+def test_missing_csv_fails_at_config_time(tmp_path: Path) -> None:
+    cfg = broken(datasets={"x": {"kind": "csv", "path": str(tmp_path / "missing.csv")}})
+    with pytest.raises(Exception, match=r"missing.csv: file not found \(datasets.x.path\)"):
+        load_config(cfg)
+
+
+def test_missing_config_file_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")

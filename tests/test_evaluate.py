@@ -1,0 +1,48 @@
+"""Evaluation: window-averaged errors that do not depend on the batch size; latency timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqcomp.data.windows import PreparedSeries
+from seqcomp.evaluate.metrics import forecast_errors, latency_ms
+
+
+class Shift(torch.nn.Module):
+    """Forecast = last value + 0.1: known, non-trivial errors."""
+
+    def __init__(self, horizon: int):
+        super().__init__()
+        self.horizon = horizon
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1:, :].expand(-1, self.horizon, -1) + 0.1
+
+
+def test_metrics_do_not_depend_on_batch_size(tiny_data: Path) -> None:
+    test = PreparedSeries.load(tiny_data).windows("test", 24, 8)
+    model = Shift(8)
+    results = [forecast_errors(model, test, batch_size=b) for b in (1, 7, 32, 1000)]
+    assert all(r["n_windows"] == len(test) for r in results)
+    for r in results[1:]:
+        assert r["mse"] == pytest.approx(results[0]["mse"], rel=1e-9)
+        assert r["mae"] == pytest.approx(results[0]["mae"], rel=1e-9)
+
+
+def test_metrics_equal_a_direct_computation(tiny_data: Path) -> None:
+    test = PreparedSeries.load(tiny_data).windows("test", 24, 8)
+    x, y = test.tensors()
+    pred = Shift(8)(x)
+    r = forecast_errors(Shift(8), test, batch_size=13)
+    assert r["mse"] == pytest.approx(float(((pred - y) ** 2).double().mean()), rel=1e-6)
+    assert r["mae"] == pytest.approx(float((pred - y).abs().double().mean()), rel=1e-6)
+    assert len(r["mse_per_step"]) == 8
+
+
+def test_latency_reports_median_with_fixed_threads() -> None:
+    model = torch.nn.Linear(16, 16)
+    out = latency_ms(model, torch.randn(4, 16), warmup=2, repeats=5, threads=1)
+    assert out["min_ms"] <= out["median_ms"] <= out["max_ms"] and out["threads"] == 1 and out["repeats"] == 5

@@ -1,0 +1,308 @@
+"""Model zoo: the shared contract for every registered model, plus per-architecture checks."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from seqcomp.errors import ConfigError
+from seqcomp.models import MODELS, SeriesShape, build_model, model_config
+from seqcomp.models.revin import RevIN
+from seqcomp.models.s4d import S4DLayer
+from seqcomp.models.selective_scan import scan_chunked, scan_sequential, selective_scan
+
+SHAPES = [SeriesShape(96, 24, 3), SeriesShape(40, 7, 1)]
+
+
+def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+@pytest.mark.parametrize("kind", MODELS.names())
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"L{s.lookback}H{s.horizon}C{s.channels}")
+def test_contract(kind: str, shape: SeriesShape) -> None:
+    torch.manual_seed(0)
+    model = build_model(kind, {}, shape)
+    x = torch.randn(4, shape.lookback, shape.channels)
+    y = model(x)
+    assert y.shape == (4, shape.horizon, shape.channels)
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+
+    params = _trainable(model)
+    if kind == "naive":
+        assert not list(model.parameters())  # the trainer skips optimisation on this
+    else:
+        assert params
+        y.square().mean().backward()
+        for name, p in model.named_parameters():
+            assert p.grad is not None, f"{kind}: no gradient for {name}"
+            assert torch.isfinite(p.grad).all(), f"{kind}: non-finite gradient for {name}"
+
+    # The state dict alone rebuilds the model: a fresh instance with other random weights.
+    torch.manual_seed(1)
+    fresh = build_model(kind, {}, shape)
+    fresh.load_state_dict(model.state_dict())
+    model.eval(), fresh.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["linear", "dlinear", "tsmixer", "s4d", "mamba"])
+def test_revin_invariance_and_roundtrip(kind: str) -> None:
+    torch.manual_seed(0)
+    shape = SHAPES[0]
+    model = build_model(kind, {"revin": True}, shape).eval()
+    assert isinstance(model, RevIN) and model.affine
+    x = torch.randn(2, shape.lookback, shape.channels)
+    with torch.no_grad():
+        y = model(x)
+        # Per window and channel: shift by any offset and scale by any positive factor.
+        scale = torch.tensor([0.5, 3.0, 20.0])
+        offset = torch.tensor([-7.0, 0.0, 100.0])
+        torch.testing.assert_close(model(x * scale + offset), y * scale + offset, rtol=1e-4, atol=1e-3)
+        fresh = build_model(kind, {"revin": True}, shape).eval()
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(fresh(x), y, rtol=0, atol=0)
+
+
+def test_revin_keeps_naive_parameter_free() -> None:
+    model = build_model("naive", {"revin": True}, SHAPES[0])
+    assert not list(model.parameters())
+    x = torch.randn(2, 96, 3)
+    torch.testing.assert_close(model(x), x[:, -1:].repeat(1, 24, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", MODELS.names())
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+def test_int8_dynamic_quantization_runs(kind: str) -> None:
+    # The compression stage swaps nn.Linear / nn.LSTM for int8 dynamic versions; every model
+    # must still run (no code reading a swapped layer's .weight as a tensor) and stay close.
+    torch.manual_seed(0)
+    model = build_model(kind, {}, SHAPES[0]).eval()
+    quantized = torch.ao.quantization.quantize_dynamic(
+        copy.deepcopy(model), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8
+    )
+    x = torch.randn(4, 96, 3)
+    with torch.no_grad():
+        y, yq = model(x), quantized(x)
+    assert (yq - y).abs().max() <= 0.1 * max(1.0, y.abs().max().item())
+
+
+# --- S4D -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("init", ["lin", "inv"])
+def test_s4d_convolution_equals_recurrence(init: str) -> None:
+    torch.manual_seed(0)
+    layer = S4DLayer(d_model=8, d_state=32, init=init, dt_min=1e-3, dt_max=0.5)
+    u = torch.randn(3, 150, 8)
+    conv, rec = layer(u), layer.forward_recurrent(u)
+    scale = rec.abs().max()
+    assert (conv - rec).abs().max() <= 1e-4 * max(1.0, scale.item())
+
+    model = build_model("s4d", {"init": init}, SHAPES[0]).eval()
+    x = torch.randn(2, 96, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.forward_recurrent(x), rtol=1e-4, atol=1e-4)
+
+
+def test_s4d_init_and_real_parameters() -> None:
+    lin = S4DLayer(4, d_state=8, init="lin")
+    inv = S4DLayer(4, d_state=8, init="inv")
+    torch.testing.assert_close(lin.A_im[0], math.pi * torch.arange(4.0))
+    torch.testing.assert_close(inv.A_im[0], 8 / math.pi * (8 / (2 * torch.arange(4.0) + 1) - 1))
+    torch.testing.assert_close(-lin.A_log_re.exp(), torch.full((4, 4), -0.5))
+    assert ((lin.log_dt >= math.log(1e-3)) & (lin.log_dt <= math.log(1e-1))).all()
+    model = build_model("s4d", {"ssm_lr": 5e-4}, SHAPES[0])
+    assert all(not p.is_complex() for p in model.parameters())
+    tagged = {n for n, p in model.named_parameters() if hasattr(p, "_optim")}
+    assert {"layers.0.log_dt", "layers.0.A_log_re", "layers.0.A_im", "layers.0.B"} <= tagged
+    assert model.layers[0].log_dt._optim == {"lr": 5e-4, "weight_decay": 0.0}
+    # Compression passes deep-copy the model; the optimizer tags must survive that.
+    assert copy.deepcopy(model).layers[1].A_im._optim == {"lr": 5e-4, "weight_decay": 0.0}
+
+
+# --- Mamba -----------------------------------------------------------------------------
+
+
+def _scan_inputs(b: int, length: int, e: int, n: int, dt_scale: float = 0.5) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(length)
+    return [
+        torch.randn(b, length, e, generator=g, dtype=torch.float64),
+        dt_scale * torch.rand(b, length, e, generator=g, dtype=torch.float64),
+        -torch.rand(e, n, generator=g, dtype=torch.float64) * n - 0.1,
+        torch.randn(b, length, n, generator=g, dtype=torch.float64),
+        torch.randn(b, length, n, generator=g, dtype=torch.float64),
+        torch.randn(e, generator=g, dtype=torch.float64),
+    ]
+
+
+@pytest.mark.parametrize("length,chunk", [(37, 8), (64, 8), (50, 4), (5, 16), (1, 8)])
+def test_mamba_chunked_scan_equals_sequential(length: int, chunk: int) -> None:
+    inputs = [t.requires_grad_() for t in _scan_inputs(2, length, 6, 4)]
+    ref = scan_sequential(*inputs)
+    grads_ref = torch.autograd.grad(ref.square().sum(), inputs)
+    out = scan_chunked(*inputs, chunk=chunk)
+    grads = torch.autograd.grad(out.square().sum(), inputs)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for g, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9)
+
+
+def test_mamba_chunked_scan_fp32_and_fast_decay() -> None:
+    # dt*A down to -400 per step: exp(-cumsum) factorisations overflow here, ours must not.
+    inputs = [t.float().requires_grad_() for t in _scan_inputs(2, 70, 6, 16, dt_scale=25.0)]
+    ref = scan_sequential(*inputs)
+    out = scan_chunked(*inputs)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    grads = torch.autograd.grad(out.sum(), inputs)
+    grads_ref = torch.autograd.grad(ref.sum(), inputs)
+    for g, g_ref in zip(grads, grads_ref):
+        assert torch.isfinite(g).all()
+        torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-3)
+
+
+def test_mamba_scan_modes_agree_in_model() -> None:
+    torch.manual_seed(0)
+    shape = SeriesShape(45, 12, 2)
+    seq = build_model("mamba", {"scan": "sequential"}, shape)
+    chunked = build_model("mamba", {"scan": "chunked"}, shape)
+    chunked.load_state_dict(seq.state_dict())
+    x = torch.randn(3, 45, 2)
+    torch.testing.assert_close(chunked(x), seq(x), rtol=1e-5, atol=1e-5)
+    assert selective_scan(*[t.float() for t in _scan_inputs(1, 10, 3, 2)]).shape == (1, 10, 3)
+
+
+def test_mamba_parameters() -> None:
+    model = build_model("mamba", {}, SHAPES[0])
+    mixer = model.mixers[0]
+    assert mixer.A_log._optim == {"weight_decay": 0.0} and mixer.dt_bias._optim == {"weight_decay": 0.0}
+    torch.testing.assert_close(-mixer.A_log.exp()[0], -torch.arange(1.0, 17.0))
+    dt = torch.nn.functional.softplus(mixer.dt_bias)
+    assert ((dt >= 1e-3 * 0.999) & (dt <= 1e-1 * 1.001)).all()
+    assert copy.deepcopy(model).mixers[1].A_log._optim == {"weight_decay": 0.0}
+
+
+@pytest.mark.parametrize("kind", ["s4d", "mamba"])
+def test_ssm_numerics_stay_fp32_under_autocast(kind: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(kind, {}, SHAPES[0]).eval()
+    x = torch.randn(2, 96, 3)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x)
+    assert torch.isfinite(y).all()
+    torch.testing.assert_close(y.float(), ref, rtol=0.1, atol=0.1)  # bf16 linears, fp32 scan
+
+
+# --- closed-form linear ----------------------------------------------------------------
+
+
+def test_linear_recovers_known_map() -> None:
+    torch.manual_seed(0)
+    n, lookback, horizon, c = 3000, 24, 8, 2
+    weight = torch.randn(horizon, lookback) / lookback**0.5
+    bias = torch.randn(horizon)
+    x = torch.randn(n, lookback, c) * 2 + 5
+    mean = x.mean(1, keepdim=True)
+    y = torch.einsum("hl,nlc->nhc", weight, x - mean) + bias[:, None] + mean + 1e-3 * torch.randn(n, horizon, c)
+    model = build_model("linear", {}, SeriesShape(lookback, horizon, c))
+    model.fit_closed_form(x, y)
+    # Windows are mean-centred, so W and W + c 1^T predict alike: compare row-centred weights.
+    def centred(w: torch.Tensor) -> torch.Tensor:
+        return w - w.mean(dim=1, keepdim=True)
+
+    assert (centred(model.proj.weight) - centred(weight)).abs().max() < 1e-3
+    assert (model.proj.bias - bias).abs().max() < 1e-3
+    torch.testing.assert_close(model(x[:5]), y[:5], rtol=0, atol=0.02)
+
+
+def _windows(series: torch.Tensor, lookback: int, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    w = series.unfold(0, lookback + horizon, 1).permute(0, 2, 1)  # (N, L+H, C)
+    return w[:, :lookback], w[:, lookback:]
+
+
+def test_linear_beats_naive_on_seasonal_ar_series() -> None:
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(3000, dtype=torch.float32)
+    noise = torch.zeros(3000, 2)
+    eps = torch.randn(3000, 2, generator=g)
+    for i in range(1, 3000):  # AR(1) noise on top of two seasonalities
+        noise[i] = 0.8 * noise[i - 1] + 0.3 * eps[i]
+    series = torch.stack([torch.sin(2 * math.pi * t / 24), torch.cos(2 * math.pi * t / 50)], 1) + noise
+    shape = SeriesShape(96, 24, 2)
+    x_tr, y_tr = _windows(series[:2000], 96, 24)
+    x_te, y_te = _windows(series[2000:], 96, 24)
+    linear = build_model("linear", {}, shape)
+    linear.fit_closed_form(x_tr, y_tr)
+    naive = build_model("naive", {}, shape)
+    with torch.no_grad():
+        mse_linear = (linear(x_te) - y_te).square().mean()
+        mse_naive = (naive(x_te) - y_te).square().mean()
+    assert mse_linear < 0.5 * mse_naive
+
+
+def test_linear_fit_through_revin() -> None:
+    shape = SeriesShape(32, 8, 2)
+    x = torch.randn(500, 32, 2).cumsum(1)
+    y = x[:, -1:].repeat(1, 8, 1)  # a last-value target is in the model class, even normalised
+    model = build_model("linear", {"revin": True}, shape)
+    model.fit_closed_form(x, y)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x[:10]), y[:10], rtol=1e-3, atol=1e-3)
+
+
+# --- configuration ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind,params,key",
+    [
+        ("s4d", {"d_model": -4}, "d_model"),
+        ("transformer", {"d_model": -1}, "d_model"),
+        ("mamba", {"d_state": 0}, "d_state"),
+        ("s4d", {"d_state": 0}, "d_state"),
+        ("s4d", {"init": "legs"}, "init"),
+        ("mamba", {"scan": "fast"}, "scan"),
+        ("lstm", {"hiddn": 3}, "hiddn"),
+        ("naive", {"foo": 1}, "foo"),
+        ("dlinear", {"revin": "yes"}, "revin"),
+        ("patchtst", {"dropout": 1.5}, "dropout"),
+        ("linear", {"ridge": -1.0}, "ridge"),
+    ],
+)
+def test_config_errors_name_the_key(kind: str, params: dict, key: str) -> None:
+    for call in (lambda: model_config(kind, params, "models.m"), lambda: build_model(kind, params, SHAPES[0], "models.m")):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert key in str(info.value) and "models.m" in str(info.value)
+
+
+def test_config_lists_valid_choices_and_accepts_revin() -> None:
+    with pytest.raises(ConfigError, match="lin, inv"):
+        model_config("s4d", {"init": "hippo"}, "m")
+    assert model_config("s4d", {"revin": True, "init": "inv"}, "m").init == "inv"
+    with pytest.raises(ConfigError, match="patch_len"):
+        build_model("patchtst", {"patch_len": 128}, SHAPES[0], "m")
+
+
+# --- GPU (skipped without CUDA) ------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", MODELS.names())
+def test_cuda_bf16_autocast(kind: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(kind, {}, SHAPES[0]).cuda()
+    x = torch.randn(8, 96, 3, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = model(x)
+        if list(model.parameters()):
+            y.float().square().mean().backward()
+    assert y.shape == (8, 24, 3) and torch.isfinite(y).all()
+    assert all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters())

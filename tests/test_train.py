@@ -1,0 +1,89 @@
+"""Training stage: outputs, determinism, closed-form and parameter-free models, NaN handling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from seqcomp.artifacts import load_model
+from seqcomp.errors import SeqcompError
+from seqcomp.io import read_json
+from seqcomp.models import MODELS
+from seqcomp.tracking import Run, client, resolve_uri
+from seqcomp.train import train
+
+SETTINGS = {"max_epochs": 3, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "grad_clip": 1.0,
+            "loss": "mse", "limit_train_batches": 3, "accelerator": "cpu", "precision": "auto"}
+
+
+def spec(model: str, seed: int = 0, **train) -> dict:
+    return {"experiment": "seqcomp/t", "dataset": "tiny", "model": model, "kind": model, "params": {},
+            "train": {**SETTINGS, **train}, "lookback": 24, "horizon": 8, "seed": seed}
+
+
+def run_for(tmp_path: Path, s: dict) -> Run:
+    return Run.start(resolve_uri(f"sqlite:///{tmp_path}/mlflow.db"), s["experiment"], "t", f"train/{s['model']}", {})
+
+
+def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Path) -> None:
+    s = spec("dlinear")
+    run = run_for(tmp_path, s)
+    summary = train(s, tiny_data, tmp_path / "out", run)
+    assert summary["method"] == "sgd" and summary["epochs"] >= 1
+    history = pl.read_csv(tmp_path / "out" / "history.csv")
+    assert {"epoch", "train/loss", "val/mse", "val/mae"} <= set(history.columns)
+    # the saved model is the best checkpoint: its val MSE is the best epoch's
+    assert summary["best_val_mse"] == pytest.approx(history["val/mse"].min(), rel=1e-4)
+    c = client(run.uri)
+    assert len(c.get_metric_history(run.run_id, "val/mse")) == history.height
+    assert c.get_run(run.run_id).info.status == "FINISHED"
+    assert read_json(tmp_path / "out" / "run.json")["run_id"] == run.run_id
+    assert isinstance(load_model(tmp_path / "out" / "model.pt"), torch.nn.Module)
+
+
+def test_same_seed_same_model(tiny_data: Path, tmp_path: Path) -> None:
+    outs = []
+    for name in ("a", "b"):
+        s = spec("dlinear", seed=5)
+        train(s, tiny_data, tmp_path / name, run_for(tmp_path, s))
+        outs.append(torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"])
+    assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def test_closed_form_and_parameter_free_models_skip_sgd(tiny_data: Path, tmp_path: Path) -> None:
+    for model, method in (("linear", "closed form"), ("naive", "no trainable parameters")):
+        s = spec(model)
+        summary = train(s, tiny_data, tmp_path / model, run_for(tmp_path, s))
+        assert summary["method"] == method and summary["epochs"] == 0
+    assert read_json(tmp_path / "linear" / "run.json")["best_val_mse"] < read_json(tmp_path / "naive" / "run.json")["best_val_mse"]
+
+
+@dataclass
+class _NoConfig:
+    pass
+
+
+class Exploding(torch.nn.Module):
+    Config = _NoConfig
+
+    def __init__(self, shape, cfg) -> None:  # noqa: ANN001
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.horizon = shape.horizon
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1:, :].expand(-1, self.horizon, -1) * self.w / 0.0
+
+
+def test_nan_loss_fails_clearly_and_marks_the_run(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setitem(MODELS._entries, "exploding", f"{__name__}:Exploding")
+    s = spec("exploding")
+    run = run_for(tmp_path, s)
+    with pytest.raises(SeqcompError, match="training loss became"):
+        train(s, tiny_data, tmp_path / "out", run)
+    assert not (tmp_path / "out" / "model.pt").exists()
+    assert client(run.uri).get_run(run.run_id).info.status == "FAILED"
