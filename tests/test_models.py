@@ -176,6 +176,22 @@ def test_mamba_scan_modes_agree_in_model() -> None:
     assert selective_scan(*[t.float() for t in _scan_inputs(1, 10, 3, 2)]).shape == (1, 10, 3)
 
 
+def test_scan_dispatch_follows_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    import seqcomp.models.selective_scan as ss
+
+    called = []
+    monkeypatch.setattr(ss, "scan_sequential", lambda *a: called.append("sequential"))
+    monkeypatch.setattr(ss, "scan_chunked", lambda *a: called.append("chunked"))
+    args = [t.float() for t in _scan_inputs(1, 12, 3, 2)]
+    monkeypatch.setattr(ss, "CHUNKED_MIN_LEN", {"cpu": None, "cuda": 1})
+    ss.selective_scan(*args)
+    monkeypatch.setattr(ss, "CHUNKED_MIN_LEN", {"cpu": 12, "cuda": 1})
+    ss.selective_scan(*args)
+    ss.selective_scan(*[t[:, :11] if t.dim() == 3 else t for t in args])
+    ss.selective_scan(*args, mode="sequential")
+    assert called == ["sequential", "chunked", "sequential", "sequential"]
+
+
 def test_mamba_parameters() -> None:
     model = build_model("mamba", {}, SHAPES[0])
     mixer = model.mixers[0]

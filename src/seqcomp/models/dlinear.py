@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
 from seqcomp.models._common import check_positive
 
 
@@ -39,7 +40,7 @@ class DLinear(nn.Module):
         def __post_init__(self) -> None:
             check_positive(self, "kernel_size")
 
-    def __init__(self, shape, cfg: "DLinear.Config"):
+    def __init__(self, shape: SeriesShape, cfg: "DLinear.Config"):
         super().__init__()
         self.kernel = cfg.kernel_size
         self.individual = cfg.individual

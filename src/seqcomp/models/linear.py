@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
 from seqcomp.registry import check
 
 
@@ -37,7 +38,7 @@ class ClosedFormLinear(nn.Module):
             check(isinstance(self.ridge, (int, float)) and self.ridge >= 0, "ridge", f"must be >= 0, got {self.ridge!r}")
             check(isinstance(self.block_rows, int) and self.block_rows > 0, "block_rows", "must be a positive integer")
 
-    def __init__(self, shape, cfg: "ClosedFormLinear.Config"):
+    def __init__(self, shape: SeriesShape, cfg: "ClosedFormLinear.Config"):
         super().__init__()
         self.cfg = cfg
         # nn.Linear so that compression passes (int8 dynamic, RTN) see an ordinary layer.

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
 from seqcomp.models._common import OptimTagged, TemporalHead, check_choice, check_dropout, check_positive
 from seqcomp.models.selective_scan import selective_scan
 from seqcomp.registry import check
@@ -93,7 +94,7 @@ class MambaForecaster(nn.Module):
             check_dropout(self)
             check_choice(self.scan, "scan", SCANS)
 
-    def __init__(self, shape, cfg: "MambaForecaster.Config"):
+    def __init__(self, shape: SeriesShape, cfg: "MambaForecaster.Config"):
         super().__init__()
         d = cfg.d_model
         rank = cfg.dt_rank or math.ceil(d / 16)

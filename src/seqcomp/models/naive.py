@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch.nn as nn
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
+
 
 class Naive(nn.Module):
     """Repeats the last observed value of each channel over the horizon; no parameters."""
@@ -15,7 +17,7 @@ class Naive(nn.Module):
     class Config:
         pass
 
-    def __init__(self, shape, cfg: "Naive.Config | None" = None):
+    def __init__(self, shape: SeriesShape, cfg: "Naive.Config | None" = None):
         super().__init__()
         self.horizon = shape.horizon
 

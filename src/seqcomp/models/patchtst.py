@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
 from seqcomp.models._attention import Encoder
 from seqcomp.models._common import check_dropout, check_positive
 from seqcomp.registry import check
@@ -41,7 +42,7 @@ class PatchTST(nn.Module):
             check(self.d_model % self.n_heads == 0, "n_heads", f"must divide d_model={self.d_model}")
             check_dropout(self)
 
-    def __init__(self, shape, cfg: "PatchTST.Config"):
+    def __init__(self, shape: SeriesShape, cfg: "PatchTST.Config"):
         super().__init__()
         check(shape.lookback >= cfg.patch_len, "patch_len", f"{cfg.patch_len} exceeds the lookback {shape.lookback}")
         self.patch_len, self.stride, self.horizon = cfg.patch_len, cfg.stride, shape.horizon

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
 from seqcomp.models._common import OptimTagged, TemporalHead, check_choice, check_dropout, check_positive
 from seqcomp.registry import check
 
@@ -131,7 +132,7 @@ class S4DForecaster(nn.Module):
             check_dropout(self)
             check(self.ssm_lr > 0, "ssm_lr", f"must be positive, got {self.ssm_lr}")
 
-    def __init__(self, shape, cfg: "S4DForecaster.Config"):
+    def __init__(self, shape: SeriesShape, cfg: "S4DForecaster.Config"):
         super().__init__()
         d = cfg.d_model
         self.encoder = nn.Linear(shape.channels, d)

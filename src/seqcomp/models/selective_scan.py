@@ -17,16 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Shortest length at which the chunked scan is used (fwd+bwd of the scan alone, B=32,
-# E=128 (d_model 64, expand 2), N=16, fp32; min over repeats; chunk 8).
-# CPU (2 cores of this dev box, shared and noisy), sequential vs chunked:
-#   L=96: 86 vs 221 ms;  L=256: 271 vs 2831 ms;  L=1024: TBD;  L=4096: TBD
-# The sequential loop's per-step state (B, E, N) stays in cache, while every op of the chunked
-# scan streams several (B, L, E, N) tensors through memory, so on CPU the loop wins at every
-# measured length: the chunked scan is never picked there.
-# CUDA: TBD
+# Shortest length at which the chunked scan is used. Measured with ``benchmark`` below:
+# forward+backward of the scan alone, B=32, E=128 (d_model 64, expand 2), N=16, fp32, chunk 8,
+# min over repeats, the two scans alternated in one process; sequential vs chunked:
+#   CPU (this dev box: 2 shared cores, load 2-4 from other jobs, so +-3x run to run)
+#     L=96:   145 vs   764 ms      L=256:  486 vs 2954 ms      L=1024: 1.06 vs 10.2 s
+#     L=4096: sequential 10.2 s and 34.1 s in two runs; chunked not run at B=32 (~17 GB peak);
+#             at B=8: 11.3 vs 18.6 s, and 2.7 vs 12.2 s in an earlier run
+#   CUDA (one H100, torch 2.11, no mamba_ssm)
+#     L=96: 26.7 vs 4.8 ms   L=256: 69.0 vs 6.4 ms   L=1024: 190 vs 20.1 ms   L=4096: 951 vs 81.8 ms
+# On CPU the loop wins at every length: its per-step state (B, E, N) stays in cache, while each
+# op of the chunked scan streams (B, L, E, N) tensors through memory (and log2(chunk) times
+# more of them). On a GPU the loop is bound by kernel launches and the chunked scan wins at
+# every length. Hence: never chunked on CPU, always on CUDA (and other accelerators).
 CHUNKED_MIN_LEN = {"cpu": None, "cuda": 1}
-CHUNK = 8  # intra-chunk doubling depth log2(8) = 3; see _chunked for why small chunks win
+# Chunk length (see scan_chunked for why small): on CPU, chunk 4/8/16/32 took
+# 355/221/255/404 ms at L=96 and 3.1/2.8/4.0/4.1 s at L=256 in one run.
+CHUNK = 8
 
 _KERNEL: Callable | None | bool = False  # False: not looked up yet; None: not installed
 
@@ -45,17 +52,18 @@ def _cuda_kernel() -> Callable | None:
 def scan_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor) -> Tensor:
     """Reference: a Python loop over time steps."""
     b, length, e = x.shape
-    # unbind (not x[:, t]) so backward builds each gradient once instead of L full-size
-    # zero tensors with one slice filled (quadratic in L).
-    dA = torch.exp(dt[..., None] * A).unbind(1)  # L x (B, E, N)
-    dBx = ((dt * x)[..., None] * B[:, :, None, :]).unbind(1)  # L x (B, E, N)
-    Cs = C[..., None].unbind(1)  # L x (B, N, 1)
+    # Per-step slices via unbind (not x[:, t]): backward then builds each input gradient once,
+    # instead of one full-size zero tensor per step (quadratic in L). The decay and input
+    # terms are formed per step, so no (B, L, E, N) tensor is built before the loop.
+    dts = dt[..., None].unbind(1)  # L x (B, E, 1)
+    us = (dt * x)[..., None].unbind(1)  # L x (B, E, 1)
+    Bs = B[:, :, None, :].unbind(1)  # L x (B, 1, N)
     h = x.new_zeros(b, e, A.shape[1])  # (B, E, N)
-    ys = []
+    hs = []
     for t in range(length):
-        h = torch.addcmul(dBx[t], dA[t], h)  # (B, E, N)
-        ys.append(torch.bmm(h, Cs[t]))  # (B, E, 1)
-    y = torch.stack(ys, dim=1).squeeze(-1)  # (B, L, E)
+        h = torch.addcmul(us[t] * Bs[t], torch.exp(dts[t] * A), h)  # (B, E, N)
+        hs.append(h)
+    y = torch.einsum("blen,bln->ble", torch.stack(hs, dim=1), C)  # (B, L, E)
     return y + D * x
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
 from seqcomp.models._attention import Encoder
 from seqcomp.models._common import check_choice, check_dropout, check_positive
 from seqcomp.registry import check
@@ -48,7 +49,7 @@ class TransformerForecaster(nn.Module):
             check_dropout(self)
             check_choice(self.positions, "positions", ("learned", "sinusoidal"))
 
-    def __init__(self, shape, cfg: "TransformerForecaster.Config"):
+    def __init__(self, shape: SeriesShape, cfg: "TransformerForecaster.Config"):
         super().__init__()
         self.horizon, self.channels = shape.horizon, shape.channels
         self.embed = nn.Linear(shape.channels, cfg.d_model)
@@ -59,6 +60,8 @@ class TransformerForecaster(nn.Module):
             self.register_buffer("pos", sinusoidal_positions(shape.lookback, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
         self.encoder = Encoder(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.n_layers)
+        # The flatten head has L*d_model*H*C weights (2.06M at L=96, H=96, C=7, d_model 32):
+        # most of this model's parameters, and cheap to run on CPU all the same.
         self.head = nn.Linear(shape.lookback * cfg.d_model, shape.horizon * shape.channels)
 
     def forward(self, x: Tensor) -> Tensor:

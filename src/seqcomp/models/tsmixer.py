@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch.nn as nn
 from torch import Tensor
 
+from seqcomp.models import SeriesShape
 from seqcomp.models._common import check_dropout, check_positive
 
 
@@ -46,7 +47,7 @@ class TSMixer(nn.Module):
             check_positive(self, "n_blocks", "ff_dim")
             check_dropout(self)
 
-    def __init__(self, shape, cfg: "TSMixer.Config"):
+    def __init__(self, shape: SeriesShape, cfg: "TSMixer.Config"):
         super().__init__()
         self.blocks = nn.Sequential(
             *(MixerBlock(shape.lookback, shape.channels, cfg.ff_dim, cfg.dropout) for _ in range(cfg.n_blocks))

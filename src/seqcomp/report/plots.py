@@ -31,7 +31,10 @@ def _grid(n: int, width: float = 6.0, height: float = 4.2) -> tuple[plt.Figure, 
 
 
 def pareto_figure(frame: pl.DataFrame) -> plt.Figure:
-    """Test MSE against stored size: colour = model, marker = pass; mean over seeds."""
+    """Test MSE against stored size: colour = model, marker = pass; mean over seeds.
+
+    Parameter-free models (size 0) are drawn as dashed horizontal lines.
+    """
     means = frame.group_by(["dataset", "lookback", "horizon", "model", "pass"], maintain_order=True).agg(
         pl.col("mse").mean(), pl.col("size_bytes").first(), pl.col("simulated").first()
     )
@@ -43,6 +46,9 @@ def pareto_figure(frame: pl.DataFrame) -> plt.Figure:
     fig, axes = _grid(len(panels))
     for ax, (label, sub) in zip(axes, panels):
         for row in sub.iter_rows(named=True):
+            if row["size_bytes"] == 0:  # parameter-free (naive): a reference level, not a point on a log axis
+                ax.axhline(row["mse"], color=colors[row["model"]], linestyle="--", linewidth=1)
+                continue
             ax.scatter(row["size_bytes"] / 1024, row["mse"], color=colors[row["model"]], marker=marker[row["pass"]],
                        s=60, edgecolor="black" if row["simulated"] else "none", linewidth=0.8)
         ax.set_xscale("log")
