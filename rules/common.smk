@@ -30,3 +30,9 @@ def spec_param(builder, *keys):
 
 TRAIN_KEYS = ("dataset", "model", "lookback", "horizon", "seed")
 PASS_KEYS = TRAIN_KEYS + ("passname",)
+
+
+def dataset_files(w):
+    """A csv dataset's file is an input, so replacing the file reruns everything downstream."""
+    entry = C["datasets"][w.dataset]
+    return [entry["path"]] if entry["kind"] == "csv" else []

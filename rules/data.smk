@@ -1,11 +1,6 @@
 # Stage 1: one prepared (split + train-scaled) parquet per dataset, and the MLflow experiment.
 
 
-def dataset_files(w):
-    """A csv dataset's file is an input, so replacing the file reruns everything downstream."""
-    entry = C["datasets"][w.dataset]
-    return [entry["path"]] if entry["kind"] == "csv" else []
-
 
 rule prepare_data:
     input:

@@ -12,7 +12,7 @@ rule summarize:
         pareto=f"{P['summary']}/plots/pareto.png",
         curves=f"{P['summary']}/plots/training_curves.png",
     params:
-        out=P["summary"],
+        out=lambda w, output: os.path.dirname(output.csv),
         title=C["name"],
     log:
         f"{P['logs']}/summarize.log",

@@ -80,6 +80,7 @@ GOOD_HEAD = "date,a,b\n2020-01-01 00:00:00,1,2\n2020-01-01 01:00:00,2,3\n"
         (GOOD_HEAD + "2020-01-01 02:00:00,,4\n", "column 'a' line 4: missing"),
         (GOOD_HEAD + "2020-01-01 02:00:00,1,inf\n", "column 'b' line 4: missing or non-finite"),
         (b"date,a\n\xff\xfe,1\n", "not UTF-8"),
+        (GOOD_HEAD + "2020-01-01 02:00:00,1,2,3\n", "line 4 has 4 fields, the header has 3"),
     ],
 )
 def test_bad_csv_gets_a_clear_error_naming_file_and_place(tmp_path: Path, text: str, expected: str) -> None:

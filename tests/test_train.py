@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +92,49 @@ def test_nan_loss_fails_clearly_and_marks_the_run(tiny_data: Path, tmp_path: Pat
         train(s, tiny_data, tmp_path / "out", run)
     assert not (tmp_path / "out" / "model.pt").exists()
     assert client(run.uri).get_run(run.run_id).info.status == "FAILED"
+
+
+CHILD = """
+import json, sys, time
+import seqcomp.train.module as module
+from seqcomp.tracking import Run
+from seqcomp.train import train
+
+step = module.Forecaster.training_step
+def slow_step(self, batch, i):  # slow enough that the parent can kill it mid-training
+    time.sleep(0.05)
+    return step(self, batch, i)
+module.Forecaster.training_step = slow_step
+spec, data, out, uri = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+train(spec, data, out, Run.start(uri, spec["experiment"], "t", "train/kill", {}))
+"""
+
+
+def test_killed_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: Path) -> None:
+    s = spec("tsmixer", seed=2, max_epochs=5, patience=10, limit_train_batches=None)
+    uninterrupted = train(s, tiny_data, tmp_path / "a", run_for(tmp_path, s))
+    out = tmp_path / "b"
+    uri = resolve_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(s), str(tiny_data), str(out), uri])
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (out / "model.pt").exists(), "the child finished before it could be killed"
+    resumed = train(s, tiny_data, out, run_for(tmp_path, s))
+    assert resumed["resumed_from"] and resumed["epochs"] == uninterrupted["epochs"]
+    assert resumed["best_val_mse"] == pytest.approx(uninterrupted["best_val_mse"], rel=1e-5)
+    a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    hist_a, hist_b = pl.read_csv(tmp_path / "a" / "history.csv"), pl.read_csv(out / "history.csv")
+    assert hist_a["epoch"].to_list() == hist_b["epoch"].to_list()
+    assert hist_b["val/mse"].to_list() == pytest.approx(hist_a["val/mse"].to_list(), rel=1e-5)
+
+
+def test_checkpoints_of_another_spec_are_not_resumed(tiny_data: Path, tmp_path: Path) -> None:
+    s = spec("dlinear", max_epochs=2)
+    train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    other = spec("dlinear", max_epochs=2, lr=0.002)
+    assert train(other, tiny_data, tmp_path / "out", run_for(tmp_path, other))["resumed_from"] is None

@@ -143,3 +143,8 @@ def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "models.lstm: unknown key(s) hiden; valid keys:" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_workflow_passes_snakemake_lint(tmp_path: Path) -> None:
+    result = snakemake(tmp_path, "--lint", config=ROOT / "config" / "smoke.yaml")
+    assert result.returncode == 0 and "good condition" in result.stdout + result.stderr, result.stdout[-3000:]

@@ -7,6 +7,7 @@ offending line, never as a traceback from inside polars.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 from dataclasses import dataclass
@@ -33,6 +34,23 @@ class CSVConfig:
 def _line(row: int) -> int:
     """1-based line number in the file of data row ``row`` (line 1 is the header)."""
     return row + 2
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _ragged_line(data: bytes) -> str | None:
+    """Name the first line whose field count differs from the header's (polars does not)."""
+    try:
+        rows = csv.reader(io.StringIO(data.decode("utf-8")))
+        width = len(next(rows))
+        for row in rows:
+            if row and len(row) != width:
+                return f"line {rows.line_num} has {len(row)} fields, the header has {width}"
+    except (csv.Error, StopIteration) as exc:
+        return f"{exc}" if isinstance(exc, csv.Error) else None
+    return None
 
 
 class CSVSource:
@@ -67,8 +85,7 @@ class CSVSource:
         try:
             frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
         except (pl.exceptions.PolarsError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{self.path}: cannot be parsed as CSV: {first}") from None
+            raise DataError(f"{self.path}: cannot be parsed as CSV: {_ragged_line(data) or _first_line(exc)}") from None
         if frame.height == 0:
             raise DataError(f"{self.path}: has a header but no data rows")
         return frame

@@ -9,7 +9,8 @@ lock instead of failing; the experiment (and the database schema) is created onc
 ``tracking_init`` rule before jobs fan out.
 
 Reruns: every run carries ``seqcomp.job`` (stage + wildcards). Starting a run marks earlier
-runs of the same job ``seqcomp.superseded=true``, so the UI can hide stale duplicates.
+runs of the same job ``seqcomp.superseded=true`` (and KILLED if a killed job left one
+RUNNING), so the UI can hide stale duplicates.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ class Run:
         for old in retry(lambda: c.search_runs([exp_id], f"tags.`seqcomp.job` = '{job}'", max_results=1000)):
             if old.data.tags.get("seqcomp.superseded") != "true":
                 retry(lambda: c.set_tag(old.info.run_id, "seqcomp.superseded", "true"))
+            if old.info.status == "RUNNING":  # its process was killed: it will never finish
+                retry(lambda: c.set_terminated(old.info.run_id, "KILLED"))
         run = retry(lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags))
         return cls(uri, run.info.run_id)
 
@@ -138,6 +141,9 @@ class Run:
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
         retry(lambda: self.client.log_artifact(self.run_id, str(path), folder))
+
+    def log_dict(self, obj: dict[str, Any], name: str) -> None:
+        retry(lambda: self.client.log_dict(self.run_id, obj, name))
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():

@@ -23,7 +23,7 @@ from seqcomp.artifacts import save_model
 from seqcomp.data.windows import PreparedSeries
 from seqcomp.errors import SeqcompError
 from seqcomp.evaluate.metrics import forecast_errors
-from seqcomp.io import atomic_path, write_json
+from seqcomp.io import atomic_path, read_json, write_json
 from seqcomp.models import SeriesShape, build_model
 from seqcomp.tracking import Run, tracked
 from seqcomp.train.module import Forecaster
@@ -40,17 +40,65 @@ def resolve_device(settings: dict[str, Any]) -> tuple[str, str]:
 
 
 class _History(L.Callback):
-    """Collects epoch-level metrics for history.csv (the MLflow logger records them too)."""
+    """Collects epoch-level metrics for history.csv (the MLflow logger records them too).
+
+    Its rows are saved in Lightning checkpoints, so a resumed run keeps the epochs it ran
+    before it was killed.
+    """
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Runs after the epoch's validation, so train and val metrics of one epoch share a row.
         row = {"epoch": trainer.current_epoch}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k})
         self.rows.append(row)
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """Shuffles with a permutation seeded by (seed, epoch). Lightning calls ``set_epoch`` before
+    each epoch, so a run resumed at epoch k draws the same batches as an uninterrupted one
+    (Lightning checkpoints do not hold RNG state)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):  # noqa: ANN204
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=gen).tolist())
+
+
+class _EpochSeed(L.Callback):
+    """Reseeds torch's global RNG (dropout) from (seed, epoch) at each epoch start, for the same reason."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
+
+
+def resumable_checkpoint(ckpt_dir: Path, spec: dict[str, Any]) -> str | None:
+    """``last.ckpt`` of an interrupted run of the *same* job spec, else None (and a clean dir)."""
+    spec_file, last = ckpt_dir / "job_spec.json", ckpt_dir / "last.ckpt"
+    if last.is_file() and spec_file.is_file() and read_json(spec_file) == spec:
+        return str(last)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    write_json(spec_file, spec)
+    return None
 
 
 def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict], dict]:  # noqa: ANN001
@@ -59,13 +107,16 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
 
     L_, H = spec["lookback"], spec["horizon"]
     train_ds, val_ds = series.windows("train", L_, H), series.windows("val", L_, H)
-    gen = torch.Generator().manual_seed(spec["seed"])
     loaders = (
-        DataLoader(train_ds, batch_size=settings["batch_size"], shuffle=True, generator=gen),
+        # Own generator: each new loader iterator draws a base seed, which must not consume the
+        # global RNG that dropout uses (it would shift masks between fresh and resumed runs).
+        DataLoader(train_ds, batch_size=settings["batch_size"], sampler=EpochShuffle(len(train_ds), spec["seed"]),
+                   generator=torch.Generator().manual_seed(spec["seed"])),
         DataLoader(val_ds, batch_size=max(settings["batch_size"], 256), shuffle=False),
     )
     accelerator, precision = resolve_device(settings)
     ckpt_dir = out_dir / "checkpoints"
+    resume_from = resumable_checkpoint(ckpt_dir, spec)
     history = _History()
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mse", mode="min", save_last=True)
     trainer = L.Trainer(
@@ -75,7 +126,12 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
         precision=precision,
         gradient_clip_val=settings["grad_clip"],
         limit_train_batches=settings["limit_train_batches"] or 1.0,
-        callbacks=[EarlyStopping("val/mse", patience=settings["patience"], mode="min"), checkpoint, history],
+        callbacks=[
+            EarlyStopping("val/mse", patience=settings["patience"], mode="min"),
+            checkpoint,
+            history,
+            _EpochSeed(spec["seed"]),
+        ],
         logger=MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id),
         deterministic=accelerator == "cpu",
         enable_progress_bar=False,
@@ -83,7 +139,7 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
     )
     module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"])
     start = time.perf_counter()
-    trainer.fit(module, *loaders)
+    trainer.fit(module, *loaders, ckpt_path=resume_from)
     wall = time.perf_counter() - start
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
@@ -93,6 +149,7 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
         "accelerator": accelerator,
         "precision": precision,
         "epochs": trainer.current_epoch,
+        "resumed_from": resume_from,
         "fit_wall_s": wall,
         "train_samples_per_s": seen / wall if wall > 0 else None,
     }
@@ -111,6 +168,7 @@ def train(spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: 
     n_params = sum(p.numel() for p in net.parameters())
     with tracked(run):
         run.log_params({"n_params": n_params, **spec})
+        run.log_dict(spec, "job_spec.json")
         if hasattr(net, "fit_closed_form"):
             start = time.perf_counter()
             net.fit_closed_form(*series.windows("train", shape.lookback, shape.horizon).tensors())
