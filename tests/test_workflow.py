@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -148,3 +149,45 @@ def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:
 def test_workflow_passes_snakemake_lint(tmp_path: Path) -> None:
     result = snakemake(tmp_path, "--lint", config=ROOT / "config" / "smoke.yaml")
     assert result.returncode == 0 and "good condition" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_ui_serves_the_runs_on_localhost(smoke_run: Path) -> None:
+    import time
+    import urllib.request
+
+    port = free_port()
+    db = (smoke_run / "results" / "mlflow.db").resolve()
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{db}",
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+        deadline, body = time.time() + 120, None
+        while time.time() < deadline and body is None:
+            try:
+                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=seqcomp/smoke", timeout=5) as r:
+                    body = json.load(r)
+            except OSError:
+                time.sleep(1)
+        assert body is not None, "the MLflow UI did not answer within 120 s"
+        request = urllib.request.Request(
+            f"{base}/runs/search", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"experiment_ids": [body["experiment"]["experiment_id"]], "max_results": 1000}).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=30) as r:
+            runs = json.load(r)["runs"]
+        cfg = smoke_config()
+        assert len(runs) == len(cfg["models"]) * (1 + 2 * len(cfg["passes"]))
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # the UI runs its server in worker processes
+        ui.wait(timeout=30)
