@@ -19,7 +19,7 @@ def fake_metrics(tmp_path: Path) -> list[str]:
                 m = {"dataset": "d", "model": model, "kind": model, "lookback": 24, "horizon": 8, "seed": seed,
                      "pass": pass_, "pass_kind": kind, "mse": base * factor + seed * 0.01, "mae": 0.4, "n_windows": 10,
                      "simulated": False, "size_bytes": size, "file_bytes": size + 500, "fp32_bytes": 4000,
-                     "compression_ratio": 4000 / size, "latency": {"b1": {"median_ms": ms}}, "mse_per_step": [0.1]}
+                     "compression_ratio": 4000 / size, "quantized_fraction": 1.0 if kind != "fp32" else 0.0, "latency": {"b1": {"median_ms": ms}}, "mse_per_step": [0.1]}
                 path = tmp_path / "evaluate" / f"{model}-{pass_}-{seed}.json"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(m))

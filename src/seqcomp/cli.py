@@ -7,6 +7,7 @@ config, bad data) is printed as one clear line and exits with status 2, without 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    faulthandler.enable()  # a crash in native code (torch, sqlite) still leaves a traceback in the job log
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)

@@ -103,7 +103,9 @@ def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None 
     """
     from seqcomp.models import MODELS
 
-    shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "tracking/__init__.py"]
+    # cli.py is left out on purpose: it only parses arguments and dispatches to these modules.
+    shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "artifacts.py",
+              "tracking/__init__.py"]
     stage_dirs = {
         "data": ["data"],
         "train": ["data", "train", "evaluate/metrics.py"],

@@ -44,6 +44,9 @@ def run_evaluate(
                 "mse_per_step": errors["mse_per_step"],
                 "simulated": report["simulated"],
                 "kernels": report.get("kernels"),
+                # share of the weights the pass actually compressed (S4D's FFT path stays fp32, ...)
+                "quantized_layers": report.get("quantized_layers"),
+                "quantized_fraction": report["quantized_numel"] / report["total_numel"] if report.get("total_numel") else 0.0,
                 "size_bytes": report["size"]["bytes"],
                 "file_bytes": report["file_bytes"],
                 "fp32_bytes": report["fp32_bytes"],

@@ -57,6 +57,7 @@ def aggregate(frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("mse_change_pct").mean().alias("mse_change_pct"),
             pl.col("size_bytes").first(),
             pl.col("compression_ratio").first(),
+            pl.col("quantized_fraction").first(),
             pl.col("simulated").first(),
             *[pl.col(c).median() for c in frame.columns if LATENCY.fullmatch(c) or c.startswith("speedup_")],
         )
