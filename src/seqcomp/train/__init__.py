@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-
 import torch
 from torch.utils.data import DataLoader
 
@@ -31,6 +30,8 @@ from seqcomp.train.module import Forecaster
 
 def resolve_device(settings: dict[str, Any]) -> tuple[str, str]:
     """(accelerator, precision) for Lightning: bf16 mixed precision on CUDA, fp32 on CPU."""
+    if settings["accelerator"] == "gpu" and not torch.cuda.is_available():
+        raise SeqcompError("train.accelerator is 'gpu' but no CUDA device is visible; use 'auto' or 'cpu'")
     cuda = torch.cuda.is_available() and settings["accelerator"] in ("auto", "gpu")
     accelerator = "gpu" if cuda else "cpu"
     precision = settings["precision"]
