@@ -49,6 +49,10 @@ class _History(L.Callback):
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
+        self.samples_this_process = 0  # for throughput: a resumed run only times what it ran
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.samples_this_process += batch[0].shape[0]
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -144,8 +148,7 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
     wall = time.perf_counter() - start
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
-    n_batches = min(len(loaders[0]), settings["limit_train_batches"] or len(loaders[0]))
-    seen = trainer.current_epoch * min(len(train_ds), n_batches * settings["batch_size"])
+    seen = history.samples_this_process
     info = {
         "accelerator": accelerator,
         "precision": precision,
