@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # headless: the pipeline and CI have no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import polars as pl  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 MARKERS = "osD^vP*Xh<>"
 
@@ -45,10 +46,18 @@ def pareto_figure(frame: pl.DataFrame) -> plt.Figure:
     panels = _panels(means)
     fig, axes = _grid(len(panels))
     for ax, (label, sub) in zip(axes, panels):
-        for row in sub.iter_rows(named=True):
-            if row["size_bytes"] == 0:  # parameter-free (naive): a reference level, not a point on a log axis
+        points = sub.filter(pl.col("size_bytes") > 0)
+        low, high = points["mse"].min(), points["mse"].max()
+        pad = 0.1 * (high - low) if high > low else 0.05 * high
+        ax.set_ylim(low - pad, high + pad)
+        for row in sub.filter(pl.col("size_bytes") == 0).unique(["model"]).iter_rows(named=True):
+            # parameter-free models (naive) have no size: a reference level, noted if off the chart
+            if row["mse"] <= high + pad:
                 ax.axhline(row["mse"], color=colors[row["model"]], linestyle="--", linewidth=1)
-                continue
+            else:
+                ax.annotate(f"{row['model']}: MSE {row['mse']:.3g} (above)", xy=(0.01, 0.97), xycoords="axes fraction",
+                            va="top", fontsize=8, color=colors[row["model"]])
+        for row in points.iter_rows(named=True):
             ax.scatter(row["size_bytes"] / 1024, row["mse"], color=colors[row["model"]], marker=marker[row["pass"]],
                        s=60, edgecolor="black" if row["simulated"] else "none", linewidth=0.8)
         ax.set_xscale("log")
@@ -57,7 +66,8 @@ def pareto_figure(frame: pl.DataFrame) -> plt.Figure:
         ax.set_title(label)
         ax.grid(alpha=0.3, which="both")
     handles = [plt.Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in models]
-    handles += [plt.Line2D([], [], color="grey", marker=marker[p], linestyle="", label=p) for p in passes]
+    handles += [plt.Line2D([], [], color="black", markerfacecolor="white", marker=marker[p], linestyle="", label=p)
+                for p in passes]
     fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), title="model / pass (black edge = simulated)")
     fig.suptitle("Error vs size per model and compression pass")
     fig.tight_layout()
@@ -80,6 +90,7 @@ def training_curves_figure(history: pl.DataFrame) -> plt.Figure:
             style = "-o" if curve.height > 1 else "o"
             ax.plot(curve["epoch"] + 1, curve["val/mse"], style, markersize=3, label=model)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("validation MSE (scaled data)")
         ax.set_title(label)
         ax.grid(alpha=0.3)
