@@ -135,6 +135,20 @@ def test_editing_a_model_file_reruns_only_that_model(smoke_run: Path) -> None:
     assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summarize": 1, "all": 1}
 
 
+def test_editing_compression_code_skips_training(smoke_run: Path) -> None:
+    source = ROOT / "src" / "seqcomp" / "compress" / "fp32.py"
+    before, text = source.stat(), source.read_text()
+    try:
+        source.write_text(text + "# edited by test_editing_compression_code_skips_training\n")
+        planned = jobs_planned(snakemake(smoke_run, "-n"))
+    finally:
+        source.write_text(text)
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    cfg = smoke_config()
+    n = len(cfg["models"]) * len(cfg["passes"])
+    assert planned == {"compress": n, "evaluate": n, "summarize": 1, "all": 1}
+
+
 def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:
     cfg = smoke_config()
     cfg["models"]["lstm"]["hiden"] = 3
