@@ -10,6 +10,8 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,21 @@ def jobs_planned(result: subprocess.CompletedProcess) -> dict[str, int]:
             if len(parts) == 2 and parts[1].isdigit():
                 counts[parts[0]] = int(parts[1])
     return counts
+
+
+@contextmanager
+def edited(source: Path) -> Iterator[None]:
+    """A real edit of a package file, undone afterwards (content and mtime).
+
+    Snakemake ignores a newer mtime when the content's checksum is unchanged, so touching is not enough.
+    """
+    before, text = source.stat(), source.read_text()
+    try:
+        source.write_text(text + "# edited by a test\n")
+        yield
+    finally:
+        source.write_text(text)
+        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 @pytest.fixture(scope="module")
@@ -122,28 +139,15 @@ def test_changing_one_pass_reruns_only_that_pass(smoke_run: Path) -> None:
 
 
 def test_editing_a_model_file_reruns_only_that_model(smoke_run: Path) -> None:
-    # A real edit: Snakemake ignores a newer mtime when the content's checksum is unchanged.
-    source = ROOT / "src" / "seqcomp" / "models" / "lstm.py"
-    before, text = source.stat(), source.read_text()
-    try:
-        source.write_text(text + "# edited by test_editing_a_model_file_reruns_only_that_model\n")
+    with edited(ROOT / "src" / "seqcomp" / "models" / "lstm.py"):
         planned = jobs_planned(snakemake(smoke_run, "-n"))
-    finally:
-        source.write_text(text)
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
     n_passes = len(smoke_config()["passes"])
     assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summarize": 1, "all": 1}
 
 
 def test_editing_compression_code_skips_training(smoke_run: Path) -> None:
-    source = ROOT / "src" / "seqcomp" / "compress" / "fp32.py"
-    before, text = source.stat(), source.read_text()
-    try:
-        source.write_text(text + "# edited by test_editing_compression_code_skips_training\n")
+    with edited(ROOT / "src" / "seqcomp" / "compress" / "fp32.py"):
         planned = jobs_planned(snakemake(smoke_run, "-n"))
-    finally:
-        source.write_text(text)
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
     cfg = smoke_config()
     n = len(cfg["models"]) * len(cfg["passes"])
     assert planned == {"compress": n, "evaluate": n, "summarize": 1, "all": 1}
