@@ -6,11 +6,11 @@ block with tagged recurrent parameters and a Conv1d, an attention block), not se
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 import torch
+from compress_testkit import rel_err, through_disk
 from torch import nn
 
 from seqcomp.compress import (
@@ -121,17 +121,6 @@ def _skeleton(name: str) -> nn.Module:
     return MODELS[name]()
 
 
-def _through_disk(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    buffer = io.BytesIO()
-    torch.save(stored, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).norm() / b.norm())
-
-
 def _rows(report: dict) -> dict[str, dict]:
     return {row["name"]: row for row in report["layers"]}
 
@@ -143,7 +132,7 @@ def test_round_trip_through_disk(kind: str, params: dict, model_name: str) -> No
     x = torch.randn(3, 12, 8)
     compressed, stored, report = compress(kind, params, model, None)
     assert all(isinstance(t, torch.Tensor) for t in stored.values())
-    rebuilt = load_compressed(kind, params, _skeleton(model_name), _through_disk(stored))
+    rebuilt = load_compressed(kind, params, _skeleton(model_name), through_disk(stored))
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), compressed(x), rtol=0, atol=1e-6)
     assert report["pass"] == kind and report["simulated"] == PASSES.get(kind).simulated
@@ -166,6 +155,14 @@ def test_compress_leaves_the_model_alone_and_fp32_is_exact() -> None:
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_simulated_passes_say_so_in_their_name() -> None:
+    """A pass on fake-quant or dense kernels is named *_sim, and only such a pass is."""
+    for kind in PASSES.names():
+        simulated = PASSES.get(kind).simulated
+        if isinstance(simulated, bool):  # chain's is a property: simulated when one of its steps is
+            assert simulated == kind.endswith("_sim"), kind
+
+
 def test_copy_model_keeps_recurrent_tags() -> None:
     copied = copy_model(_trained("ssm"))
     assert all(hasattr(p, "_optim") for p in (copied.A, copied.log_dt, copied.B.weight))
@@ -184,7 +181,7 @@ def test_int8_converts_linear_and_lstm_and_stays_close() -> None:
     assert type(compressed.lstm).__module__.startswith("torch.ao.nn.quantized.dynamic")
     assert type(compressed.head).__module__.startswith("torch.ao.nn.quantized.dynamic")
     with torch.no_grad():
-        assert _rel_err(compressed(x), model(x)) < 0.05
+        assert rel_err(compressed(x), model(x)) < 0.05
 
 
 def test_int8_reports_what_stayed_fp32_and_why() -> None:
@@ -208,7 +205,7 @@ def test_int8_transformer_encoder_layer_runs() -> None:
     assert rows["layer.linear1"]["action"] == rows["layer.linear2"]["action"] == "int8 dynamic"
     assert report["fast_path_disabled"] == ["layer"]
     with torch.no_grad():
-        assert _rel_err(compressed(x), model(x)) < 0.05
+        assert rel_err(compressed(x), model(x)) < 0.05
 
 
 def test_int8_with_nothing_to_quantize_says_so() -> None:
@@ -238,7 +235,7 @@ def _rtn_weight_error(bits: int, group_size: int | None = None) -> float:
     layer = nn.Sequential(nn.Linear(64, 64))
     original = layer[0].weight.detach().clone()
     compressed = compress("rtn_weight_sim", {"bits": bits, "group_size": group_size}, layer, None)[0]
-    return _rel_err(compressed[0].weight.detach(), original)
+    return rel_err(compressed[0].weight.detach(), original)
 
 
 def test_rtn_error_grows_as_bits_drop() -> None:
@@ -253,7 +250,7 @@ def test_rtn_8_bit_is_nearly_lossless() -> None:
     x = torch.randn(4, 20, 8)
     compressed, _, report = compress("rtn_weight_sim", {"bits": 8}, model, None)
     with torch.no_grad():
-        assert _rel_err(compressed(x), model(x)) < 0.01
+        assert rel_err(compressed(x), model(x)) < 0.01
     assert all(row["weight_rel_err"] < 0.01 for row in report["layers"] if "weight_rel_err" in row)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from seqcomp.errors import ConfigError
 from seqcomp.registry import Registry, make_config
 
 if TYPE_CHECKING:
@@ -34,6 +35,15 @@ PASSES = Registry(
         "fp32": "seqcomp.compress.fp32:Identity",
         "int8_dynamic": "seqcomp.compress.int8_dynamic:Int8Dynamic",
         "rtn_weight_sim": "seqcomp.compress.rtn:RTNWeightSim",
+        "gptq_weight_sim": "seqcomp.compress.gptq:GPTQ",
+        "int8_static_sim": "seqcomp.compress.int8_static:Int8StaticSim",
+        "float_weight_sim": "seqcomp.compress.float_weight:FloatWeightSim",
+        "lowrank": "seqcomp.compress.lowrank:LowRank",
+        "prune_sim": "seqcomp.compress.prune:Prune",
+        "vq_sim": "seqcomp.compress.vq:VectorQuant",
+        "chain": "seqcomp.compress.chain:Chain",
+        "mixed_precision_sim": "seqcomp.compress.mixed_precision:MixedPrecision",
+        "qat_sim": "seqcomp.compress.qat:QAT",
     },
 )
 
@@ -47,6 +57,18 @@ def build_pass(kind: str, params: dict[str, Any] | None, where: str = "pass") ->
 def pass_config(kind: str, params: dict[str, Any] | None, where: str) -> Any:
     """Validate a pass's parameters without running it (used at DAG build time)."""
     return make_config(PASSES.get(kind, where).Config, params, where)
+
+
+def check_nested(kind: str, params: dict[str, Any] | None, where: str) -> None:
+    """Validate a pass configured inside another pass's ``Config`` (a chain step, an RTN grid).
+
+    Called from that ``Config.__post_init__``: the ConfigError is re-raised as a ValueError so
+    that make_config prefixes the outer pass's key path.
+    """
+    try:
+        pass_config(kind, params, where)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def compress(

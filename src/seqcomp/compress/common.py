@@ -1,11 +1,15 @@
-"""Helpers shared by the passes: copying a model safely, walking its layers, report entries."""
+"""Helpers shared by the passes: copying a model safely, walking its layers, running it on
+calibration windows, report entries."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
+import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 # A parameter carrying this attribute is an SSM recurrent parameter (A, log_dt, ...): the
 # models tag it so that the optimiser can treat it specially, and it is known to be the part
@@ -43,6 +47,22 @@ def param_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         for name, module in model.named_modules()
         if next(module.parameters(recurse=False), None) is not None
     ]
+
+
+CALIB_BATCH = 64  # calibration windows per forward pass
+
+
+def run_calibration(model: nn.Module, calib: torch.Tensor, hooks: Sequence[RemovableHandle] = ()) -> list[Any]:
+    """Outputs of ``model`` on ``calib`` (N, L, C), ``CALIB_BATCH`` windows at a time, without grad.
+
+    ``hooks`` (forward hooks that observe the run) are removed afterwards, also on error.
+    """
+    try:
+        with torch.no_grad():
+            return [model(calib[start : start + CALIB_BATCH]) for start in range(0, len(calib), CALIB_BATCH)]
+    finally:
+        for handle in hooks:
+            handle.remove()
 
 
 KEPT = "kept fp32"

@@ -1,110 +1,48 @@
 """Weight-only round-to-nearest (RTN) quantization, run as fake-quant on fp32 kernels.
 
-Each weight matrix of nn.Linear, nn.Conv1d (flattened to (out, in*k)), nn.LSTM (every
-2-D ``weight_*``) and nn.MultiheadAttention (its input projections, which are Linear weights
-held as raw parameters; ``out_proj`` is a Linear) is split into rows, optionally into groups
-of ``group_size`` consecutive input elements per row, and each row/group gets one scale:
-``scale = max|w| / qmax`` with ``qmax = 2**(bits-1) - 1`` and codes
-``q = clamp(round(w / scale), -qmax, qmax)``. The grid is symmetric and restricted (one of
-the 2**bits levels is unused, e.g. ternary at 2 bits) so that zero is exact.
-
-When ``group_size`` does not divide a row, the last group of each row is shorter (it is
-zero-padded for the max, and the padding is never stored); a ``group_size`` at least the
-row length is per-channel.
+Every selected parameter (by default the ``ssm`` and ``linear`` groups of groups.py: weight
+matrices of nn.Linear, nn.Conv1d (flattened to (out, in*k)), nn.LSTM, nn.MultiheadAttention's
+raw projections, and SSM output maps such as S4D's C) is rounded on a uniform ``bits``-bit
+grid, one scale per output row or per group of ``group_size`` inputs, symmetric (restricted
+grid, no zero point) or asymmetric (zero points stored), with scales calibrated by min-max,
+percentile or MSE search (see uniform.py for the grid and its exact stored form).
 
 The model keeps running fp32 kernels on the dequantized weights, so this pass measures the
-accuracy of b-bit weights and their true stored size, never a speed-up. Scales are rounded
-to ``scale_dtype`` *before* rounding the weights, so the fp32 weights the model runs are
-exactly ``codes * stored_scale``, and unpack reproduces them bit for bit.
+accuracy of b-bit weights and their true stored size (bit-packed codes, fp16 scales,
+zero points), never a speed-up.
+
+``quantize`` / ``dequantize`` / ``QuantizedWeight`` are re-exported from uniform.py for the
+passes that build on RTN's grid.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from seqcomp.compress.bitpack import pack_bits, unpack_bits
-from seqcomp.compress.common import KEPT, entry, is_recurrent, param_modules, summary
-from seqcomp.compress.size import CODES_SUFFIX, SCALES_SUFFIX
+from seqcomp.compress.coded import CodedPass, Parts
+from seqcomp.compress.groups import DEFAULT_GROUPS, check_groups
+from seqcomp.compress.size import CODES_SUFFIX, SCALES_SUFFIX, ZEROS_SUFFIX
+from seqcomp.compress.uniform import CALIBRATIONS, SCALE_DTYPES, QuantizedWeight, dequantize, quantize
 from seqcomp.registry import check
 
-SHAPE_SUFFIX = ".shape"
-_STATE_ATTR = "_seqcomp_rtn"  # on the model: {state-dict key: QuantizedWeight} from apply()
-_SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+__all__ = ["QuantizedWeight", "RTNWeightSim", "dequantize", "quantize"]
 
 
-@dataclass(frozen=True)
-class QuantizedWeight:
-    """One weight's stored form: packed codes (nbytes,) uint8, scales (out, groups)."""
-
-    codes: torch.Tensor
-    scales: torch.Tensor
-    shape: torch.Size
-
-
-def _grouped(rows: torch.Tensor, group_size: int | None) -> torch.Tensor:
-    """(out, K) -> (out, groups, size), zero-padding the ragged last group of each row."""
-    width = rows.shape[1] if group_size is None else min(group_size, rows.shape[1])
-    groups = -(-rows.shape[1] // width)
-    return F.pad(rows, (0, groups * width - rows.shape[1])).view(rows.shape[0], groups, width)
-
-
-def quantize(
-    weight: torch.Tensor, bits: int, group_size: int | None, scale_dtype: torch.dtype
-) -> QuantizedWeight:
-    """Symmetric RTN codes of ``weight`` (out, ...), one scale per row or row group."""
-    rows = weight.detach().float().reshape(weight.shape[0], -1)  # (out, K)
-    groups = _grouped(rows, group_size)  # (out, G, width)
-    qmax = 2 ** (bits - 1) - 1
-    scales = (groups.abs().amax(dim=2) / qmax).clamp(max=torch.finfo(scale_dtype).max).to(scale_dtype)
-    scales = torch.where(scales > 0, scales, torch.ones_like(scales))  # all-zero group: codes are 0
-    q = torch.round(groups / scales.float()[..., None]).clamp(-qmax, qmax)  # (out, G, width)
-    codes = (q.reshape(rows.shape[0], -1)[:, : rows.shape[1]] + qmax).to(torch.uint8)  # (out, K)
-    return QuantizedWeight(pack_bits(codes.reshape(-1), bits), scales, weight.shape)
-
-
-def dequantize(qw: QuantizedWeight, bits: int, group_size: int | None) -> torch.Tensor:
-    """fp32 weight of shape ``qw.shape`` from packed codes and scales."""
-    out = qw.shape[0]
-    width = qw.shape.numel() // out
-    codes = unpack_bits(qw.codes, bits, out * width).view(out, width)
-    groups = _grouped(codes.float() - (2 ** (bits - 1) - 1), group_size)  # (out, G, w)
-    if qw.scales.shape != groups.shape[:2]:
-        raise ValueError(
-            f"scales of shape {tuple(qw.scales.shape)} do not match {tuple(groups.shape[:2])} "
-            f"for a {tuple(qw.shape)} weight with group_size={group_size}: wrong pass config?"
-        )
-    weight = groups * qw.scales.float()[..., None]
-    return weight.reshape(out, -1)[:, :width].reshape(qw.shape)
-
-
-def _why_not(module: nn.Module, pname: str, param: nn.Parameter) -> str | None:
-    """None when the parameter is quantized, else the reason it stays fp32."""
-    if is_recurrent(param):
-        return "SSM recurrent parameter kept in fp32"
-    if param.dim() < 2:
-        return "1-D parameter kept in fp32"
-    if isinstance(module, (nn.Linear, nn.Conv1d)) and pname == "weight":
-        return None
-    if isinstance(module, nn.LSTM) and pname.startswith("weight_"):
-        return None
-    if isinstance(module, nn.MultiheadAttention) and pname.endswith("proj_weight"):
-        return None  # in_proj_weight (or q/k/v_proj_weight): Linear weights held raw
-    return f"not a Linear/Conv1d/LSTM/attention weight ({type(module).__name__}.{pname}); kept fp32"
-
-
-class RTNWeightSim:
+class RTNWeightSim(CodedPass):
     """Weight-only b-bit RTN, stored bit-packed, evaluated as fake-quant on fp32 kernels."""
 
     @dataclass(frozen=True)
     class Config:
         bits: int = 4
-        group_size: int | None = None
+        group_size: int | None = None  # null: one scale per output channel
+        symmetric: bool = True
+        calibration: str = "minmax"  # minmax | percentile | mse
+        percentile: float = 99.9  # of |w|, used by calibration: percentile
         scale_dtype: str = "float16"
+        groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))
 
         def __post_init__(self) -> None:
             check(
@@ -117,107 +55,75 @@ class RTNWeightSim:
                 "group_size",
                 f"must be null (per-channel) or a positive integer, got {self.group_size!r}",
             )
+            check(isinstance(self.symmetric, bool), "symmetric", f"must be true or false, got {self.symmetric!r}")
             check(
-                self.scale_dtype in _SCALE_DTYPES,
-                "scale_dtype",
-                f"must be one of {sorted(_SCALE_DTYPES)}, got {self.scale_dtype!r}",
+                self.calibration in CALIBRATIONS,
+                "calibration",
+                f"must be one of {list(CALIBRATIONS)}, got {self.calibration!r}",
             )
+            check(
+                isinstance(self.percentile, (int, float)) and 50 < self.percentile <= 100,
+                "percentile",
+                f"must be a number in (50, 100], got {self.percentile!r}",
+            )
+            check(
+                self.scale_dtype in SCALE_DTYPES,
+                "scale_dtype",
+                f"must be one of {sorted(SCALE_DTYPES)}, got {self.scale_dtype!r}",
+            )
+            check_groups(self.groups)
 
     kind: ClassVar[str] = "rtn_weight_sim"
-    simulated: ClassVar[bool] = True
+    method: ClassVar[str] = "rtn"  # the word the report's actions use
+    stage: ClassVar[str] = "quantization"
+    optional_parts: ClassVar[tuple[str, ...]] = (ZEROS_SUFFIX,)  # asymmetric grids only: decode checks
 
-    def __init__(self, config: Config):
-        self.config = config
-
-    @property
-    def _action(self) -> str:
+    def grid_name(self, method: str | None = None) -> str:
+        """E.g. 'int4 rtn per-channel', 'int3 rtn group 64 asymmetric mse', for report actions."""
         c = self.config
-        grouping = "per-channel" if c.group_size is None else f"group {c.group_size}"
-        return f"int{c.bits} rtn {grouping} (simulated)"
+        words = [f"int{c.bits}", method or self.method, "per-channel" if c.group_size is None else f"group {c.group_size}"]
+        words += [] if c.symmetric else ["asymmetric"]
+        words += [] if c.calibration == "minmax" else [c.calibration]
+        return " ".join(words)
 
-    def _quantize_param(self, param: nn.Parameter) -> tuple[QuantizedWeight, float]:
-        """Quantize, write the dequantized weight back in place; return codes and rel. error."""
+    def action(self) -> str:
+        return f"{self.grid_name()} (simulated)"
+
+    def quantize(self, weight: torch.Tensor) -> QuantizedWeight:
+        """RTN codes of a real tensor under this pass's grid."""
         c = self.config
-        qw = quantize(param, c.bits, c.group_size, _SCALE_DTYPES[c.scale_dtype])
-        fake = dequantize(qw, c.bits, c.group_size)
-        original = param.detach().float()
-        error = float((fake - original).norm() / original.norm().clamp(min=1e-30))
-        with torch.no_grad():
-            param.copy_(fake)
-        return qw, error
+        return quantize(
+            weight, c.bits, c.group_size, SCALE_DTYPES[c.scale_dtype],
+            symmetric=c.symmetric, calibration=c.calibration, percentile=c.percentile,
+        )
 
-    def apply(self, model: nn.Module, calib: torch.Tensor | None) -> tuple[nn.Module, dict[str, Any]]:
-        """Fake-quantize the eligible weights in place; one report row per parameter.
+    def part_suffixes(self) -> tuple[str, ...]:
+        return (CODES_SUFFIX, SCALES_SUFFIX)
 
-        ``calib`` is unused (RTN is data-free).
-        """
-        state: dict[str, QuantizedWeight] = {}
-        layers = []
-        for mod_name, module in param_modules(model):
-            for pname, param in module.named_parameters(recurse=False):
-                name = f"{mod_name}.{pname}" if mod_name else pname
-                kind = type(module).__name__
-                reason = _why_not(module, pname, param)
-                if reason is not None:
-                    layers.append(entry(name, kind, param.numel(), KEPT, reason))
-                    continue
-                state[name], error = self._quantize_param(param)
-                row = entry(name, kind, param.numel(), self._action)
-                layers.append({**row, "weight_rel_err": round(error, 6)})
-        setattr(model, _STATE_ATTR, state)
-        return model, {**self._header(), **summary(layers), "layers": layers}
+    def encode(self, weight: torch.Tensor) -> Parts:
+        return parts_of(self.quantize(weight))
 
-    def _header(self) -> dict[str, Any]:
+    def decode(self, parts: Parts, shape: torch.Size) -> torch.Tensor:
+        if (ZEROS_SUFFIX in parts) == self.config.symmetric:
+            raise ValueError("zero points stored for a symmetric grid, or missing for an asymmetric one: wrong pass config?")
+        qw = QuantizedWeight(parts[CODES_SUFFIX], parts[SCALES_SUFFIX], shape, parts.get(ZEROS_SUFFIX))
+        return dequantize(qw, self.config.bits, self.config.group_size)
+
+    def header(self) -> dict[str, Any]:
         c = self.config
-        return {
-            "pass": self.kind,
-            "simulated": self.simulated,
-            "kernels": "fake-quant on fp32",
-            "note": f"fake-quant: weights stored as packed int{c.bits} codes + scales, "
-            "computed in fp32; no speed-up claimed",
-            "bits": c.bits,
-            "group_size": c.group_size,
-            "scale_dtype": c.scale_dtype,
-        }
+        return self.describe(
+            f"fake-quant: weights stored as packed int{c.bits} codes + scales"
+            + ("" if c.symmetric else " + zero points")
+            + ", computed in fp32; no speed-up claimed",
+            bits=c.bits,
+            group_size=c.group_size,
+            symmetric=c.symmetric,
+            calibration=c.calibration,
+            scale_dtype=c.scale_dtype,
+        )
 
-    def pack(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """Packed codes, scales and shape per quantized weight; every other tensor as is."""
-        state: dict[str, QuantizedWeight] | None = getattr(model, _STATE_ATTR, None)
-        if state is None:
-            raise ValueError("rtn_weight_sim.pack needs a model returned by apply() or unpack()")
-        stored: dict[str, torch.Tensor] = {}
-        for key, value in model.state_dict().items():
-            if key not in state:
-                stored[key] = value.detach().clone()
-                continue
-            qw = state[key]
-            if not torch.equal(dequantize(qw, self.config.bits, self.config.group_size), value):
-                raise ValueError(f"{key} changed after quantization; its codes no longer describe it")
-            stored[key + CODES_SUFFIX] = qw.codes.clone()
-            stored[key + SCALES_SUFFIX] = qw.scales.clone()
-            stored[key + SHAPE_SUFFIX] = torch.tensor(qw.shape, dtype=torch.int64)
-        return stored
 
-    def unpack(self, skeleton: nn.Module, stored: dict[str, torch.Tensor]) -> nn.Module:
-        """Dequantize every weight that has codes in ``stored``; load the rest as is."""
-        state: dict[str, QuantizedWeight] = {}
-        values: dict[str, torch.Tensor] = {}
-        for key, value in skeleton.state_dict().items():
-            if key + CODES_SUFFIX not in stored:
-                values[key] = stored.get(key, value)  # a missing key is caught by the check below
-                continue
-            shape = torch.Size(stored[key + SHAPE_SUFFIX].tolist())
-            if shape != value.shape:
-                raise ValueError(f"{key}: stored shape {tuple(shape)} != model's {tuple(value.shape)}")
-            state[key] = QuantizedWeight(stored[key + CODES_SUFFIX], stored[key + SCALES_SUFFIX], shape)
-            values[key] = dequantize(state[key], self.config.bits, self.config.group_size)
-        expected = set(values) - set(state)
-        expected |= {key + end for key in state for end in (CODES_SUFFIX, SCALES_SUFFIX, SHAPE_SUFFIX)}
-        if expected != set(stored):
-            raise ValueError(
-                f"stored form does not match the model: missing {sorted(expected - set(stored))}, "
-                f"unexpected {sorted(set(stored) - expected)}"
-            )
-        skeleton.load_state_dict(values)
-        setattr(skeleton, _STATE_ATTR, state)
-        return skeleton.eval()
+def parts_of(qw: QuantizedWeight) -> Parts:
+    """The stored parts of a :class:`QuantizedWeight` (zero points only on an asymmetric grid)."""
+    parts = {CODES_SUFFIX: qw.codes, SCALES_SUFFIX: qw.scales}
+    return parts if qw.zeros is None else {**parts, ZEROS_SUFFIX: qw.zeros}

@@ -8,6 +8,8 @@ overhead (file names, pickle, alignment: a few hundred bytes per tensor) is not 
 Key conventions used by the passes, so that the breakdown needs no per-pass code:
   ``<param>.codes``   uint8 bit-packed integer codes        -> ``weights_bytes``
   ``<param>.scales``  quantization scales                    -> ``scales_bytes``
+  ``<param>.zeros``   bit-packed zero points                 -> ``scales_bytes``
+  ``<param>.codebook`` vector-quantization codebook (fp16)   -> ``scales_bytes``
   a torch quantized tensor (qint8): 1 byte per element       -> ``weights_bytes``,
       plus its scale and zero point (8 + 8 bytes per tensor, or float64 + int64 arrays
       per channel: how torch stores them)                    -> ``scales_bytes``
@@ -23,6 +25,8 @@ from torch import nn
 
 CODES_SUFFIX = ".codes"
 SCALES_SUFFIX = ".scales"
+ZEROS_SUFFIX = ".zeros"
+CODEBOOK_SUFFIX = ".codebook"
 
 
 def _qparams_bytes(tensor: torch.Tensor) -> int:
@@ -36,7 +40,7 @@ def _qparams_bytes(tensor: torch.Tensor) -> int:
 def _category(key: str, tensor: torch.Tensor) -> str:
     if tensor.is_quantized or key.endswith(CODES_SUFFIX):
         return "weights_bytes"
-    if key.endswith(SCALES_SUFFIX):
+    if key.endswith((SCALES_SUFFIX, ZEROS_SUFFIX, CODEBOOK_SUFFIX)):
         return "scales_bytes"
     if tensor.is_floating_point():
         return "fp32_bytes"

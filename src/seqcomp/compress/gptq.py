@@ -1,0 +1,194 @@
+"""GPTQ: second-order weight-only quantization, layer by layer, from calibration activations.
+
+Paper: "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
+Elias Frantar, Saleh Ashkboos, Torsten Hoefler and Dan Alistarh, ICLR 2023 (arXiv:2210.17323).
+
+For a Linear with weight W (out, in) and calibration inputs X (n, in), GPTQ minimises
+||W X^T - Q X^T||^2 over grid points Q one input column at a time: quantize column j, then
+spread its error onto the not-yet-quantized columns through the inverse Hessian
+H^-1, H = 2 X^T X / n (+ ``percdamp`` * mean(diag H) on the diagonal, for stability). Using
+the upper Cholesky factor U of H^-1 (H^-1 = U^T U) the update for column j is
+``W[:, j:] -= (w_j - q_j) / U[j, j] * U[j, j:]``; ``block_size`` columns are updated eagerly and
+the rest lazily in one matmul per block. ``act_order`` visits columns by decreasing diag(H).
+
+Layers are processed in forward order, each on the inputs produced by the already
+quantized layers before it (the paper's sequential scheme). The grid and stored form are
+RTN's (uniform.py): the same bits, groups and scale calibration, so GPTQ and RTN differ only
+in how weights are rounded. Scales are fixed from the original weights (per channel, or per
+group with ``act_order``, the "static groups" variant so groups stay consecutive on disk);
+without ``act_order`` a group's scales are fitted when GPTQ reaches its first column, on
+the weights as updated so far, as in the paper.
+
+Only nn.Linear weights get GPTQ (their input is one tensor X). Other selected parameters
+(LSTM and attention raw weights, convolutions, SSM parameters) fall back to RTN and their
+report rows say so. Simulated: fp32 kernels on dequantized weights, no speed-up claimed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from seqcomp.compress.coded import Parts, Target, real_view, write_back
+from seqcomp.compress.common import run_calibration
+from seqcomp.compress.rtn import RTNWeightSim, parts_of
+from seqcomp.compress.uniform import (
+    SCALE_DTYPES,
+    QuantizedWeight,
+    as_rows,
+    code_max,
+    encode,
+    fit_grid,
+    offsets,
+    round_to_grid,
+)
+from seqcomp.registry import check
+
+
+def hessian(model: nn.Module, layer: nn.Linear, calib: torch.Tensor) -> torch.Tensor:
+    """H = 2 X^T X / n (in, in) in float64 from the inputs ``layer`` receives on ``calib``."""
+    total = torch.zeros(layer.in_features, layer.in_features, dtype=torch.float64)
+    count = 0
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        nonlocal total, count
+        x = args[0].detach().reshape(-1, layer.in_features).double()  # (n, in)
+        total += x.T @ x
+        count += x.shape[0]
+
+    run_calibration(model, calib, [layer.register_forward_pre_hook(hook)])
+    if count == 0:
+        raise ValueError("the layer was never called on the calibration windows")
+    return 2 * total / count
+
+
+def in_call_order(model: nn.Module, targets: list[Target], x: torch.Tensor) -> list[Target]:
+    """``targets`` sorted by when their module is first called on ``x`` (never-called ones last)."""
+    order: dict[int, int] = {}
+
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+        order.setdefault(id(module), len(order))
+
+    modules = {id(t.module): t.module for t in targets}.values()
+    run_calibration(model, x, [m.register_forward_pre_hook(hook) for m in modules])
+    return sorted(targets, key=lambda t: order.get(id(t.module), len(targets)))
+
+
+@dataclass(frozen=True)
+class GPTQSettings:
+    percdamp: float
+    act_order: bool
+    block_size: int
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    h: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    scale_dtype: torch.dtype,
+    settings: GPTQSettings,
+    symmetric: bool = True,
+    calibration: str = "minmax",
+    percentile: float = 99.9,
+) -> QuantizedWeight:
+    """GPTQ codes of ``weight`` (out, in) given the Hessian ``h`` (in, in) of its inputs."""
+    w = as_rows(weight).double().clone()  # (R, K)
+    n_rows, k = w.shape
+    h = h.double().clone()
+    dead = torch.diagonal(h) == 0  # inputs that are always zero: any weight works, use 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    static = settings.act_order or group_size is None
+    grid = (scale_dtype, symmetric, calibration, percentile)
+    scales, zeros = fit_grid(w.float(), bits, group_size, *grid) if static else (None, None)
+    if not static:
+        n_groups = -(-k // group_size)
+        scales = torch.empty(n_rows, n_groups, dtype=scale_dtype)
+        zeros = None if symmetric else torch.empty(n_rows, n_groups)
+    perm = torch.argsort(torch.diagonal(h), descending=True) if settings.act_order else torch.arange(k)
+    w, h = w[:, perm], h[perm][:, perm]
+    h += settings.percdamp * torch.diagonal(h).mean() * torch.eye(k, dtype=h.dtype)
+    u = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)  # H^-1 = U^T U
+    codes = torch.zeros(n_rows, k)
+    top, width = code_max(bits, symmetric), group_size or k
+    for b0 in range(0, k, settings.block_size):
+        b1 = min(b0 + settings.block_size, k)
+        block, errors = w[:, b0:b1].clone(), torch.zeros(n_rows, b1 - b0, dtype=w.dtype)
+        for j in range(b1 - b0):
+            col = int(perm[b0 + j])  # the column's index in the stored (natural) order
+            g = col // width
+            if not static and col % width == 0:  # first column of a group: fit it on current weights
+                ahead = torch.cat([block[:, j:], w[:, b1:]], dim=1)[:, :width].float()
+                s, z = fit_grid(ahead, bits, None, *grid)
+                scales[:, g] = s[:, 0]
+                if zeros is not None:
+                    zeros[:, g] = z[:, 0]
+            s, off = scales[:, g].double(), offsets(scales, zeros, bits)[:, g].double()
+            c = round_to_grid(block[:, j], s, off, top)  # (R,)
+            codes[:, col] = c.float()
+            errors[:, j] = (block[:, j] - (c - off) * s) / u[b0 + j, b0 + j]
+            block[:, j:] -= errors[:, j : j + 1] * u[b0 + j, b0 + j : b1][None, :]
+        w[:, b1:] -= errors @ u[b0:b1, b1:]
+    return encode(codes, scales, zeros, bits, weight.shape)
+
+
+class GPTQ(RTNWeightSim):
+    """RTN's grid and stored form, GPTQ's rounding for every nn.Linear weight selected."""
+
+    @dataclass(frozen=True)
+    class Config(RTNWeightSim.Config):
+        percdamp: float = 0.01  # dampening, as a fraction of mean(diag H)
+        act_order: bool = False  # visit columns by decreasing diag(H)
+        block_size: int = 128  # columns updated eagerly before one lazy matmul
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            check(
+                isinstance(self.percdamp, (int, float)) and 0 < self.percdamp <= 1,
+                "percdamp",
+                f"must be a number in (0, 1], got {self.percdamp!r}",
+            )
+            check(isinstance(self.act_order, bool), "act_order", f"must be true or false, got {self.act_order!r}")
+            check(
+                type(self.block_size) is int and self.block_size > 0,
+                "block_size",
+                f"must be a positive integer, got {self.block_size!r}",
+            )
+
+    kind: ClassVar[str] = "gptq_weight_sim"
+    method: ClassVar[str] = "gptq"
+
+    def _fallback(self, target: Target) -> str:
+        """Why ``target`` gets RTN instead of GPTQ."""
+        what = f"{type(target.module).__name__}.{target.pname}"
+        return f"{self.grid_name('rtn')} (simulated; gptq fallback: {what} is not an nn.Linear weight, no input hook)"
+
+    def encode_targets(
+        self, model: nn.Module, targets: list[Target], calib: torch.Tensor | None
+    ) -> dict[str, tuple[Parts, str]]:
+        """Linear weights by GPTQ in forward order (each on already-quantized upstream), the rest by RTN."""
+        if calib is None:
+            raise ValueError("gptq needs calibration windows (calib is None)")
+        c = self.config
+        settings = GPTQSettings(c.percdamp, c.act_order, c.block_size)
+        coded: dict[str, tuple[Parts, str]] = {}
+        for t in in_call_order(model, targets, calib[:1]):
+            if isinstance(t.module, nn.Linear) and t.pname == "weight":
+                h = hessian(model, t.module, calib)
+                qw = gptq_quantize(
+                    t.param, h, c.bits, c.group_size, SCALE_DTYPES[c.scale_dtype], settings,
+                    c.symmetric, c.calibration, c.percentile,
+                )
+                coded[t.name] = (parts_of(qw), self.action())
+            else:
+                coded[t.name] = (self.encode(real_view(t.param)), self._fallback(t))
+            write_back(t.param, self.decode(coded[t.name][0], real_view(t.param).shape))
+        return coded
+
+    def header(self) -> dict[str, Any]:
+        c = self.config
+        return {**super().header(), "percdamp": c.percdamp, "act_order": c.act_order, "block_size": c.block_size}
