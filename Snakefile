@@ -9,6 +9,9 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
@@ -21,4 +24,4 @@ rule all:
     default_target: True
     input:
         f"{P['summary']}/results.md",
-        f"{P['summary']}/plots/pareto.png",
+        f"{P['plots']}/pareto.png",

@@ -1,19 +1,51 @@
-# Stage 5: the results table (CSV + markdown) and plots over every evaluation.
+# Stage 5: the results table (CSV, markdown, HTML) and plots over every evaluation, logged to MLflow.
+# Outputs wrapped in report() make up `snakemake --report results/report.html`; their captions
+# are workflow/report/<name>.rst. Plot names match seqcomp.report.PLOTS.
+
+TRADE_OFFS = "Compression trade-offs"
+QUALITY = "Forecast quality"
 
 
 rule summarize:
     input:
         metrics=jobs.evaluation_targets(C),
         histories=jobs.history_targets(C),
+        reports=jobs.report_targets(C),
+        tracking=P["tracking"],
         code=jobs.code_files("summarize"),
     output:
         csv=f"{P['summary']}/results.csv",
         md=f"{P['summary']}/results.md",
-        pareto=f"{P['summary']}/plots/pareto.png",
-        curves=f"{P['summary']}/plots/training_curves.png",
+        html=report(
+            f"{P['summary']}/results.html", caption="../workflow/report/results.rst", category="Results table"
+        ),
+        pareto=report(
+            f"{P['plots']}/pareto.png", caption="../workflow/report/pareto.rst", category=TRADE_OFFS
+        ),
+        bits=report(
+            f"{P['plots']}/error_vs_bits.png", caption="../workflow/report/error_vs_bits.rst", category=TRADE_OFFS
+        ),
+        latency=report(
+            f"{P['plots']}/latency.png", caption="../workflow/report/latency.rst", category=TRADE_OFFS
+        ),
+        sensitivity=report(
+            f"{P['plots']}/sensitivity.png", caption="../workflow/report/sensitivity.rst", category=TRADE_OFFS
+        ),
+        steps=report(
+            f"{P['plots']}/error_per_step.png", caption="../workflow/report/error_per_step.rst", category=QUALITY
+        ),
+        forecasts=report(
+            f"{P['plots']}/forecasts.png", caption="../workflow/report/forecasts.rst", category=QUALITY
+        ),
+        curves=report(
+            f"{P['plots']}/training_curves.png", caption="../workflow/report/training_curves.rst", category=QUALITY
+        ),
     params:
         out=lambda w, output: os.path.dirname(output.csv),
+        plots=lambda w, output: os.path.dirname(output.pareto),
         title=C["name"],
+        experiment=f"seqcomp/{C['name']}",
+        uri=TRACKING_ARG,
     log:
         f"{P['logs']}/summarize.log",
     threads: 1
@@ -24,4 +56,5 @@ rule summarize:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp summarize --metrics {input.metrics} --histories {input.histories}"
-        " --title {params.title:q} --out {params.out} > {log} 2>&1"
+        " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} {params.uri}"
+        " --out {params.out} --plots {params.plots} > {log} 2>&1"

@@ -1,40 +1,61 @@
-"""Summary stage: one polars table of every evaluation, written as CSV + markdown, and plots."""
+"""Summary stage: one polars table of every evaluation (CSV, markdown, HTML), the plots, an MLflow run.
+
+The frames built here are what the figure functions in ``plots.py`` take; the notebook
+(notebooks/compare.ipynb) builds the same metrics frame from MLflow runs (``runs.py``).
+"""
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from seqcomp.io import atomic_path, read_json
-from seqcomp.report.plots import pareto_figure, training_curves_figure
+from seqcomp.report import plots
+from seqcomp.tracking import Run, tracked
 
 LATENCY = re.compile(r"latency_b\d+_ms")
 KEYS = ["dataset", "model", "lookback", "horizon", "pass"]
-HISTORY_PATH = re.compile(r"train/(?P<dataset>[^/]+)/(?P<model>[^/]+)/L(?P<lookback>\d+)-H(?P<horizon>\d+)/seed(?P<seed>\d+)/")
+RUN_KEYS = ["dataset", "model", "lookback", "horizon", "seed"]
+JOB_PATH = r"{stage}/(?P<dataset>[^/]+)/(?P<model>[^/]+)/L(?P<lookback>\d+)-H(?P<horizon>\d+)/seed(?P<seed>\d+)/"
+# Task-specific scores carried into the table when present: AR data's optimal error, and the
+# classification tasks' accuracies (their rows have no MSE).
+TASK_SCORES = ("optimal_mse", "mse_over_optimal", "accuracy", "seq_accuracy", "chance_accuracy")
+# plot file names (without .png) under results/<name>/plots/; rules/report.smk lists the same names
+PLOTS = ("pareto", "error_vs_bits", "error_per_step", "training_curves", "forecasts", "latency", "sensitivity")
+
+
+def job_keys(path: str | Path, stage: str) -> dict[str, Any]:
+    """(dataset, model, lookback, horizon, seed) from a ``<stage>/<dataset>/<model>/L<l>-H<h>/seed<s>/`` path."""
+    match = re.search(JOB_PATH.format(stage=stage), Path(path).as_posix())
+    if match is None:
+        raise ValueError(f"{path}: not a {stage}/<dataset>/<model>/L<l>-H<h>/seed<s>/... path")
+    return {k: (int(v) if k in ("lookback", "horizon", "seed") else v) for k, v in match.groupdict().items()}
 
 
 def latency_columns(frame: pl.DataFrame) -> list[str]:
     return [c for c in frame.columns if LATENCY.fullmatch(c)]
 
 
-def load_metrics(paths: list[str]) -> pl.DataFrame:
-    """One row per metrics.json, with latency medians flattened and the fp32 baseline joined in."""
-    rows = []
-    for path in paths:
-        m = read_json(path)
+def metrics_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per metrics.json content: scalars only, latency medians flattened to latency_b<n>_ms."""
+    flat = []
+    for m in rows:
         row = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
         row.update({f"latency_{b}_ms": v["median_ms"] for b, v in m["latency"].items()})
-        rows.append(row)
-    frame = pl.DataFrame(rows, infer_schema_length=None)
+        flat.append(row)
+    return pl.DataFrame(flat, infer_schema_length=None)
+
+
+def with_baseline(frame: pl.DataFrame) -> pl.DataFrame:
+    """Join each run's fp32 baseline: MSE change (%), speed-ups, and stored bits per weight."""
     base = frame.filter(pl.col("pass_kind") == "fp32").select(
-        "dataset", "model", "lookback", "horizon", "seed",
-        pl.col("mse").alias("fp32_mse"),
-        *[pl.col(c).alias(f"fp32_{c}") for c in latency_columns(frame)],
+        *RUN_KEYS, pl.col("mse").alias("fp32_mse"), *[pl.col(c).alias(f"fp32_{c}") for c in latency_columns(frame)],
     )
-    frame = frame.join(base, on=["dataset", "model", "lookback", "horizon", "seed"], how="left")
-    frame = frame.with_columns(((pl.col("mse") / pl.col("fp32_mse") - 1) * 100).alias("mse_change_pct"))
+    frame = frame.join(base, on=RUN_KEYS, how="left")
     # A simulated (fake-quant) pass runs fp32 kernels: its timing is no speed-up claim.
     speedups = [
         pl.when(~pl.col("simulated"))
@@ -42,7 +63,51 @@ def load_metrics(paths: list[str]) -> pl.DataFrame:
         .alias(c.replace("latency_", "speedup_").replace("_ms", ""))
         for c in latency_columns(frame)
     ]
-    return frame.with_columns(speedups).sort(["dataset", "lookback", "horizon", "model", "pass", "seed"])
+    return frame.with_columns(
+        ((pl.col("mse") / pl.col("fp32_mse") - 1) * 100).alias("mse_change_pct"),
+        # every stored byte (codes, scales, layers left fp32) per weight; null for parameter-free models
+        (32 / pl.col("compression_ratio")).alias("bits_per_weight"),
+        *speedups,
+    ).sort(["dataset", "lookback", "horizon", "model", "pass", "seed"])
+
+
+def load_metrics(paths: list[str]) -> pl.DataFrame:
+    """One row per metrics.json, with the fp32 baseline joined in."""
+    return with_baseline(metrics_frame([read_json(p) for p in paths]))
+
+
+def step_errors(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Long frame of test MSE per forecast step: one row per (run, pass, step)."""
+    keys = [*RUN_KEYS, "pass", "pass_kind", "size_bytes"]
+    out = [{**{k: m[k] for k in keys}, "step": i, "mse": v} for m in rows for i, v in enumerate(m.get("mse_per_step", []))]
+    return pl.DataFrame(out)
+
+
+def forecast_examples(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Long frame of the evaluate stage's example windows: truth at every step, forecast at steps >= 0."""
+    keys = [*RUN_KEYS, "pass", "pass_kind"]
+    out = []
+    for m in (m for m in rows if "examples" in m):
+        ex = m["examples"]
+        for k, window in enumerate(ex["windows"]):
+            base = {**{key: m[key] for key in keys}, "channel": ex["channel"], "window": window}
+            context = ex["context"][k]
+            out += [{**base, "step": i - len(context), "truth": v, "forecast": None} for i, v in enumerate(context)]
+            out += [{**base, "step": i, "truth": t, "forecast": f} for i, (t, f) in enumerate(zip(ex["truth"][k], ex["forecast"][k]))]
+    return pl.DataFrame(out, infer_schema_length=None)
+
+
+def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
+    """Long frame of ``layers[i]["sensitivity"]`` ({bits: value}) from compress report.json files."""
+    out = []
+    for path in paths:
+        report = read_json(path)
+        keys = {**job_keys(path, "compress"), "pass": report["pass_name"]}
+        metric = report.get("sensitivity_metric", "sensitivity (as measured by the pass)")
+        for layer in report.get("layers", []):
+            for bits, value in (layer.get("sensitivity") or {}).items():
+                out.append({**keys, "layer": layer["name"], "bits": int(bits), "sensitivity": float(value), "metric": metric})
+    return pl.DataFrame(out)
 
 
 def aggregate(frame: pl.DataFrame) -> pl.DataFrame:
@@ -57,46 +122,91 @@ def aggregate(frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("mse_change_pct").mean().alias("mse_change_pct"),
             pl.col("size_bytes").first(),
             pl.col("compression_ratio").first(),
+            pl.col("bits_per_weight").first(),
             pl.col("quantized_fraction").first(),
             pl.col("simulated").first(),
+            *[pl.col(c).mean() for c in TASK_SCORES if c in frame.columns],
             *[pl.col(c).median() for c in frame.columns if LATENCY.fullmatch(c) or c.startswith("speedup_")],
         )
     )
 
 
+def _cell(v: object) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
 def to_markdown(frame: pl.DataFrame) -> str:
     """A GitHub-flavoured markdown table (floats to 4 significant digits)."""
-    def cell(v: object) -> str:
-        if v is None:
-            return ""
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.iter_rows()]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.iter_rows()]
     return "\n".join(lines) + "\n"
+
+
+def to_html(frame: pl.DataFrame, title: str) -> str:
+    """A standalone HTML page holding the table (the Snakemake report shows HTML files inline)."""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>\n"
+                   for row in frame.iter_rows())
+    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}")
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>\n"
+            f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table></body></html>\n")
 
 
 def load_histories(paths: list[str]) -> pl.DataFrame:
     frames = []
     for path in paths:
-        match = HISTORY_PATH.search(Path(path).as_posix())
-        if match is None:
-            raise ValueError(f"{path}: not a train/<dataset>/<model>/L<l>-H<h>/seed<s>/history.csv path")
-        keys = {k: (int(v) if k in ("lookback", "horizon", "seed") else v) for k, v in match.groupdict().items()}
+        keys = job_keys(path, "train")
         frames.append(pl.read_csv(path).with_columns(**{k: pl.lit(v) for k, v in keys.items()}))
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
-def summarize(metrics: list[str], histories: list[str], out_dir: Path, title: str = "seqcomp") -> pl.DataFrame:
-    """Write results.csv (every run), results.md (mean over seeds) and plots/ under ``out_dir``."""
-    frame = load_metrics(metrics)
+def summarize(
+    metrics: list[str],
+    histories: list[str],
+    reports: list[str],
+    out_dir: Path,
+    plots_dir: Path,
+    title: str = "seqcomp",
+    run: Run | None = None,
+) -> pl.DataFrame:
+    """Write results.csv (every run), results.md / results.html (mean over seeds) and every plot.
+
+    With ``run``, the tables and plots are also logged to that MLflow run.
+    """
+    rows = [read_json(p) for p in metrics]
+    frame = with_baseline(metrics_frame(rows))
     table = aggregate(frame)
-    with atomic_path(out_dir / "results.csv") as tmp:
-        frame.write_csv(tmp)
-    with atomic_path(out_dir / "results.md") as tmp:
-        tmp.write_text(f"# {title}: test metrics (mean over seeds)\n\n" + to_markdown(table))
-    figures = {"pareto.png": pareto_figure(frame), "training_curves.png": training_curves_figure(load_histories(histories))}
-    for name, fig in figures.items():
-        with atomic_path(out_dir / "plots" / name) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    heading = f"{title}: test metrics (mean over seeds)"
+    written = {"results.csv": lambda tmp: frame.write_csv(tmp),
+               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table)),
+               "results.html": lambda tmp: tmp.write_text(to_html(table, heading))}
+    for name, write in written.items():
+        with atomic_path(out_dir / name) as tmp:
+            write(tmp)
+    scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
+    figures = {
+        "pareto": lambda: plots.pareto_figure(scored),
+        "error_vs_bits": lambda: plots.bits_figure(scored),
+        "error_per_step": lambda: plots.per_step_figure(step_errors(rows)),
+        "training_curves": lambda: plots.training_curves_figure(load_histories(histories)),
+        "forecasts": lambda: plots.forecast_figure(forecast_examples(rows)),
+        "latency": lambda: plots.latency_figure(frame),
+        "sensitivity": lambda: plots.sensitivity_figure(layer_sensitivity(reports)),
+    }
+    for name in PLOTS:
+        fig = figures[name]()
+        with atomic_path(plots_dir / f"{name}.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        plots.plt.close(fig)  # figures are held by pyplot until closed
+    if run is not None:
+        with tracked(run):
+            run.log_params({"config": title, "evaluations": len(metrics)})
+            for name in written:
+                run.log_artifact(out_dir / name, "summary")
+            for name in PLOTS:
+                run.log_artifact(plots_dir / f"{name}.png", "plots")
     return table
