@@ -5,7 +5,7 @@
 rule prepare_data:
     input:
         source=dataset_files,
-        code=jobs.code_files("data"),
+        code=lambda w: jobs.code_files("data", C, dataset=w.dataset),
     output:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",
@@ -22,6 +22,17 @@ rule prepare_data:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp prepare --spec {params.spec:q} --out {params.out} > {log} 2>&1"
+
+
+# The resolved config (defaults filled in, config files merged), logged by every training run
+# so that the run can be redone from it. Written by the main process before any job, outside
+# the DAG: as a declared input of training it would rerun every model on any config edit
+# (mtime), and as ancient() it would hide real spec changes (Snakemake then skips the params
+# check of jobs downstream of a job that reruns).
+onstart:
+    from seqcomp.tracking import write_resolved_config
+
+    write_resolved_config(C, P["config"])
 
 
 rule tracking_init:

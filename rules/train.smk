@@ -16,15 +16,16 @@ rule train:
         data=lambda w, input: os.path.dirname(input.series),
         out=lambda w, output: os.path.dirname(output.model),
         uri=TRACKING_ARG,
+        config=P["config"],  # written by onstart (rules/data.smk); a record, not an input
     log:
         f"{P['logs']}/train/{JOB}.log",
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
-        gpu=0,
+        gpu=lambda w: jobs.train_gpus(C, w.model),  # snakemake-executor-plugin-slurm: --gpus=<n>
     conda:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp train --spec {params.spec:q} --data {params.data} --out {params.out}"
-        " --threads {threads} {params.uri} > {log} 2>&1"
+        " --threads {threads} --config-file {params.config} {params.uri} > {log} 2>&1"

@@ -3,8 +3,8 @@
 Outputs (all written atomically into ``out_dir``): ``model.pt`` (architecture + best weights,
 loadable with ``weights_only=True``), ``history.csv`` (per-epoch metrics), ``run.json``
 (MLflow run id for the later stages, timings). Gradient models go through Lightning with
-early stopping on ``val/mse``; closed-form models (``fit_closed_form``) and parameter-free
-ones (naive) skip SGD but are validated the same way.
+early stopping on ``val/mse`` (``val/ce`` for classification tasks); closed-form models
+(``fit_closed_form``) and parameter-free ones (naive) skip SGD but are validated the same way.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from torch.utils.data import DataLoader
 from seqcomp.artifacts import save_model
 from seqcomp.data.windows import PreparedSeries
 from seqcomp.errors import SeqcompError
-from seqcomp.evaluate.metrics import forecast_errors
+from seqcomp.evaluate.metrics import HEADLINE, scores
 from seqcomp.io import atomic_path, read_json, write_json
 from seqcomp.models import SeriesShape, build_model
-from seqcomp.tracking import Run, tracked
+from seqcomp.tracking import Run, redact, tracked
 from seqcomp.train.module import Forecaster
 
 
@@ -123,7 +123,8 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
     ckpt_dir = out_dir / "checkpoints"
     resume_from = resumable_checkpoint(ckpt_dir, spec)
     history = _History()
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/mse", mode="min", save_last=True)
+    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"], task=series.task)
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=module.monitor, mode="min", save_last=True)
     trainer = L.Trainer(
         max_epochs=settings["max_epochs"],
         accelerator=accelerator,
@@ -132,7 +133,7 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
         gradient_clip_val=settings["grad_clip"],
         limit_train_batches=settings["limit_train_batches"] or 1.0,
         callbacks=[
-            EarlyStopping("val/mse", patience=settings["patience"], mode="min"),
+            EarlyStopping(module.monitor, patience=settings["patience"], mode="min"),
             checkpoint,
             history,
             _EpochSeed(spec["seed"]),
@@ -142,7 +143,6 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
         enable_progress_bar=False,
         num_sanity_val_steps=0,
     )
-    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"])
     start = time.perf_counter()
     trainer.fit(module, *loaders, ckpt_path=resume_from)
     wall = time.perf_counter() - start
@@ -160,10 +160,16 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
     return history.rows, info
 
 
-def train(spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: Run, threads: int = 1) -> dict:
-    """Fit the model described by ``spec`` and write model.pt, history.csv and run.json."""
+def train(
+    spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: Run, threads: int = 1,
+    config_file: str | Path | None = None,
+) -> dict:
+    """Fit the model described by ``spec`` and write model.pt, history.csv and run.json.
+
+    ``config_file``: the workflow's resolved config, logged with the run so it can be rerun.
+    """
     torch.set_num_threads(threads)
-    out_dir = Path(out_dir)
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
     L.seed_everything(spec["seed"], workers=True, verbose=False)
     series = PreparedSeries.load(data_dir)
     shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
@@ -173,9 +179,15 @@ def train(spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: 
     with tracked(run):
         run.log_params({"n_params": n_params, **spec})
         run.log_dict(spec, "job_spec.json")
+        if config_file is not None:
+            run.log_artifact(config_file)
+        run.log_input(spec["dataset"], data_dir / "series.parquet", dataset_profile(series, shape))
         if hasattr(net, "fit_closed_form"):
             start = time.perf_counter()
-            net.fit_closed_form(*series.windows("train", shape.lookback, shape.horizon).tensors())
+            x, y = series.windows("train", shape.lookback, shape.horizon).tensors()
+            if series.task == "classification":  # least squares on one-hot targets: a linear classifier
+                y = torch.nn.functional.one_hot(y, series.channels).float()
+            net.fit_closed_form(x, y)
             info = {"method": "closed form", "fit_wall_s": time.perf_counter() - start, "epochs": 0}
             rows = []
         elif not any(p.requires_grad for p in net.parameters()):
@@ -187,12 +199,13 @@ def train(spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: 
                 discard_checkpoints(out_dir)  # a diverged run leaves nothing that looks like a result
                 raise
             info["method"] = "sgd"
-        val = forecast_errors(net.eval(), series.windows("val", shape.lookback, shape.horizon))
+        val = scores(net.eval(), series.windows("val", shape.lookback, shape.horizon), series.task)
+        val = {k: val[k] for k in HEADLINE[series.task]}  # mse, mae | accuracy, seq_accuracy
         if not rows:
-            rows = [{"epoch": 0, "val/mse": val["mse"], "val/mae": val["mae"]}]
-        run.log_metrics({"best_val/mse": val["mse"], "best_val/mae": val["mae"]})
-        summary = {"run_id": run.run_id, "tracking_uri": run.uri, "n_params": n_params, **info,
-                   "best_val_mse": val["mse"], "best_val_mae": val["mae"]}
+            rows = [{"epoch": 0, **{f"val/{k}": v for k, v in val.items()}}]
+        run.log_metrics({f"best_val/{k}": v for k, v in val.items()})
+        summary = {"run_id": run.run_id, "tracking_uri": redact(run.uri), "n_params": n_params, **info,
+                   **{f"best_val_{k}": v for k, v in val.items()}}
         save_model(net, spec["kind"], spec["params"], shape, out_dir / "model.pt")
         import polars as pl  # lazy: keeps the training module importable on a bare GPU machine
 
@@ -200,8 +213,21 @@ def train(spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: 
             pl.DataFrame(rows).write_csv(tmp)
         for name in ("model.pt", "history.csv"):
             run.log_artifact(out_dir / name)
+        example = series.windows("val", shape.lookback, shape.horizon)[0][0][None].numpy()  # (1, L, C)
+        summary["model_uri"] = run.log_model(net, example)
         write_json(out_dir / "run.json", summary)
     return summary
+
+
+def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any]:
+    """Rows per split and this job's windows per split, plus the raw source's identity."""
+    if series.task == "classification":  # independent samples: no rows, no channels
+        samples = {split: len(series.windows(split, shape.lookback, shape.horizon)) for split in ("train", "val", "test")}
+        return {"source": series.meta["source"], "classes": series.channels, "samples": samples}
+    b = series.borders
+    rows = {"train": b[0], "val": b[1] - b[0], "test": b[2] - b[1]}
+    windows = {split: len(series.windows(split, shape.lookback, shape.horizon)) for split in rows}
+    return {"source": series.meta["source"], "channels": series.meta["channels"], "rows": rows, "windows": windows}
 
 
 def discard_checkpoints(out_dir: str | Path) -> None:
