@@ -46,3 +46,17 @@ def test_latency_reports_median_with_fixed_threads() -> None:
     model = torch.nn.Linear(16, 16)
     out = latency_ms(model, torch.randn(4, 16), warmup=2, repeats=5, threads=1)
     assert out["min_ms"] <= out["median_ms"] <= out["max_ms"] and out["threads"] == 1 and out["repeats"] == 5
+
+
+def test_forecast_examples_keep_fixed_windows_of_one_channel(tiny_data: Path) -> None:
+    from seqcomp.evaluate.examples import example_indices, forecast_examples
+
+    assert example_indices(11) == [0, 5, 10] and example_indices(2) == [0, 1] and example_indices(1) == [0]
+    test = PreparedSeries.load(tiny_data).windows("test", 24, 8)
+    ex = forecast_examples(Shift(8), test, -1, "c2")
+    last = len(test) - 1
+    x, y = test[last]
+    assert ex["windows"][-1] == last and ex["channel"] == "c2"
+    assert ex["context"][-1] == pytest.approx(x[:, -1].tolist(), abs=1e-4)
+    assert ex["truth"][-1] == pytest.approx(y[:, -1].tolist(), abs=1e-4)
+    assert ex["forecast"][-1] == pytest.approx([float(x[-1, -1]) + 0.1] * 8, abs=1e-4)

@@ -1,8 +1,13 @@
 """Datasets: sources (one file per kind, one registry), chronological splits, scaling, windows.
 
-A source turns its config into a polars DataFrame with a ``date`` column and numeric channel
-columns. ``prepare`` splits it, fits the scaler on train rows only and writes parquet + JSON;
-windows are cut at training time (``windows.py``), never materialised on disk.
+Two shapes of source. A *series* source (csv, synthetic, ar) turns its config into a polars
+DataFrame with a ``date`` column and numeric channel columns; ``prepare`` splits it, fits the
+scaler on train rows only and writes parquet + JSON; windows are cut at training time
+(``windows.py``), never materialised on disk. A series source may also offer
+``optimal_mse_per_step(std, steps)`` (the error of the best possible forecast, recorded in
+meta.json). A *sample* source (``task = "classification"``: selective_copying,
+induction_heads; see ``tokens.py``) yields independent fixed-shape samples per split instead;
+its lookback and horizon are its own (``sample_shape``), not the config's axes.
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from seqcomp.errors import ConfigError
 from seqcomp.registry import Registry, make_config
 
 DATASETS = Registry(
     "dataset kind",
     {
+        "ar": "seqcomp.data.ar:ARSource",
         "csv": "seqcomp.data.csv:CSVSource",
+        "induction_heads": "seqcomp.data.induction_heads:InductionHeads",
+        "selective_copying": "seqcomp.data.selective_copying:SelectiveCopying",
         "synthetic": "seqcomp.data.synthetic:SyntheticSource",
     },
 )
@@ -35,3 +44,34 @@ def build_source(entry: dict[str, Any], base_dir: Path, where: str = "dataset") 
 def dataset_length(entry: dict[str, Any], base_dir: Path, where: str = "dataset") -> int:
     """Number of rows the source yields, cheaply (used to check windows fit at config time)."""
     return build_source(entry, base_dir, where).n_rows()
+
+
+def sample_shape(entry: dict[str, Any], base_dir: Path, where: str = "dataset") -> tuple[int, int] | None:
+    """(lookback, horizon) fixed by a sample dataset; None for a series (any window fits)."""
+    source = build_source(entry, base_dir, where)
+    if getattr(source, "task", "forecast") != "classification":
+        return None
+    if "split" in entry:
+        raise ConfigError(
+            f"{where}.split: a {entry['kind']} dataset has fixed sample counts (n_train, n_val, n_test), no split"
+        )
+    return source.shape
+
+
+def window_counts(
+    entry: dict[str, Any], base_dir: Path, lookback: int, horizon: int, where: str = "dataset"
+) -> dict[str, int]:
+    """Windows (series) or samples per split that a (lookback, horizon) job would see.
+
+    A sample dataset serves only its own shape: any other pair is a ConfigError.
+    """
+    from seqcomp.data.split import count_windows, split_borders
+
+    shape = sample_shape(entry, base_dir, where)
+    if shape is None:
+        borders = split_borders(entry.get("split"), dataset_length(entry, base_dir, where), f"{where}.split")
+        return count_windows(borders, lookback, horizon)
+    if (lookback, horizon) != shape:
+        raise ConfigError(f"{where}: its samples have lookback {shape[0]} and horizon {shape[1]} "
+                          f"(length and target tokens), not {lookback} and {horizon}")
+    return build_source(entry, base_dir, where).counts()

@@ -2,7 +2,8 @@
 
 The parquet holds the *scaled* series (metrics are reported on scaled data, as published
 tables do); meta.json holds the scaler statistics (to map forecasts back), the split borders
-and the source's identity (file hash or generator parameters) for provenance.
+and the source's identity (file hash or generator parameters) for provenance. A sample dataset
+(classification task) is written as one row per sample instead, with no scaler.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from seqcomp.data import build_source
+from seqcomp.data import build_source, sample_shape
 from seqcomp.data.split import split_borders
 from seqcomp.errors import DataError
 from seqcomp.io import atomic_path, write_json
@@ -23,6 +24,8 @@ def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = "
     """Write ``series.parquet`` and ``meta.json`` for one config dataset entry into ``out_dir``."""
     where = f"datasets.{name}"
     source = build_source(entry, Path(base_dir), where)
+    if sample_shape(entry, Path(base_dir), where) is not None:
+        return _prepare_samples(source, entry, Path(out_dir), name)
     frame, load_info = source.load()
     channels = [c for c in frame.columns if c != "date"]
     borders = split_borders(entry.get("split"), frame.height, where=f"{where}.split")
@@ -44,8 +47,38 @@ def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = "
         "scaler": {"mean": mean.tolist(), "std": std.tolist(), "fitted_on": "train"},
         **load_info,
     }
+    if hasattr(source, "optimal_mse_per_step"):  # up to the longest horizon a test window can have
+        meta["optimal_mse_per_step"] = source.optimal_mse_per_step(std, borders[2] - borders[1])
     out_dir = Path(out_dir)
     with atomic_path(out_dir / "series.parquet") as tmp:
         out.write_parquet(tmp)
+    write_json(out_dir / "meta.json", meta)
+    return meta
+
+
+def _prepare_samples(source: Any, entry: dict[str, Any], out_dir: Path, name: str) -> dict:
+    """A sample dataset: one parquet row per sample (split, input tokens, target tokens); no scaler."""
+    length, targets = source.shape
+    frames = [
+        pl.DataFrame({
+            "split": [split] * len(x),
+            "x": pl.Series(x.astype(np.int32), dtype=pl.Array(pl.Int32, length)),
+            "y": pl.Series(y.astype(np.int32), dtype=pl.Array(pl.Int32, targets)),
+        })
+        for split, (x, y) in source.samples().items()
+    ]
+    meta = {
+        "dataset": name,
+        "kind": entry["kind"],
+        "task": source.task,
+        "source": source.identity(),
+        "n_classes": source.cfg.vocab,
+        "length": length,
+        "targets": targets,
+        "counts": source.counts(),
+        "chance_accuracy": source.chance,
+    }
+    with atomic_path(out_dir / "series.parquet") as tmp:
+        pl.concat(frames).write_parquet(tmp)
     write_json(out_dir / "meta.json", meta)
     return meta

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from seqcomp.data.ar import simulate
 from seqcomp.registry import check
 
 if TYPE_CHECKING:
@@ -39,12 +40,17 @@ class SyntheticConfig:
 
 
 def _ar1(rng: np.random.Generator, n: int, coef: float, std: float, width: int) -> np.ndarray:
-    eps = rng.normal(0.0, std, size=(n, width))
-    out = np.empty_like(eps)
-    out[0] = eps[0]
-    for t in range(1, n):  # n is a few thousand: a loop is clearer than scipy.signal.lfilter here
-        out[t] = coef * out[t - 1] + eps[t]
-    return out
+    return simulate(rng.normal(0.0, std, size=(n, width)), [coef])  # starts at eps_0: no burn-in
+
+
+def hourly_frame(values: np.ndarray) -> pl.DataFrame:
+    """A generated (T, C) array as the sources' table: hourly ``date`` from 2020-01-01, ``ch0..``."""
+    import polars as pl  # lazy: GPU benchmark machines have torch but not polars
+
+    dates = pl.datetime_range(
+        pl.datetime(2020, 1, 1), pl.datetime(2020, 1, 1) + pl.duration(hours=len(values) - 1), "1h", eager=True
+    )
+    return pl.DataFrame({"date": dates}).with_columns([pl.Series(f"ch{i}", values[:, i]) for i in range(values.shape[1])])
 
 
 class SyntheticSource:
@@ -76,13 +82,4 @@ class SyntheticSource:
         return values.astype(np.float32)
 
     def load(self) -> tuple[pl.DataFrame, dict]:
-        c = self.cfg
-        values = self.values()
-        import polars as pl  # lazy: GPU benchmark machines have torch but not polars
-        dates = pl.datetime_range(
-            pl.datetime(2020, 1, 1), pl.datetime(2020, 1, 1) + pl.duration(hours=c.n_steps - 1), "1h", eager=True
-        )
-        frame = pl.DataFrame({"date": dates}).with_columns(
-            [pl.Series(f"ch{i}", values[:, i]) for i in range(c.channels)]
-        )
-        return frame, {"filled_values": 0}
+        return hourly_frame(self.values()), {"filled_values": 0}

@@ -1,19 +1,27 @@
-"""Sliding (lookback, horizon) windows over a prepared series, cut on the fly.
+"""Sliding (lookback, horizon) windows over a prepared series, cut on the fly; or the samples
+of a prepared classification task.
 
 Nothing is materialised: a window is two slices of one (T, C) tensor, so any lookback or
-horizon reuses the same prepared parquet.
+horizon reuses the same prepared parquet. Classification samples keep their token ids and are
+one-hot encoded per item: x (L, vocab) float, y (H,) int64 class ids.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from seqcomp.data.split import window_starts
+from seqcomp.errors import ConfigError
 from seqcomp.io import read_json
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 @dataclass
@@ -21,13 +29,18 @@ class PreparedSeries:
     values: torch.Tensor  # (T, C) scaled float32
     borders: tuple[int, int, int]
     meta: dict
+    task = "forecast"
 
     @classmethod
-    def load(cls, data_dir: str | Path) -> "PreparedSeries":
+    def load(cls, data_dir: str | Path) -> "PreparedSeries | PreparedSamples":
+        """The prepared dataset in ``data_dir``: a series, or samples when meta.json says
+        ``task: classification`` (both answer ``channels``, ``task`` and ``windows``)."""
         data_dir = Path(data_dir)
         import polars as pl  # lazy: GPU benchmark machines have torch but not polars
         meta = read_json(data_dir / "meta.json")
         frame = pl.read_parquet(data_dir / "series.parquet")
+        if meta.get("task") == PreparedSamples.task:
+            return PreparedSamples.from_frame(frame, meta)
         values = torch.from_numpy(frame.select(meta["channels"]).to_numpy().copy())
         return cls(values=values.float(), borders=tuple(meta["borders"]), meta=meta)
 
@@ -58,3 +71,51 @@ class WindowDataset(Dataset):
         x = self.values[idx[:, None] + torch.arange(-self.lookback, 0)]  # (N, L, C)
         y = self.values[idx[:, None] + torch.arange(self.horizon)]  # (N, H, C)
         return x, y
+
+
+@dataclass
+class PreparedSamples:
+    """Independent fixed-shape samples per split (a generated classification task)."""
+
+    tokens: dict[str, tuple[torch.Tensor, torch.Tensor]]  # split -> inputs (N, L), targets (N, H), int64
+    meta: dict
+    task = "classification"
+
+    @classmethod
+    def from_frame(cls, frame: "pl.DataFrame", meta: dict) -> "PreparedSamples":
+        import polars as pl
+
+        tokens = {}
+        for split in meta["counts"]:
+            rows = frame.filter(pl.col("split") == split)
+            tokens[split] = tuple(torch.from_numpy(rows[c].to_numpy().astype("int64")) for c in ("x", "y"))
+        return cls(tokens=tokens, meta=meta)
+
+    @property
+    def channels(self) -> int:
+        return self.meta["n_classes"]
+
+    def windows(self, split: str, lookback: int, horizon: int) -> "SampleDataset":
+        if (lookback, horizon) != (self.meta["length"], self.meta["targets"]):
+            raise ConfigError(
+                f"dataset {self.meta['dataset']!r}: its samples have lookback {self.meta['length']} and horizon "
+                f"{self.meta['targets']}, not {lookback} and {horizon} (lookbacks/horizons)"
+            )
+        return SampleDataset(*self.tokens[split], self.channels)
+
+
+class SampleDataset(Dataset):
+    """Item i is (x, y): x the one-hot input (L, vocab) float32, y the target class ids (H,) int64."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, n_classes: int):
+        self.inputs, self.targets, self.n_classes = inputs, targets, n_classes
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.one_hot(self.inputs[i], self.n_classes).float(), self.targets[i]
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All samples stacked: (N, L, vocab) one-hot, (N, H) class ids."""
+        return F.one_hot(self.inputs, self.n_classes).float(), self.targets

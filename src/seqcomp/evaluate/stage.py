@@ -1,4 +1,4 @@
-"""Evaluation stage: test-split MSE/MAE, stored size and CPU latency of one compressed model."""
+"""Evaluation stage: test-split MSE/MAE (or accuracy), stored size and CPU latency of a compressed model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import torch
 
 from seqcomp.compress import load_compressed
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.evaluate.metrics import forecast_errors, latency_ms
+from seqcomp.evaluate.examples import forecast_examples
+from seqcomp.evaluate.metrics import HEADLINE, latency_ms, scores
 from seqcomp.io import read_json, write_json
 from seqcomp.tracking import Run, tracked
 from seqcomp.artifacts import load_model
@@ -27,7 +28,8 @@ def run_evaluate(
     ev = spec["evaluate"]
     with tracked(run):
         run.log_params(spec)
-        errors = forecast_errors(model, test, batch_size=ev["batch_size"])
+        errors = scores(model, test, series.task, batch_size=ev["batch_size"])
+        errors = task_scores(errors, series.meta, spec["horizon"])
         latency = {}
         for b in ev["latency_batch_sizes"]:
             example = torch.stack([test[i % len(test)][0] for i in range(b)])  # (b, L, C)
@@ -38,10 +40,8 @@ def run_evaluate(
         metrics.update(
             {
                 "split": "test",
-                "mse": errors["mse"],
-                "mae": errors["mae"],
-                "n_windows": errors["n_windows"],
-                "mse_per_step": errors["mse_per_step"],
+                "task": series.task,
+                **errors,
                 "simulated": report["simulated"],
                 "kernels": report.get("kernels"),
                 # share of the weights the pass actually compressed (S4D's FFT path stays fp32, ...)
@@ -56,9 +56,31 @@ def run_evaluate(
                 "run_id": run.run_id,
             }
         )
-        flat = {"test/mse": errors["mse"], "test/mae": errors["mae"], "size_bytes": metrics["size_bytes"]}
+        if series.task == "forecast":  # three fixed test windows of the last channel, for the forecast plot
+            metrics["examples"] = forecast_examples(model, test, -1, series.meta["channels"][-1])
+        flat = {f"test/{k}": errors[k] for k in (*HEADLINE[series.task], "mse_over_optimal") if k in errors}
+        # what the summary table needs, so it can be rebuilt from MLflow alone (notebooks/compare.ipynb)
+        flat.update({k: metrics[k] for k in ("size_bytes", "fp32_bytes", "compression_ratio", "quantized_fraction")
+                     if metrics[k] is not None})
         flat.update({f"latency_ms/{k}": v["median_ms"] for k, v in latency.items()})
         run.log_metrics(flat)
         run.set_tags({"seqcomp.simulated": str(report["simulated"]).lower()})
         write_json(out_path, metrics)
     return metrics
+
+
+def task_scores(errors: dict[str, Any], meta: dict[str, Any], horizon: int) -> dict[str, Any]:
+    """The scores of the dataset's task for metrics.json.
+
+    Forecasting: MSE/MAE, plus the true process's optimal MSE (mean and per step) over the same
+    horizon and the ratio to it when the dataset knows it (AR data). Classification: accuracy and chance
+    accuracy; ``mse``/``mae`` are None (not applicable), so tables keep one schema.
+    """
+    if "accuracy" in errors:
+        return {"mse": None, "mae": None, **errors, "chance_accuracy": meta["chance_accuracy"]}
+    optimal = meta.get("optimal_mse_per_step")
+    if not optimal:
+        return errors
+    optimal_mse = sum(optimal[:horizon]) / horizon
+    return {**errors, "optimal_mse": optimal_mse, "mse_over_optimal": errors["mse"] / optimal_mse,
+            "optimal_mse_per_step": optimal[:horizon]}

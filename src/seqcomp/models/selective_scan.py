@@ -4,36 +4,33 @@ Both compute, per batch b, channel d and state n (A diagonal, negative real):
     h_t = exp(dt_t A) * h_{t-1} + dt_t * B_t * x_t,        y_t = <C_t, h_t> + D * x_t
 with x, dt (B, L, E); A (E, N); B, C (B, L, N); D (E,). Inputs are expected in fp32.
 
-``selective_scan`` picks the faster one by sequence length and device (thresholds measured,
-see CHUNKED_MIN_LEN), or the ``mamba_ssm`` CUDA kernel when it is installed and the tensors
+``selective_scan`` picks the faster one by device, state size and length (measured, see
+CPU_LOOP_MIN_STATE), or the ``mamba_ssm`` CUDA kernel when it is installed and the tensors
 are on a GPU; mamba_ssm is never a dependency.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# Shortest length at which the chunked scan is used. Measured with ``benchmark`` below:
-# forward+backward of the scan alone, B=32, E=128 (d_model 64, expand 2), N=16, fp32, chunk 8,
-# min over repeats, the two scans alternated in one process; sequential vs chunked:
-#   CPU (this dev box: 2 shared cores, load 2-4 from other jobs, so +-3x run to run)
-#     L=96:   145 vs   764 ms      L=256:  486 vs 2954 ms      L=1024: 1.06 vs 10.2 s
-#     L=4096: sequential 10.2 s and 34.1 s in two runs; chunked not run at B=32 (~17 GB peak);
-#             at B=8: 11.3 vs 18.6 s, and 2.7 vs 12.2 s in an earlier run
-#   CUDA (one H100, torch 2.11, no mamba_ssm)
-#     L=96: 26.7 vs 4.8 ms   L=256: 69.0 vs 6.4 ms   L=1024: 190 vs 20.1 ms   L=4096: 951 vs 81.8 ms
-# On CPU the loop wins at every length: its per-step state (B, E, N) stays in cache, while each
-# op of the chunked scan streams (B, L, E, N) tensors through memory (and log2(chunk) times
-# more of them). On a GPU the loop is bound by kernel launches and the chunked scan wins at
-# every length. Hence: never chunked on CPU, always on CUDA (and other accelerators).
-CHUNKED_MIN_LEN = {"cpu": None, "cuda": 1}
-# Chunk length (see scan_chunked for why small): on CPU, chunk 4/8/16/32 took
-# 355/221/255/404 ms at L=96 and 3.1/2.8/4.0/4.1 s at L=256 in one run.
-CHUNK = 8
+# Which scan ``auto`` runs. On a GPU the loop is bound by kernel launches (one H100, with the
+# earlier doubling-scan version: L=96 26.7 vs 4.8 ms, L=4096 951 vs 81.8 ms): always chunked.
+# On CPU the loop costs ~20 small ops per step (overhead-bound while the per-step state B*E*N is
+# small), the chunked scan ~2 sqrt(L) small ops plus a few passes over (B, L, E, N) tensors
+# (bandwidth-bound). Forward + backward of the scan alone, E=64, N=16, one thread, sequential /
+# chunked (bench/seq_scaling.py, crossover part; docs/benchmarks.md):
+#   B*E*N = 1024:  2.0x at L=16 .. 5.6x at L=1024      4096 and 8192: 1.1x .. 2.9x
+#   16384, 32768:  1.1x .. 1.3x at L=16/64, 0.88x / 0.95x at L=256, 1.5x / 1.6x at L=1024
+#   65536:         0.95x at L=16, 0.68x at L=64, 1.13x at L=256, 1.56x at L=1024
+# (at long L the loop slows down per step: it keeps every step's tensors for backward). So the
+# loop only where both the state is large and the sequence short.
+CPU_LOOP_MIN_STATE = 32768  # B*E*N above which ...
+CPU_LOOP_MAX_LEN = 256  # ... and L below which CPU auto runs the sequential loop
 
 _KERNEL: Callable | None | bool = False  # False: not looked up yet; None: not installed
 
@@ -67,57 +64,146 @@ def scan_sequential(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: T
     return y + D * x
 
 
-def _shift(t: Tensor, k: int, dim: int) -> Tensor:
-    """Shift ``t`` by k along ``dim``, filling the front with zeros."""
-    return torch.cat([torch.zeros_like(t.narrow(dim, 0, k)), t.narrow(dim, 0, t.shape[dim] - k)], dim)
+def chunk_length(length: int) -> int:
+    """Default chunk: the power of two nearest sqrt(length), so the loop over offsets inside a
+    chunk and the loop over chunks are about as long (~2 sqrt(L) Python steps in all)."""
+    return max(4, 2 ** round(math.log2(length) / 2)) if length > 1 else 4
 
 
-def _doubling_scan(log_a: Tensor, h: Tensor, dim: int) -> tuple[Tensor, Tensor]:
-    """Inclusive scan of h_t = a_t h_{t-1} + h_t along ``dim`` in log2(size) steps (Hillis-Steele).
+def _chunked(t: Tensor, chunk: int) -> Tensor:
+    """(B, L, ...) -> (B, nc, chunk, ...), zero-padded at the end to nc * chunk steps."""
+    pad = -t.shape[1] % chunk
+    t = F.pad(t, (0,) * (2 * (t.dim() - 2)) + (0, pad)) if pad else t.contiguous()  # the mixer passes views
+    return t.view(t.shape[0], -1, chunk, *t.shape[2:])
 
-    After the step with offset k, h_t sums the inputs of the window (t-2k, t] and log_a_t is
-    the log-decay over that window. Decays are multiplied as exp of window sums of log-decays
-    (each <= 0), so nothing overflows however fast the state forgets, unlike the
-    exp(cumsum) / exp(-cumsum) factorisation.
+
+def _chunk_ends(a: Tensor, u: Tensor, reverse: bool) -> Tensor:
+    """State at each chunk's last step (reverse: first step) from a zero state, (B, nc, E, N).
+
+    Forward h_t = a_t h_{t-1} + u_t; reverse g_t = a_{t+1} g_{t+1} + u_t (the adjoint)."""
+    size = u.shape[2]
+    if reverse:
+        h = u[:, :, -1]
+        for t in range(size - 2, -1, -1):
+            h = torch.addcmul(u[:, :, t], a[:, :, t + 1], h)
+    else:
+        h = u[:, :, 0]
+        for t in range(1, size):
+            h = torch.addcmul(u[:, :, t], a[:, :, t], h)
+    return h
+
+
+def _carries(ends: Tensor, chunk_decay: Tensor, first_decay: Tensor | None) -> Tensor:
+    """State entering each chunk, (B, nc, E, N): a loop over the nc chunks.
+
+    Forward: carry_{c+1} = ends_c + (prod of chunk c's decays) carry_c. Reverse (``first_decay``
+    = a at each chunk's first step): what flows into chunk c's last step from chunk c+1,
+    carry_{c-1} = a_{c,0} (ends_c + prod_{k>0} a_{c,k} carry_c) = a_{c,0} ends_c + prod_k a_{c,k} carry_c.
     """
-    k, size = 1, h.shape[dim]
-    while k < size:
-        h = h + torch.exp(log_a) * _shift(h, k, dim)
-        log_a = log_a + _shift(log_a, k, dim)
-        k *= 2
-    return log_a, h
+    n_chunks = ends.shape[1]
+    state = torch.zeros_like(ends[:, 0])
+    out: list[Tensor] = [state] * n_chunks
+    for c in range(n_chunks - 1, -1, -1) if first_decay is not None else range(n_chunks):
+        out[c] = state
+        entering = ends[:, c] if first_decay is None else first_decay[:, c] * ends[:, c]
+        state = torch.addcmul(entering, chunk_decay[:, c], state)
+    return torch.stack(out, 1)
 
 
-def scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk: int = CHUNK) -> Tensor:
-    """Chunked parallel scan: no Python loop over time steps, only over log2 levels.
+def _scan_from_(a: Tensor, u: Tensor, carry: Tensor, reverse: bool) -> Tensor:
+    """In place, u <- the states of every chunk started from ``carry`` (one loop over offsets)."""
+    size = u.shape[2]
+    if reverse:
+        u[:, :, -1].add_(carry)
+        for t in range(size - 2, -1, -1):
+            u[:, :, t].addcmul_(a[:, :, t + 1], u[:, :, t + 1])
+    else:
+        u[:, :, 0].addcmul_(a[:, :, 0], carry)
+        for t in range(1, size):
+            u[:, :, t].addcmul_(a[:, :, t], u[:, :, t - 1])
+    return u
 
-    The sequence is cut into chunks of ``chunk`` steps; a doubling scan runs inside all chunks
-    at once, a second doubling scan over the chunk ends gives the state entering each chunk,
-    and that carried state, decayed to each step, is added back. Work per full-size tensor
-    grows with log2(chunk) while the chunk-level scan shrinks with 1/chunk, hence small chunks.
+
+def _two_level_scan_(a: Tensor, u: Tensor, reverse: bool = False) -> Tensor:
+    """In place, u (B, nc, chunk, E, N) <- the scan of the whole sequence with decays a."""
+    chunk_decay = a.prod(2)  # (B, nc, E, N): decay across a whole chunk
+    carry = _carries(_chunk_ends(a, u, reverse), chunk_decay, a[:, :, 0] if reverse else None)
+    return _scan_from_(a, u, carry, reverse)
+
+
+def _contract(h: Tensor, w: Tensor) -> Tensor:
+    """sum_n h[..., e, n] w[..., n] -> (..., E): a batched matrix-vector product (fastest on CPU)."""
+    return (h @ w[..., None]).squeeze(-1)
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """The selective scan with a hand-written backward: the adjoint of a linear recurrence is
+    the same recurrence run backwards, so both directions use the same two-level scan, and
+    autograd records 2 nodes instead of several per time step.
+
+    Gradients, with g_t = dLoss/dh_t = gy_t C_t + a_{t+1} g_{t+1}:
+    du = g; d(dt A)_t = g_t a_t h_{t-1}; dB_t = sum_e g_t (dt x)_t; dC_t = sum_e gy_t h_t.
     """
-    b, length, e = x.shape
-    n = A.shape[1]
-    nc = -(-length // chunk)
-    pad = nc * chunk - length
-    log_a = dt[..., None] * A  # (B, L, E, N), <= 0
-    u = (dt * x)[..., None] * B[:, :, None, :]  # (B, L, E, N)
-    if pad:  # padded steps have zero input; they come after the real ones and are cut off
-        log_a = F.pad(log_a, (0, 0, 0, 0, 0, pad))
-        u = F.pad(u, (0, 0, 0, 0, 0, pad))
-        C = F.pad(C, (0, 0, 0, pad))
-    log_a = log_a.view(b, nc, chunk, e, n)
-    u = u.view(b, nc, chunk, e, n)
-    log_a, h = _doubling_scan(log_a, u, dim=2)  # within chunks, from each chunk's start
-    _, ends = _doubling_scan(log_a[:, :, -1], h[:, :, -1], dim=1)  # (B, nc, E, N): state after chunk c
-    carry = _shift(ends, 1, dim=1)  # (B, nc, E, N): state entering chunk c
-    h = h + torch.exp(log_a) * carry[:, :, None]  # (B, nc, chunk, E, N)
-    y = torch.einsum("bctdn,bctn->bctd", h, C.view(b, nc, chunk, n)).reshape(b, nc * chunk, e)[:, :length]
-    return y + D * x  # (B, L, E)
+
+    @staticmethod
+    def forward(ctx, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk: int) -> Tensor:  # noqa: ANN001
+        length = x.shape[1]
+        dtc, Bc = _chunked(dt, chunk), _chunked(B, chunk)  # (B, nc, T, E), (B, nc, T, N)
+        a = torch.exp(dtc[..., None] * A)  # (B, nc, T, E, N) per-step decay, in (0, 1]
+        v = dtc * _chunked(x, chunk)  # (B, nc, T, E)
+        h = _two_level_scan_(a, v[..., None] * Bc[..., None, :])  # (B, nc, T, E, N)
+        ctx.save_for_backward(x, dt, A, B, C, D, a, h)
+        ctx.chunk = chunk
+        y = _contract(h, _chunked(C, chunk)).flatten(1, 2)[:, :length]  # (B, L, E)
+        return y + D * x
+
+    @staticmethod
+    def backward(ctx, gy: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
+        x, dt, A, B, C, D, a, h = ctx.saved_tensors
+        chunk, length = ctx.chunk, x.shape[1]
+        dtc, Bc, gyc = _chunked(dt, chunk), _chunked(B, chunk), _chunked(gy, chunk)
+        v = dtc * _chunked(x, chunk)  # (B, nc, T, E)
+        g = _two_level_scan_(a, gyc[..., None] * _chunked(C, chunk)[..., None, :], reverse=True)  # dL/dh
+        gv = _contract(g, Bc)  # (B, nc, T, E): d(dt x)
+        gB = (v[..., None, :] @ g).squeeze(-2)  # (B, nc, T, N)
+        gC = (gyc[..., None, :] @ h).squeeze(-2)  # (B, nc, T, N)
+        # d(dt A)_t = g_t a_t h_{t-1}, in place in g (B, nc, T, E, N); h_{-1} = 0
+        flat_g, flat_h = g.flatten(1, 2), h.flatten(1, 2)
+        flat_g[:, 1:].mul_(flat_h[:, :-1])
+        flat_g[:, 0] = 0.0
+        g_log_a = g.mul_(a)
+        gdt = (g_log_a * A).sum(-1) + gv * _chunked(x, chunk)  # (B, nc, T, E)
+        gA = (g_log_a * dtc[..., None]).sum((0, 1, 2))  # (E, N)
+
+        def unchunk(t: Tensor) -> Tensor:
+            return t.flatten(1, 2)[:, :length]
+
+        gv, gdt = unchunk(gv), unchunk(gdt)
+        return gv * dt + gy * D, gdt, gA, unchunk(gB), unchunk(gC), (gy * x).sum((0, 1)), None
+
+
+def scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk: int | None = None) -> Tensor:
+    """Two-level chunked scan: no Python loop over time steps, only over offsets and chunks.
+
+    The sequence is cut into nc chunks of ``chunk`` steps (default ``chunk_length``). One loop
+    over the offsets inside a chunk runs all chunks at once (each step is an op on a tensor
+    nc times larger than the sequential loop's), a loop over the nc chunks carries the state
+    from chunk to chunk, and a second loop over offsets replays each chunk from its carried
+    state. About 2 chunk + nc Python steps instead of L (136 instead of 4096 at L = 4096);
+    decays are products of exp(dt A) <= 1, so nothing overflows however fast the state forgets.
+    """
+    return _ChunkedScan.apply(x, dt, A, B, C, D, chunk or chunk_length(x.shape[1]))
+
+
+def chunked_is_default(x: Tensor, d_state: int) -> bool:
+    """Whether ``auto`` runs the chunked scan for input x (B, L, E) and state size N (without
+    the CUDA kernel): always off CPU; on CPU unless the state is large and the sequence short."""
+    loop = x.shape[0] * x.shape[2] * d_state > CPU_LOOP_MIN_STATE and x.shape[1] < CPU_LOOP_MAX_LEN
+    return x.device.type != "cpu" or not loop
 
 
 def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, mode: str = "auto") -> Tensor:
-    """Dispatch: mode "auto" (kernel, else by length), "sequential" or "chunked"."""
+    """Dispatch: mode "auto" (CUDA kernel if installed, else ``chunked_is_default``), "sequential" or "chunked"."""
     if mode == "auto" and x.is_cuda and _cuda_kernel() is not None:
         kernel = _cuda_kernel()
         y = kernel(  # the kernel wants (B, E, L) and (B, N, L)
@@ -126,58 +212,5 @@ def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Te
         )
         return y.transpose(1, 2)
     if mode == "auto":
-        threshold = CHUNKED_MIN_LEN.get(x.device.type, CHUNKED_MIN_LEN["cuda"])
-        mode = "chunked" if threshold is not None and x.shape[1] >= threshold else "sequential"
+        mode = "chunked" if chunked_is_default(x, A.shape[1]) else "sequential"
     return scan_chunked(x, dt, A, B, C, D) if mode == "chunked" else scan_sequential(x, dt, A, B, C, D)
-
-
-def benchmark(lengths: list[int], device: str = "cpu", batch: int = 32, d_inner: int = 128, d_state: int = 16,
-              reps: int = 3, chunk: int = CHUNK, methods: tuple[str, ...] = ("sequential", "chunked"),
-              ) -> dict[int, dict[str, float]]:
-    """Seconds for forward+backward of each scan (min over ``reps``), to set CHUNKED_MIN_LEN."""
-    import time
-
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    results = {}
-    for length in lengths:
-        g = torch.Generator().manual_seed(0)
-        args = [
-            torch.randn(batch, length, d_inner, generator=g),
-            0.1 * torch.rand(batch, length, d_inner, generator=g),
-            -torch.arange(1, d_state + 1, dtype=torch.float32).expand(d_inner, d_state).contiguous(),
-            torch.randn(batch, length, d_state, generator=g),
-            torch.randn(batch, length, d_state, generator=g),
-            torch.ones(d_inner),
-        ]
-        args = [a.to(device).requires_grad_() for a in args]
-        fns = {"sequential": scan_sequential, "chunked": lambda *a: scan_chunked(*a, chunk=chunk)}
-        fns = {name: fns[name] for name in methods}
-        times: dict[str, list[float]] = {name: [] for name in fns}
-        for rep in range(reps + 1):  # the first round warms up and is not counted
-            for name, fn in fns.items():
-                sync()
-                start = time.perf_counter()
-                fn(*args).square().mean().backward()
-                sync()
-                if rep:
-                    times[name].append(time.perf_counter() - start)
-        results[length] = {name: min(ts) for name, ts in times.items()}
-        print(length, {k: f"{v * 1e3:.1f} ms" for k, v in results[length].items()}, flush=True)
-    return results
-
-
-if __name__ == "__main__":
-    import sys
-
-    # python -m seqcomp.models.selective_scan LENGTHS [DEVICE [REPS [METHODS [BATCH]]]]
-    args = sys.argv[1:] + [None] * 5
-    benchmark(
-        [int(v) for v in args[0].split(",")],
-        args[1] or "cpu",
-        batch=int(args[4] or 32),
-        reps=int(args[2] or 3),
-        methods=tuple((args[3] or "sequential,chunked").split(",")),
-    )

@@ -1,4 +1,10 @@
-"""The one LightningModule: wraps any registered network with its loss, metrics and optimizer."""
+"""The one LightningModule: wraps any registered network with its loss, metrics and optimizer.
+
+Forecasting tasks train with the configured regression loss and validate with ``val/mse``;
+classification tasks (generated token tasks: logits (B, H, vocab), class ids (B, H)) train
+with cross-entropy and validate with ``val/ce`` (early stopping and checkpoint choice) and
+``val/accuracy``.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,26 @@ from seqcomp.errors import SeqcompError
 LOSSES = {"mse": F.mse_loss, "mae": F.l1_loss, "huber": F.smooth_l1_loss}
 
 
-class Forecaster(L.LightningModule):
-    """Train with ``train/loss``; validate with ``val/mse`` and ``val/mae`` averaged over windows."""
+def token_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over every target token: logits (B, H, V), target (B, H) class ids."""
+    return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
-    def __init__(self, net: torch.nn.Module, lr: float, weight_decay: float, loss: str = "mse"):
+
+class Forecaster(L.LightningModule):
+    """Train with ``train/loss``; validate with ``val/mse`` and ``val/mae`` averaged over windows
+    (classification: ``val/ce`` and ``val/accuracy`` averaged over target tokens)."""
+
+    def __init__(self, net: torch.nn.Module, lr: float, weight_decay: float, loss: str = "mse", task: str = "forecast"):
         super().__init__()
         self.net, self.lr, self.weight_decay = net, lr, weight_decay
-        self.loss_fn = LOSSES[loss]
+        self.classify = task == "classification"
+        # ``loss`` is a regression loss; a classification task always trains with cross-entropy.
+        self.loss_fn = token_cross_entropy if self.classify else LOSSES[loss]
+
+    @property
+    def monitor(self) -> str:
+        """The validation metric (lower is better) for early stopping and checkpoint choice."""
+        return "val/ce" if self.classify else "val/mse"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -37,6 +56,10 @@ class Forecaster(L.LightningModule):
         x, y = batch
         pred = self.net(x).float()
         # Weighting each batch mean by its size makes the epoch value a mean over windows.
+        if self.classify:
+            self.log("val/ce", token_cross_entropy(pred, y), on_epoch=True, batch_size=x.shape[0])
+            self.log("val/accuracy", (pred.argmax(-1) == y).float().mean(), on_epoch=True, batch_size=x.shape[0])
+            return
         self.log("val/mse", F.mse_loss(pred, y), on_epoch=True, batch_size=x.shape[0])
         self.log("val/mae", F.l1_loss(pred, y), on_epoch=True, batch_size=x.shape[0])
 
