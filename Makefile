@@ -7,7 +7,7 @@ STAMP := $(VENV)/.seqcomp-installed
 CONFIG ?= config/config.yaml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run smoke etth1 test test-fast ui clean
+.PHONY: setup run smoke etth1 etth1-long etth1-compress test test-fast ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,14 @@ run: setup  ## the default pipeline (config/config.yaml, 2 cores)
 smoke: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/smoke.yaml
 
-etth1: setup
+etth1: setup  ## the ETTh1 benchmark at lookback 96, every model, 4 horizons, 1 seed (CPU: < 2 h)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/etth1.yaml
+
+etth1-long: setup  ## + lookbacks 336/512/720 and 3 seeds for the headline models (GPU advised)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/etth1.yaml config/etth1_long.yaml
+
+etth1-compress: setup  ## every compression pass on every ETTh1 model at horizon 96
+	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/etth1.yaml config/etth1_compress.yaml
 
 test: setup  ## unit tests + end-to-end runs of the real workflow on config/smoke.yaml
 	$(BIN)/python -m pytest

@@ -5,7 +5,7 @@ from seqcomp.config import canonical_json
 from seqcomp.errors import SeqcompError
 
 try:
-    C = load_config(config)
+    C = load_config(config, memo_dir="results/.checked-configs")
 except SeqcompError as exc:
     sys.exit(f"seqcomp: invalid config: {exc}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import copy
 from pathlib import Path
 
@@ -32,6 +34,20 @@ def test_shipped_configs_are_valid(name: str) -> None:
     assert cfg["models"] and cfg["passes"]
 
 
+def test_the_long_lookback_overlay_merges_into_etth1() -> None:
+    """config/etth1_long.yaml is passed after etth1.yaml; Snakemake merges them key by key."""
+    from snakemake.utils import update_config
+
+    from seqcomp import jobs
+
+    merged = yaml.safe_load((ROOT / "config" / "etth1.yaml").read_text())
+    update_config(merged, yaml.safe_load((ROOT / "config" / "etth1_long.yaml").read_text()))
+    cfg = load_config(merged, base_dir=ROOT)
+    assert cfg["models"]["s4d"]["revin"] is True  # etth1.yaml's keys survive the overlay
+    points = {(p["model"], p["lookback"], p["seed"]) for p in jobs.grid(cfg)}
+    assert ("s4d", 720, 2) in points and ("naive", 96, 0) in points and ("naive", 336, 0) not in points
+
+
 def test_defaults_are_filled() -> None:
     cfg = load_config(SMOKE)
     assert cfg["train"]["lr"] == 0.001 and cfg["evaluate"]["latency_threads"] == 1
@@ -49,8 +65,10 @@ def test_defaults_are_filled() -> None:
         ({"models__lstm": {"hidden": -4}}, r"models.lstm: .*hidden"),
         ({"models__lstm": {"hiden": 5}}, r"models.lstm: unknown key\(s\) hiden; valid keys: .*hidden"),
         ({"passes__w4_rtn_sim__bits": 1}, r"passes.w4_rtn_sim: .*bits"),
-        ({"datasets__tiny__kind": "parquet"}, r"datasets.tiny: unknown dataset kind 'parquet'; valid dataset kinds: csv, synthetic"),
+        ({"datasets__tiny__kind": "parquet"}, r"datasets.tiny: unknown dataset kind 'parquet'; valid dataset kinds: ar, csv, induction_heads, selective_copying, synthetic"),
         ({"lookbacks": [500]}, r"lookback 500 \+ horizon 8 leaves no train/val window in dataset 'tiny'"),
+        ({"models__lstm": {"lookbacks": [500]}}, r"lookback 500 \+ horizon 8 leaves no train/val window"),
+        ({"models__lstm": {"seeds": [-1]}}, r"models.lstm.seeds.0: -1 is less than the minimum of 0"),
         ({"datasets__tiny__split": {"ratios": [0.5, 0.2]}}, r"datasets.tiny.split.ratios"),
         ({"name": "../escape"}, r"name: '../escape' does not match"),
     ],
@@ -69,3 +87,18 @@ def test_missing_csv_fails_at_config_time(tmp_path: Path) -> None:
 def test_missing_config_file_is_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_checked_config_is_memoized_until_something_it_read_changes(tmp_path: Path) -> None:
+    """Snakemake builds the DAG on every call: the plug-in checks (which import torch) run once
+    per distinct config + code + data file, and a memo never hides a new error."""
+    good = broken()
+    first = load_config(good, memo_dir=tmp_path)
+    memo = tmp_path / "smoke.json"
+    assert memo.is_file() and load_config(good, memo_dir=tmp_path) == first == load_config(good)
+    kept = json.loads(memo.read_text())
+    kept["config"]["models"]["lstm"]["hidden"] = 999  # a memo is used only under its own key...
+    memo.write_text(json.dumps(kept))
+    assert load_config(good, memo_dir=tmp_path)["models"]["lstm"]["hidden"] == 999
+    with pytest.raises(ConfigError, match="models.lstm: unknown key"):  # ...and a changed config is checked again
+        load_config(broken(models__lstm={"hiden": 5}), memo_dir=tmp_path)

@@ -54,3 +54,26 @@ def test_code_dependencies_separate_models_and_stages() -> None:
     assert not any("/compress/" in p for p in lstm)
     compress = set(jobs.code_files("compress", CFG, "lstm"))
     assert any("/compress/" in p for p in compress) and not any("/train/" in p for p in compress)
+
+
+def test_a_model_can_have_its_own_lookbacks_and_seeds() -> None:
+    other = copy.deepcopy(CFG)
+    other["models"]["s4d"].update({"lookbacks": [24, 48], "seeds": [0, 1, 2]})
+    cfg = load_config(other)
+    points = jobs.grid(cfg)
+    s4d = {(p["lookback"], p["seed"]) for p in points if p["model"] == "s4d"}
+    lstm = {(p["lookback"], p["seed"]) for p in points if p["model"] == "lstm"}
+    assert s4d == {(lb, s) for lb in (24, 48) for s in (0, 1, 2)} and lstm == {(24, 0)}
+    assert len(points) == (6 + 2) * len(cfg["passes"])
+    # the axes are not hyper-parameters: s4d's spec at (24, seed 0) is unchanged
+    assert jobs.train_spec(cfg, "tiny", "s4d", 24, 8, 0) == jobs.train_spec(CFG, "tiny", "s4d", 24, 8, 0)
+
+
+def test_dataset_kinds_are_separate_code_dependencies() -> None:
+    """The smoke dataset is synthetic: the CSV reader is not its code, and no dataset kind's file
+    is training code (training reads the prepared series), so adding a kind retrains nothing."""
+    data = set(jobs.code_files("data", CFG, dataset="tiny"))
+    assert any(p.endswith("data/synthetic.py") for p in data) and not any(p.endswith("data/csv.py") for p in data)
+    train = set(jobs.code_files("train", CFG, "lstm"))
+    assert any(p.endswith("data/windows.py") for p in train)
+    assert not any(p.endswith(("data/synthetic.py", "data/csv.py", "data/prepare.py")) for p in train)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from seqcomp.report import PLOTS
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
@@ -78,7 +80,9 @@ def smoke_config() -> dict:
 def test_every_output_exists_with_finite_metrics(smoke_run: Path) -> None:
     cfg = smoke_config()
     r = smoke_run / "results" / "smoke"
-    assert (r / "summary" / "results.md").is_file() and (r / "summary" / "plots" / "pareto.png").stat().st_size > 10_000
+    assert (r / "summary" / "results.md").is_file() and (r / "summary" / "results.html").is_file()
+    for name in PLOTS:
+        assert (r / "plots" / f"{name}.png").stat().st_size > 5_000, name
     metrics = sorted((r / "evaluate").rglob("metrics.json"))
     assert len(metrics) == len(cfg["models"]) * len(cfg["passes"])
     for path in metrics:
@@ -100,10 +104,11 @@ def test_mlflow_holds_the_run_tree(smoke_run: Path) -> None:
     stages = [t.get("seqcomp.stage") for t in tags.values()]
     assert stages.count("train") == n_models
     assert stages.count("compress") == stages.count("evaluate") == n_models * n_passes
+    assert stages.count("summary") == 1
     assert set(runs.values()) == {"FINISHED"}
     for run, t in tags.items():
         parent = t.get("mlflow.parentRunId")
-        expected_parent = {"train": None, "compress": "train", "evaluate": "compress"}[t["seqcomp.stage"]]
+        expected_parent = {"train": None, "compress": "train", "evaluate": "compress", "summary": None}[t["seqcomp.stage"]]
         assert (parent and tags[parent]["seqcomp.stage"]) == expected_parent or parent is expected_parent
     params = dict(db.execute(
         "select p.key, p.value from params p join tags t on p.run_uuid = t.run_uuid "
@@ -205,7 +210,182 @@ def test_mlflow_ui_serves_the_runs_on_localhost(smoke_run: Path) -> None:
         with urllib.request.urlopen(request, timeout=30) as r:
             runs = json.load(r)["runs"]
         cfg = smoke_config()
-        assert len(runs) == len(cfg["models"]) * (1 + 2 * len(cfg["passes"]))
+        assert len(runs) == len(cfg["models"]) * (1 + 2 * len(cfg["passes"])) + 1  # + the summary run
     finally:
         os.killpg(ui.pid, signal.SIGTERM)  # the UI runs its server in worker processes
         ui.wait(timeout=30)
+
+
+def test_building_the_dag_does_not_import_torch(smoke_run: Path) -> None:
+    """A no-op run must stay cheap: validating models would import torch (seconds) every time.
+
+    The first run memoizes the checked config (results/.checked-configs); an unchanged config
+    is not checked again. (Wall time itself is a benchmark, see docs/benchmarks.md.)
+    """
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-X", "importtime", *SNAKEMAKE[1:], "--directory", str(smoke_run),
+           "--configfile", str(smoke_run / "smoke.yaml"), "-n"]
+    result = subprocess.run(cmd, cwd=smoke_run, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "seqcomp.config" in imported and "torch" not in imported
+
+
+def incomplete_jobs(workdir: Path) -> set[Path]:
+    """Outputs Snakemake has marked as being written by a running job (marker names are the
+    base64 of the output path)."""
+    marks = workdir / ".snakemake" / "incomplete"
+    files = [p for p in marks.rglob("*") if p.is_file()] if marks.is_dir() else []
+    return {workdir / base64.urlsafe_b64decode(p.name).decode() for p in files}
+
+
+def finished_metrics(workdir: Path) -> dict[Path, int]:
+    """metrics.json files of evaluations Snakemake has recorded as done, with their mtimes."""
+    written = list(workdir.glob("results/*/evaluate/**/metrics.json"))
+    running = incomplete_jobs(workdir)  # read after the glob: a job is unmarked only once recorded done
+    return {p: p.stat().st_mtime_ns for p in written if p not in running}
+
+
+def test_a_killed_workflow_resumes_without_losing_or_duplicating_runs(tmp_path: Path) -> None:
+    """SIGKILL the whole workflow (Snakemake and its jobs) mid-way, run it again: every output is
+    there, finished outputs were not redone, and MLflow holds exactly one live run per job."""
+    import time
+
+    cfg = smoke_config()
+    cfg["name"] = "kill"
+    cfg["models"] = {"linear": {}, "lstm": {"hidden": 16}}
+    cfg["passes"] = {"fp32": {}, "int8_dynamic": {}}
+    cfg["seeds"] = [0, 1]
+    config = tmp_path / "kill.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [*SNAKEMAKE, "--directory", str(tmp_path), "--configfile", str(config), "-c", "2"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    results = tmp_path / "results" / "kill"
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None:
+            # mid-way: some evaluation finished while another job is being written
+            if finished_metrics(tmp_path) and incomplete_jobs(tmp_path):
+                break
+            time.sleep(0.1)
+        assert first.poll() is None, "the workflow ended before it could be killed mid-way"
+        os.killpg(first.pid, signal.SIGKILL)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=60)
+    done_before = finished_metrics(tmp_path)
+    assert done_before and incomplete_jobs(tmp_path)
+
+    # what the README tells a user: a killed Snakemake leaves its lock; unlock, then run again
+    unlock = subprocess.run([*cmd, "--unlock"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert unlock.returncode == 0, unlock.stderr[-3000:]
+    second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+
+    n_train = len(cfg["models"]) * len(cfg["seeds"])
+    n_pass = n_train * len(cfg["passes"])
+    assert len(list(results.rglob("metrics.json"))) == n_pass
+    assert (results / "summary" / "results.csv").is_file()
+    assert {p: p.stat().st_mtime_ns for p in done_before} == done_before, "finished work was redone"
+    assert not list(results.rglob("*.tmp")) and not incomplete_jobs(tmp_path)
+
+    db = sqlite3.connect(tmp_path / "results" / "mlflow.db")
+    tags: dict[str, dict[str, str]] = {}
+    for run, key, value in db.execute("select run_uuid, key, value from tags"):
+        tags.setdefault(run, {})[key] = value
+    status = dict(db.execute("select run_uuid, status from runs"))
+    live = {run: t for run, t in tags.items() if t.get("seqcomp.superseded") != "true"}
+    jobs = [t["seqcomp.job"] for t in live.values()]
+    assert len(jobs) == len(set(jobs)) == n_train + 2 * n_pass + 1, "a job has two live runs, or a run is missing"  # +1: summary
+    assert {status[run] for run in live} == {"FINISHED"}
+    assert all(status[run] != "RUNNING" for run in tags), "a killed job's run was left RUNNING"
+
+
+@pytest.fixture(scope="module")
+def smoke_report(smoke_run: Path) -> Path:
+    """`snakemake --report` over the smoke run (it reads that run's job metadata, so it reuses it)."""
+    report = smoke_run / "results" / "report.html"
+    result = snakemake(smoke_run, "--report", str(report))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return report
+
+
+def test_report_is_self_contained_with_every_figure_and_the_table(smoke_report: Path) -> None:
+    import re
+
+    html = smoke_report.read_text()
+    for name in [*(f"{p}.png" for p in PLOTS), "results.html"]:
+        assert f"filename={name};base64," in html, f"{name} is not embedded in the report"
+    assert "Pareto" in html and "simulated" in html  # captions (workflow/report/*.rst) are rendered
+    assert not re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", html), "the report loads external files"
+
+
+def test_compare_notebook_runs_on_the_smoke_store(smoke_run: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import nbclient
+    import nbformat
+
+    nb = nbformat.read(ROOT / "notebooks" / "compare.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(c.outputs or c.execution_count for c in code), "commit the notebook without outputs"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{(smoke_run / 'results' / 'mlflow.db').resolve()}")
+    monkeypatch.setenv("SEQCOMP_EXPERIMENT", "seqcomp/smoke")
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    outputs = [o for c in code for o in c.outputs]
+    cfg = smoke_config()
+    text = "".join(o.get("text", "") for o in outputs)
+    assert f"{len(cfg['models']) * len(cfg['passes'])} evaluation runs in seqcomp/smoke" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 1  # the Pareto plot, once
+
+
+def test_eight_parallel_jobs_on_the_sqlite_store_lose_no_run(tmp_path: Path) -> None:
+    """`snakemake -c 8` on many small jobs, all writing to the default SQLite store: every job
+    succeeds and has exactly one finished run (no "database is locked" failure)."""
+    from seqcomp import jobs
+    from seqcomp.config import load_config
+
+    cfg = smoke_config()
+    cfg.update(name="many", seeds=[0, 1, 2, 3], models={"naive": {}, "linear": {}}, passes={"fp32": {}})
+    config = tmp_path / "many.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    targets = jobs.evaluation_targets(load_config(cfg))  # every train/compress/evaluate job, no summary
+    result = snakemake(tmp_path, "-c", "8", *targets, config=config)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    db = sqlite3.connect(tmp_path / "results" / "mlflow.db")
+    runs = dict(db.execute("select run_uuid, status from runs"))
+    stage = dict(db.execute("select run_uuid, value from tags where key = 'seqcomp.stage'"))
+    job = dict(db.execute("select run_uuid, value from tags where key = 'seqcomp.job'"))
+    n_train = len(cfg["seeds"]) * len(cfg["models"])
+    assert sorted(stage.values()) == sorted(["train"] * n_train + ["compress", "evaluate"] * n_train)
+    assert len(set(job.values())) == len(runs) and set(runs.values()) == {"FINISHED"}
+    assert db.execute("select count(*) from datasets").fetchone() == (1,)  # one record, shared by the runs
+    assert db.execute("select count(*) from inputs where source_type = 'DATASET'").fetchone() == (n_train,)
+    configs = list((tmp_path / "results" / "mlartifacts").rglob("config.yaml"))  # one per training run
+    assert len(configs) == n_train and yaml.safe_load(configs[0].read_text()) == load_config(cfg)
+    logs = "".join(p.read_text() for p in (tmp_path / "results" / "many" / "logs").rglob("*.log"))
+    assert "Traceback" not in logs
+
+
+def test_slurm_profile_resolves_and_training_asks_for_a_gpu(tmp_path: Path) -> None:
+    """Dry run with the SLURM profile (snakemake-executor-plugin-slurm; no sbatch needed for -n)."""
+    cfg = smoke_config()
+    cfg["train"]["accelerator"] = "auto"
+    config = tmp_path / "gpu.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", str(config), "-n"]
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert jobs_planned(result)["train"] == len(cfg["models"])
+    blocks = result.stdout.split("\nrule ")[1:]
+    gpus = {b.split(":")[0]: [] for b in blocks}
+    for b in blocks:
+        resources = next(line for line in b.splitlines() if line.strip().startswith("resources:"))
+        gpus[b.split(":")[0]].append("gpu=1" in resources.replace(" ", "").split(","))
+    assert gpus.pop("train") == [True] * len(cfg["models"])
+    assert not any(any(v) for v in gpus.values()), "only training asks for a GPU"

@@ -42,16 +42,19 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     spec = _spec(args.spec)
     name = spec.pop("dataset")
     meta = prepare(spec, args.out, name=name)
+    if meta.get("task") == "classification":
+        print(f"prepared {name}: samples {meta['counts']} of {meta['length']} tokens, {meta['targets']} targets each")
+        return
     print(f"prepared {name}: {meta['n_rows']} rows, channels {meta['channels']}, borders {meta['borders']}")
 
 
 def cmd_track_init(args: argparse.Namespace) -> None:
     from seqcomp.io import write_json
-    from seqcomp.tracking import ensure_experiment, resolve_uri
+    from seqcomp.tracking import ensure_experiment, redact, resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
     exp_id = ensure_experiment(uri, args.experiment)
-    write_json(args.out, {"experiment": args.experiment, "experiment_id": exp_id, "tracking_uri": uri})
+    write_json(args.out, {"experiment": args.experiment, "experiment_id": exp_id, "tracking_uri": redact(uri)})
 
 
 def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = None):  # noqa: ANN202
@@ -60,7 +63,9 @@ def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = 
     wildcards = {k: spec[k] for k in ("dataset", "model", "lookback", "horizon", "seed", "pass") if k in spec}
     job = "/".join([stage, *(str(v) for v in wildcards.values())])
     name = f"{stage}/{spec['model']}" + (f"/{spec['pass']}" if "pass" in spec else "")
-    tags = {"seqcomp.stage": stage, **snakemake_tags(stage, wildcards)}
+    # Tagged with Snakemake's own names (the rule is the stage; ``pass`` is the ``passname`` wildcard).
+    tags = {"seqcomp.stage": stage, **snakemake_tags(stage, {"passname" if k == "pass" else k: v
+                                                             for k, v in wildcards.items()})}
     return Run.start(resolve_uri(args.tracking_uri), spec["experiment"], name, job, tags, parent=parent)
 
 
@@ -69,7 +74,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     spec = _spec(args.spec)
     run = _run(args, "train", spec)
-    summary = train(spec, Path(args.data), Path(args.out), run, threads=args.threads)
+    config = args.config_file
+    if config and not Path(config).is_file():  # the workflow writes it on start; not with --no-hooks
+        print(f"seqcomp: warning: {config} not found; the run will not hold the resolved config", file=sys.stderr)
+        config = None
+    summary = train(spec, Path(args.data), Path(args.out), run, threads=args.threads, config_file=config)
     print(json.dumps(summary, indent=2))
 
 
@@ -94,13 +103,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = run_evaluate(
         spec, Path(args.train_dir) / "model.pt", Path(args.compressed), Path(args.data), Path(args.out), run
     )
-    print(f"test mse {metrics['mse']:.4f} mae {metrics['mae']:.4f} over {metrics['n_windows']} windows")
+    from seqcomp.evaluate.metrics import HEADLINE
+
+    scores = " ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE[metrics["task"]])
+    unit = "samples" if "n_samples" in metrics else "windows"
+    print(f"test {scores} over {metrics['n_' + unit]} {unit}")
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
     from seqcomp.report import summarize
+    from seqcomp.tracking import Run, resolve_uri, snakemake_tags
 
-    summarize(args.metrics, args.histories, Path(args.out), title=args.title)
+    tags = {"seqcomp.stage": "summary", **snakemake_tags("summarize", {})}
+    run = Run.start(resolve_uri(args.tracking_uri), args.experiment, "summary", "summary", tags)
+    summarize(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,13 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--train-dir", required=True)
         if name == "evaluate":
             p.add_argument("--compressed", required=True)
+        if name == "train":
+            p.add_argument("--config-file", default=None, help="resolved config, logged as an artifact")
         p.add_argument("--out", required=True)
         p.set_defaults(fn=fn)
     p = sub.add_parser("summarize", help="results table and plots from metrics.json files")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--histories", nargs="*", default=[])
+    p.add_argument("--reports", nargs="*", default=[], help="compress report.json files (per-layer sensitivity)")
     p.add_argument("--title", default="seqcomp")
-    p.add_argument("--out", required=True)
+    p.add_argument("--experiment", required=True, help="MLflow experiment of the summary run")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--out", required=True, help="folder of results.csv / .md / .html")
+    p.add_argument("--plots", required=True, help="folder of the plots")
     p.set_defaults(fn=cmd_summarize)
     return parser
 

@@ -9,6 +9,7 @@ ConfigError naming the key path, so a typo fails at DAG build time, not an hour 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,14 @@ import jsonschema
 import yaml
 
 from seqcomp.errors import ConfigError, SeqcompError
+from seqcomp.io import write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-RESERVED_MODEL_KEYS = ("kind", "revin", "train")
+# Keys of a model entry that are not the architecture's hyper-parameters: ``kind`` names it,
+# ``train`` overrides train settings, ``lookbacks``/``seeds`` override the grid's axes.
+# (``revin`` is a model-level option handled by seqcomp.models.)
+NON_PARAM_MODEL_KEYS = ("kind", "train", "lookbacks", "seeds")
 
 
 def _validator_filling_defaults() -> type:
@@ -74,8 +79,7 @@ def _resolve_plugins(cfg: dict[str, Any]) -> None:
         dataset_config(entry["kind"], params, where=f"datasets.{name}")
     for name, entry in cfg["models"].items():
         entry.setdefault("kind", name)
-        params = {k: v for k, v in entry.items() if k not in ("kind", "train")}
-        model_config(entry["kind"], params, where=f"models.{name}")
+        model_config(entry["kind"], model_params(cfg, name), where=f"models.{name}")
     for name, entry in cfg["passes"].items():
         entry.setdefault("kind", name)
         params = {k: v for k, v in entry.items() if k != "kind"}
@@ -90,7 +94,7 @@ def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
     for name, entry in cfg["datasets"].items():
         n_rows = dataset_length(entry, base_dir, where=f"datasets.{name}")
         borders = split_borders(entry.get("split"), n_rows, where=f"datasets.{name}.split")
-        for lookback in cfg["lookbacks"]:
+        for lookback in sorted({lb for model in cfg["models"] for lb in model_axes(cfg, model)[0]}):
             for horizon in cfg["horizons"]:
                 counts = count_windows(borders, lookback, horizon)
                 empty = [split for split, n in counts.items() if n < 1]
@@ -102,8 +106,32 @@ def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
                     )
 
 
-def load_config(source: str | Path | dict[str, Any], base_dir: str | Path = ".") -> dict[str, Any]:
-    """Read (if a path), validate and resolve a config; relative data paths resolve from ``base_dir``."""
+def _check_key(cfg: dict[str, Any], base_dir: Path) -> str:
+    """What the plug-in and window checks depend on: the config, the package's code and schema,
+    and the size and mtime of every CSV the config names."""
+    digest = hashlib.sha256(canonical_json(cfg).encode())
+    digest.update(str(base_dir.resolve()).encode())
+    for path in sorted((PROJECT_ROOT / "src" / "seqcomp").rglob("*.py")) + [SCHEMA_PATH]:
+        digest.update(path.read_bytes())
+    for entry in cfg["datasets"].values():
+        if "path" in entry:
+            csv = base_dir / entry["path"]
+            stat = csv.stat() if csv.is_file() else None
+            digest.update(f"{csv.resolve()}:{stat and (stat.st_size, stat.st_mtime_ns)}".encode())
+    return digest.hexdigest()
+
+
+def load_config(
+    source: str | Path | dict[str, Any], base_dir: str | Path = ".", memo_dir: str | Path | None = None
+) -> dict[str, Any]:
+    """Read (if a path), validate and resolve a config; relative data paths resolve from ``base_dir``.
+
+    The plug-in checks import every model module, hence torch (2-4 s), and Snakemake builds
+    the DAG on every call, including a no-op one. With ``memo_dir`` the resolved config is
+    kept in ``memo_dir/<name>.json`` under a key of everything the checks read
+    (:func:`_check_key`), so an unchanged config is not checked twice; any edit of the config,
+    the package or a CSV's size/mtime checks it again.
+    """
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -113,9 +141,33 @@ def load_config(source: str | Path | dict[str, Any], base_dir: str | Path = ".")
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     cfg = validate_schema(source)
+    base = Path(base_dir)
+    memo = Path(memo_dir) / f"{cfg['name']}.json" if memo_dir is not None else None
+    if memo is not None:
+        key = _check_key(cfg, base)
+        if memo.is_file():
+            try:
+                kept = json.loads(memo.read_text())
+            except json.JSONDecodeError:
+                kept = {}
+            if kept.get("key") == key:
+                return kept["config"]
     _resolve_plugins(cfg)
-    _check_windows_fit(cfg, Path(base_dir))
+    _check_windows_fit(cfg, base)
+    if memo is not None:
+        write_json(memo, {"key": key, "config": cfg})
     return cfg
+
+
+def model_params(cfg: dict[str, Any], model: str) -> dict[str, Any]:
+    """A model entry's hyper-parameters (and model-level options such as ``revin``)."""
+    return {k: v for k, v in cfg["models"][model].items() if k not in NON_PARAM_MODEL_KEYS}
+
+
+def model_axes(cfg: dict[str, Any], model: str) -> tuple[list[int], list[int]]:
+    """(lookbacks, seeds) this model runs at: its own override, else the config's."""
+    entry = cfg["models"][model]
+    return entry.get("lookbacks", cfg["lookbacks"]), entry.get("seeds", cfg["seeds"])
 
 
 def train_settings(cfg: dict[str, Any], model: str) -> dict[str, Any]:

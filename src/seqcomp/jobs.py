@@ -1,4 +1,4 @@
-"""What each Snakemake job gets: its output paths, its spec, and the code it depends on.
+"""What each Snakemake job gets: its output paths, its spec, the code it depends on, its GPUs.
 
 The Snakefile stays declarative by asking this module. A job's *spec* is the slice of the
 resolved config that affects it; Snakemake uses it as a ``params`` rerun trigger, so editing
@@ -13,7 +13,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from seqcomp.config import PROJECT_ROOT, train_settings
+from seqcomp.config import PROJECT_ROOT, model_axes, model_params, train_settings
 
 PKG = PROJECT_ROOT / "src" / "seqcomp"
 WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
@@ -29,10 +29,12 @@ def paths(cfg: dict[str, Any]) -> dict[str, str]:
     return {
         "data": f"{r}/data/{{dataset}}",
         "tracking": f"{r}/tracking/experiment.json",
+        "config": f"{r}/tracking/config.yaml",  # the resolved config, logged by every training run
         "train": f"{r}/train/{WILDCARDS}",
         "compress": f"{r}/compress/{WILDCARDS}/{{passname}}",
         "evaluate": f"{r}/evaluate/{WILDCARDS}/{{passname}}/metrics.json",
         "summary": f"{r}/summary",
+        "plots": f"{r}/plots",
         "logs": f"{r}/logs",
     }
 
@@ -43,12 +45,21 @@ def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     The pass wildcard is called ``passname`` because ``pass`` is a Python keyword.
     """
     keys = ("dataset", "model", "lookback", "horizon", "seed", "passname")
-    axes = (cfg["datasets"], cfg["models"], cfg["lookbacks"], cfg["horizons"], cfg["seeds"], cfg["passes"])
-    return [dict(zip(keys, combo)) for combo in product(*axes)]
+    points = []
+    for dataset, model in product(cfg["datasets"], cfg["models"]):
+        lookbacks, seeds = model_axes(cfg, model)
+        for combo in product(lookbacks, cfg["horizons"], seeds, cfg["passes"]):
+            points.append(dict(zip(keys, (dataset, model, *combo))))
+    return points
 
 
 def evaluation_targets(cfg: dict[str, Any]) -> list[str]:
     pattern = paths(cfg)["evaluate"]
+    return [pattern.format(**point) for point in grid(cfg)]
+
+
+def report_targets(cfg: dict[str, Any]) -> list[str]:
+    pattern = paths(cfg)["compress"] + "/report.json"
     return [pattern.format(**point) for point in grid(cfg)]
 
 
@@ -60,10 +71,6 @@ def history_targets(cfg: dict[str, Any]) -> list[str]:
 
 def data_spec(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
     return {"dataset": dataset, **cfg["datasets"][dataset]}
-
-
-def model_params(cfg: dict[str, Any], model: str) -> dict[str, Any]:
-    return {k: v for k, v in cfg["models"][model].items() if k not in ("kind", "train")}
 
 
 def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, horizon: Any, seed: Any) -> dict:
@@ -78,6 +85,14 @@ def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, hor
         "horizon": int(horizon),
         "seed": int(seed),
     }
+
+
+def train_gpus(cfg: dict[str, Any], model: str) -> int:
+    """GPUs a training job asks the scheduler for: one unless the model trains on ``cpu``.
+
+    ``auto`` asks too: on a cluster it is how a job gets a GPU node to find one on.
+    """
+    return int(train_settings(cfg, model)["accelerator"] != "cpu")
 
 
 def pass_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
@@ -95,41 +110,52 @@ def evaluate_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, 
     return {**{k: v for k, v in base.items() if k != "calibration"}, "evaluate": cfg["evaluate"]}
 
 
-def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None) -> list[str]:
+def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
+               dataset: str | None = None) -> list[str]:
     """Package files (absolute paths) whose edit must rerun ``stage``.
 
-    Training depends on the data and training code, the shared model code and the model's own
-    file; it does not depend on other models' files, so editing one model reruns only its jobs.
+    A job depends on its stage's code, on its own model's file (training, compression and
+    evaluation) or its own dataset kind's file (data preparation), and on the files of the
+    data and models packages those import; not on other models or dataset kinds, so editing
+    one model reruns only its jobs and adding a dataset kind retrains nothing.
     """
+    from seqcomp.data import DATASETS
     from seqcomp.models import MODELS
 
     # cli.py is left out on purpose: it only parses arguments and dispatches to these modules.
     shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "artifacts.py",
               "tracking/__init__.py"]
-    stage_dirs = {
-        "data": ["data"],
-        "train": ["data", "train", "evaluate/metrics.py"],
-        "compress": ["compress"],
-        "evaluate": ["compress", "evaluate"],
+    stage_files = {
+        "data": ["data/__init__.py", "data/prepare.py"],
+        "train": ["data/windows.py", "train", "evaluate/metrics.py"],
+        "compress": ["data/windows.py", "compress"],
+        "evaluate": ["data/windows.py", "compress", "evaluate"],
         "summarize": ["report"],
     }[stage]
     files: list[Path] = [PKG / f for f in shared]
-    for entry in stage_dirs:
+    for entry in stage_files:
         target = PKG / entry
         files += sorted(target.rglob("*.py")) if target.is_dir() else [target]
+    if stage == "data" and cfg is not None and dataset is not None:
+        files.append(DATASETS.source_file(cfg["datasets"][dataset]["kind"]))
     if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
-        files += model_files(MODELS.source_file(cfg["models"][model]["kind"]))
-    return sorted({str(p) for p in files})
+        models = PKG / "models"
+        files += [MODELS.source_file(cfg["models"][model]["kind"]), models / "__init__.py", models / "revin.py"]
+    return sorted(str(p) for p in imported_closure(files))
 
 
-def model_files(own: Path) -> list[Path]:
-    """A model's file, the models package's shared files it imports, ``__init__`` and RevIN."""
-    model_dir = PKG / "models"
-    found, todo = {own, model_dir / "__init__.py", model_dir / "revin.py"}, [own]
+# ``seqcomp.data.<name>`` / ``seqcomp.models.<name>`` as imported; a registry entry
+# ("seqcomp.models.lstm:LSTMForecaster") is a name, not an import, and is skipped.
+_PLUGIN_IMPORT = re.compile(r"seqcomp\.(data|models)\.(\w+)\b(?!:)")
+
+
+def imported_closure(files: list[Path]) -> set[Path]:
+    """``files`` plus every data/models module they import, transitively."""
+    found, todo = set(files), list(files)
     while todo:
-        for name in re.findall(r"seqcomp\.models\.(\w+)", todo.pop().read_text()):
-            path = model_dir / f"{name}.py"
+        for package, name in _PLUGIN_IMPORT.findall(todo.pop().read_text()):
+            path = PKG / package / f"{name}.py"
             if path.is_file() and path not in found:
                 found.add(path)
                 todo.append(path)
-    return sorted(found)
+    return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,16 @@ class Registry:
         return getattr(importlib.import_module(module), attr)
 
     def source_file(self, name: str) -> Path:
-        """The file that defines an entry, so Snakemake can rerun its jobs when it is edited."""
-        return Path(inspect.getfile(self.get(name)))
+        """The file that defines an entry, so Snakemake can rerun its jobs when it is edited.
+
+        Found without importing it: the Snakefile asks this for every job while building the
+        DAG, and importing a model would import torch (seconds) on every no-op run.
+        """
+        module = self._check(name, self.kind).partition(":")[0]
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            raise ConfigError(f"{self.kind} {name!r}: module {module} not found")
+        return Path(spec.origin)
 
 
 def make_config(cls: type, params: dict[str, Any] | None, where: str) -> Any:

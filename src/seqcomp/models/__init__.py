@@ -19,12 +19,13 @@ Model-level keys, valid for every model and handled here, not by the model's Con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import torch.nn as nn
+from typing import TYPE_CHECKING, Any
 
 from seqcomp.errors import ConfigError
 from seqcomp.registry import Registry, make_config
+
+if TYPE_CHECKING:  # torch is imported by the model modules, not by the registry (DAG build stays fast)
+    import torch.nn as nn
 
 MODELS = Registry(
     "model",
