@@ -9,13 +9,15 @@ QUALITY = "Forecast quality"
 rule summarize:
     input:
         metrics=jobs.evaluation_targets(C),
-        histories=jobs.history_targets(C),
+        histories=jobs.train_targets(C, "history.csv"),
+        runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
         tracking=P["tracking"],
         code=jobs.code_files("summarize"),
     output:
         csv=f"{P['summary']}/results.csv",
         md=f"{P['summary']}/results.md",
+        headline=f"{P['summary']}/headline.md",
         html=report(
             f"{P['summary']}/results.html", caption="../workflow/report/results.rst", category="Results table"
         ),

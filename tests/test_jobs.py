@@ -19,7 +19,7 @@ def test_grid_and_targets_cover_every_combination() -> None:
     targets = jobs.evaluation_targets(CFG)
     assert len(set(targets)) == len(targets)
     assert "results/smoke/evaluate/tiny/lstm/L24-H8/seed0/int8_dynamic/metrics.json" in targets
-    assert len(jobs.history_targets(CFG)) == n
+    assert len(jobs.train_targets(CFG, "history.csv")) == len(jobs.train_targets(CFG, "run.json")) == n
 
 
 def test_a_model_change_touches_only_that_models_specs() -> None:

@@ -66,6 +66,7 @@ def fake_history(tmp_path: Path) -> list[str]:
     path = tmp_path / "train" / "d" / "lstm" / f"L{LOOKBACK}-H{HORIZON}" / "seed0" / "history.csv"
     path.parent.mkdir(parents=True)
     pl.DataFrame({"epoch": [0, 1], "train/loss": [1.0, 0.8], "val/mse": [0.9, 0.7]}).write_csv(path)
+    path.with_name("run.json").write_text(json.dumps({"best_val_mse": 0.7}))
     return [str(path)]
 
 
@@ -124,6 +125,10 @@ def test_summarize_writes_tables_and_every_plot(tmp_path: Path) -> None:
     assert pl.read_csv(tmp_path / "summary" / "results.csv").height == 18
     for name in PLOTS:
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 5000, name
+    headline = (tmp_path / "summary" / "headline.md").read_text()
+    assert "paired t-test" in headline and "| d | lstm |" in headline
+    joined = pl.read_csv(tmp_path / "summary" / "results.csv").filter(pl.col("val_mse").is_not_null())
+    assert set(joined["model"]) == {"lstm"} and set(joined["lookback"]) == {LOOKBACK} and set(joined["val_mse"]) == {0.7}
 
 
 def test_job_keys_are_parsed_from_paths(tmp_path: Path) -> None:

@@ -57,3 +57,9 @@ def test_paired_test_across_seeds() -> None:
     assert by_other["bad"]["best"] == "good" and by_other["bad"]["p_value"] < 0.01
     assert by_other["bad"]["mse_diff"] == pytest.approx(0.05, abs=0.002)
     assert by_other["single"]["common_seeds"] == 1 and by_other["single"]["p_value"] is None
+
+
+def test_no_fp32_forecasts_gives_empty_tables() -> None:
+    rows = grid("m", mse_of=lambda lb, h, s: 1.0, val_of=lambda lb, h, s: 1.0, lookbacks=(96,))
+    table, tests = headline(frame(rows).with_columns(pl.lit("rtn").alias("pass_kind")))
+    assert table.is_empty() and tests.is_empty()

@@ -63,10 +63,10 @@ def report_targets(cfg: dict[str, Any]) -> list[str]:
     return [pattern.format(**point) for point in grid(cfg)]
 
 
-def history_targets(cfg: dict[str, Any]) -> list[str]:
-    pattern = paths(cfg)["train"] + "/history.csv"
-    seen = {pattern.format(**point) for point in grid(cfg)}
-    return sorted(seen)
+def train_targets(cfg: dict[str, Any], filename: str) -> list[str]:
+    """``filename`` (history.csv, run.json) of every training job, once each."""
+    pattern = paths(cfg)["train"] + "/" + filename
+    return sorted({pattern.format(**point) for point in grid(cfg)})
 
 
 def data_spec(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:

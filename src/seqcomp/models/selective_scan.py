@@ -124,9 +124,9 @@ def _scan_from_(a: Tensor, u: Tensor, carry: Tensor, reverse: bool) -> Tensor:
     return u
 
 
-def _two_level_scan_(a: Tensor, u: Tensor, reverse: bool = False) -> Tensor:
-    """In place, u (B, nc, chunk, E, N) <- the scan of the whole sequence with decays a."""
-    chunk_decay = a.prod(2)  # (B, nc, E, N): decay across a whole chunk
+def _two_level_scan_(a: Tensor, u: Tensor, chunk_decay: Tensor, reverse: bool = False) -> Tensor:
+    """In place, u (B, nc, chunk, E, N) <- the scan of the whole sequence with per-step decays a
+    and per-chunk decays ``chunk_decay`` (B, nc, E, N), the product of a over each chunk."""
     carry = _carries(_chunk_ends(a, u, reverse), chunk_decay, a[:, :, 0] if reverse else None)
     return _scan_from_(a, u, carry, reverse)
 
@@ -151,19 +151,20 @@ class _ChunkedScan(torch.autograd.Function):
         dtc, Bc = _chunked(dt, chunk), _chunked(B, chunk)  # (B, nc, T, E), (B, nc, T, N)
         a = torch.exp(dtc[..., None] * A)  # (B, nc, T, E, N) per-step decay, in (0, 1]
         v = dtc * _chunked(x, chunk)  # (B, nc, T, E)
-        h = _two_level_scan_(a, v[..., None] * Bc[..., None, :])  # (B, nc, T, E, N)
-        ctx.save_for_backward(x, dt, A, B, C, D, a, h)
+        chunk_decay = torch.exp(dtc.sum(2)[..., None] * A)  # (B, nc, E, N): prod_t a_t, from small tensors
+        h = _two_level_scan_(a, v[..., None] * Bc[..., None, :], chunk_decay)  # (B, nc, T, E, N)
+        ctx.save_for_backward(x, dt, A, B, C, D, a, h, chunk_decay)
         ctx.chunk = chunk
         y = _contract(h, _chunked(C, chunk)).flatten(1, 2)[:, :length]  # (B, L, E)
         return y + D * x
 
     @staticmethod
     def backward(ctx, gy: Tensor) -> tuple[Tensor | None, ...]:  # noqa: ANN001
-        x, dt, A, B, C, D, a, h = ctx.saved_tensors
+        x, dt, A, B, C, D, a, h, chunk_decay = ctx.saved_tensors
         chunk, length = ctx.chunk, x.shape[1]
         dtc, Bc, gyc = _chunked(dt, chunk), _chunked(B, chunk), _chunked(gy, chunk)
         v = dtc * _chunked(x, chunk)  # (B, nc, T, E)
-        g = _two_level_scan_(a, gyc[..., None] * _chunked(C, chunk)[..., None, :], reverse=True)  # dL/dh
+        g = _two_level_scan_(a, gyc[..., None] * _chunked(C, chunk)[..., None, :], chunk_decay, reverse=True)  # dL/dh
         gv = _contract(g, Bc)  # (B, nc, T, E): d(dt x)
         gB = (v[..., None, :] @ g).squeeze(-2)  # (B, nc, T, N)
         gC = (gyc[..., None, :] @ h).squeeze(-2)  # (B, nc, T, N)

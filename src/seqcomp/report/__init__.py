@@ -15,6 +15,7 @@ import polars as pl
 
 from seqcomp.io import atomic_path, read_json
 from seqcomp.report import plots
+from seqcomp.report.headline import headline
 from seqcomp.tracking import Run, tracked
 
 LATENCY = re.compile(r"latency_b\d+_ms")
@@ -164,6 +165,23 @@ def load_histories(paths: list[str]) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
+def validation_scores(histories: list[str]) -> pl.DataFrame:
+    """Best validation MSE of every training job, from the run.json beside its history.csv."""
+    rows = [{**job_keys(h, "train"), "val_mse": read_json(Path(h).with_name("run.json")).get("best_val_mse")}
+            for h in histories]
+    return pl.DataFrame(rows, schema={**{k: (pl.Int64 if k in ("lookback", "horizon", "seed") else pl.Utf8)
+                                         for k in RUN_KEYS}, "val_mse": pl.Float64})
+
+
+def headline_markdown(frame: pl.DataFrame, title: str) -> str:
+    """headline.md: each model's error over horizons (base and validation-chosen lookback), paired tests."""
+    table, tests = headline(frame)
+    return (f"# {title}: headline (fp32, test MSE/MAE averaged over horizons; mean and std over seeds)\n\n"
+            + (to_markdown(table) if table.height else "no fp32 forecasting results\n")
+            + "\n## Best model against each other model: paired t-test across seeds (test MSE averaged over horizons)\n\n"
+            + (to_markdown(tests) if tests.height else "no forecasting results\n"))
+
+
 def summarize(
     metrics: list[str],
     histories: list[str],
@@ -179,15 +197,18 @@ def summarize(
     """
     rows = [read_json(p) for p in metrics]
     frame = with_baseline(metrics_frame(rows))
+    if histories:
+        frame = frame.join(validation_scores(histories), on=RUN_KEYS, how="left")
     table = aggregate(frame)
     heading = f"{title}: test metrics (mean over seeds)"
+    scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
     written = {"results.csv": lambda tmp: frame.write_csv(tmp),
                "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table)),
+               "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
                "results.html": lambda tmp: tmp.write_text(to_html(table, heading))}
     for name, write in written.items():
         with atomic_path(out_dir / name) as tmp:
             write(tmp)
-    scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
     figures = {
         "pareto": lambda: plots.pareto_figure(scored),
         "error_vs_bits": lambda: plots.bits_figure(scored),

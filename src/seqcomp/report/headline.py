@@ -57,6 +57,9 @@ def headline(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     The base lookback is the smallest one in the frame (96 in the ETTh1 protocol).
     """
     fp32 = frame.filter(pl.col("pass_kind") == "fp32")
+    if fp32.is_empty():  # classification-only runs, or no fp32 pass configured
+        return pl.DataFrame(), paired_tests(pl.DataFrame(schema={"dataset": pl.Utf8, "model": pl.Utf8,
+                                                                 "seed": pl.Int64, "mse": pl.Float64}))
     n_horizons = fp32["horizon"].n_unique()
     base = int(fp32["lookback"].min())
     at_base = per_seed_scores(fp32.filter(pl.col("lookback") == base), n_horizons)
