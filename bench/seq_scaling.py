@@ -3,9 +3,10 @@
 Part 1 (``layers``): one S4D layer and one Mamba mixer (the sequence-mixing blocks, without the
 forecaster's head), input (batch, L, d_model), loss = mean square of the output, timed for
 forward + backward at each L: S4D (FFT kernel, expected ~ L log L), Mamba with the sequential
-loop and with the chunked scan, and the two scans alone at the mixer's shape (E = 2 d_model). Peak memory is the process's resident-set high-water mark over
+loop and with the chunked scan, and the two scans alone at the mixer's shape (E = 2 d_model).
+Peak memory is the process's resident-set high-water mark over
 one forward + backward, minus the resident set before it (Linux: reset through
-/proc/self/clear_refs; large blocks mmapped, see ``mmap_large_allocations``), so it counts
+/proc/self/clear_refs, after releasing the heap's free pages), so it counts
 everything the step allocated, autograd's saved tensors included. The sequential loop is skipped at longer lengths once one call exceeds ``--seq-cap-s``.
 
 Part 2 (``crossover``): the scan alone (seqcomp.models.selective_scan), sequential vs chunked,
@@ -46,19 +47,18 @@ def _status_kib(field: str) -> int | None:
     return None
 
 
-def mmap_large_allocations() -> bool:
-    """Make glibc mmap every block >= 64 KiB and unmap it on free (fixed threshold; by default
-    it rises after the first large free and freed tensors stay resident), so the resident set
-    follows live tensors and a high-water mark after warm-up still sees each call's peak."""
-    try:
-        return bool(ctypes.CDLL(ctypes.util.find_library("c")).mallopt(-3, 64 * 1024))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError, TypeError):
-        return False
+LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
+# glibc mmaps blocks above M_MMAP_THRESHOLD (-3); by default the threshold rises with the first
+# large frees, up to 32 MiB, after which freed tensors are reused from the heap. Timings run in
+# that steady state, fixed from the start.
+STEADY_MMAP_THRESHOLD = 32 * 2**20
 
 
 def peak_mib(step: Callable[[], None]) -> float | None:
     """Resident-set growth (MiB) at the peak of one call of ``step``; None where Linux's
-    high-water-mark reset is unavailable."""
+    high-water-mark reset is unavailable. ``malloc_trim`` first releases the heap's free pages,
+    so memory the call reuses from earlier calls is faulted in again and counted."""
+    LIBC.malloc_trim(0)
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
     except OSError:
@@ -166,14 +166,15 @@ def main() -> None:
     parser.add_argument("--d-state-mamba", type=int, default=16)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--budget-s", type=float, default=20.0, help="stop repeating one measurement after this long")
-    parser.add_argument("--seq-cap-s", type=float, default=30.0, help="skip the sequential loop at longer lengths past this")
+    parser.add_argument("--seq-cap-s", type=float, default=30.0,
+                        help="skip the sequential loop at longer lengths once one call takes longer")
     parser.add_argument("--crossover-lengths", default="16,64,256,1024")
     parser.add_argument("--crossover-batches", default="1,4,8,16,64")
     parser.add_argument("--crossover-e", type=int, default=64)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    mmapped = mmap_large_allocations()
+    LIBC.mallopt(-3, STEADY_MMAP_THRESHOLD)
     load_before = os.getloadavg()
     layers = layer_rows([int(v) for v in args.lengths.split(",")], args.batch, args.d_model, args.d_state_s4d,
                         args.d_state_mamba, args.reps, args.budget_s, args.seq_cap_s)
@@ -182,11 +183,12 @@ def main() -> None:
                                args.d_state_mamba, args.reps, args.budget_s)
     env = {"cpu": platform.processor() or platform.machine(), "cores_visible": os.cpu_count(), "threads": 1,
            "torch": torch.__version__, "load_average_before": load_before, "load_average_after": os.getloadavg(),
-           "date": time.strftime("%Y-%m-%d %H:%M"), "peak_memory": "VmHWM - VmRSS over one call"
-           + ("" if mmapped else " (mallopt failed: freed blocks may stay resident, peaks may read low)")}
+           "date": time.strftime("%Y-%m-%d %H:%M"), "mmap_threshold_bytes": STEADY_MMAP_THRESHOLD,
+           "peak_memory": "VmHWM - VmRSS over one call, after malloc_trim"}
     setup = {k: v for k, v in vars(args).items() if k != "out"}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"env": env, "setup": setup, "layers": layers, "crossover": crossover}, indent=2) + "\n")
+    result = {"env": env, "setup": setup, "layers": layers, "crossover": crossover}
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

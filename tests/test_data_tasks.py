@@ -23,7 +23,8 @@ INDUCTION = {"kind": "induction_heads", "length": 12, "vocab": 6, "n_train": 50,
 
 
 def test_selective_copying_samples_hold_their_targets() -> None:
-    x, y = SelectiveCopying(SelectiveCopyingConfig(length=20, n_tokens=3, vocab=7)).generate(np.random.default_rng(0), 200)
+    task = SelectiveCopying(SelectiveCopyingConfig(length=20, n_tokens=3, vocab=7))
+    x, y = task.generate(np.random.default_rng(0), 200)
     assert x.shape == (200, 20) and y.shape == (200, 3)
     assert (x[:, -3:] == 6).all()  # the markers close every sample
     region = x[:, :-3]
@@ -83,7 +84,7 @@ def test_token_tasks_prepare_deterministic_one_hot_samples(entry: dict, tmp_path
 
 def test_sample_shape_is_fixed_and_checked_at_config_time(tmp_path: Path) -> None:
     assert window_counts(COPY, tmp_path, 20, 3, "datasets.c") == {"train": 50, "val": 10, "test": 20}
-    with pytest.raises(ConfigError, match=r"datasets.c: its samples have lookback 20 and horizon 3 \(length and target tokens\), not 96 and 48"):
+    with pytest.raises(ConfigError, match=r"datasets.c: its samples have lookback 20 and horizon 3 .*not 96 and 48"):
         window_counts(COPY, tmp_path, 96, 48, "datasets.c")
     with pytest.raises(ConfigError, match=r"datasets.c.split: .*fixed sample counts"):
         window_counts({**COPY, "split": {"ratios": [0.6, 0.2, 0.2]}}, tmp_path, 20, 3, "datasets.c")
@@ -115,7 +116,7 @@ def test_bad_task_parameters_name_the_key(kind: str, params: dict, key: str) -> 
 
 
 def test_ar_is_seeded_and_stationary() -> None:
-    a, b = ARSource(ARConfig(n_steps=500, channels=2, order=6, seed=3)), ARSource(ARConfig(n_steps=500, channels=2, order=6, seed=3))
+    a, b = (ARSource(ARConfig(n_steps=500, channels=2, order=6, seed=3)) for _ in range(2))
     assert np.array_equal(a.values(), b.values()) and np.array_equal(a.coefficients, b.coefficients)
     assert len(a.coefficients) == 6 and np.abs(np.roots(np.r_[1, -a.coefficients])).max() < 0.95 + 1e-9
     c = ARSource(ARConfig(n_steps=500, channels=2, order=6, seed=4))

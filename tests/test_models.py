@@ -176,23 +176,20 @@ def test_mamba_scan_modes_agree_in_model() -> None:
     assert selective_scan(*[t.float() for t in _scan_inputs(1, 10, 3, 2)]).shape == (1, 10, 3)
 
 
-def test_scan_dispatch_runs_the_loop_only_for_large_states_and_short_sequences(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scan_dispatch_follows_state_size_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     import seqcomp.models.selective_scan as ss
 
     called = []
     monkeypatch.setattr(ss, "scan_sequential", lambda *a: called.append("sequential"))
     monkeypatch.setattr(ss, "scan_chunked", lambda *a: called.append("chunked"))
-    args = [t.float() for t in _scan_inputs(2, 12, 3, 4)]  # per-step state B*E*N = 2*3*4 = 24, L = 12
-    monkeypatch.setattr(ss, "CPU_LOOP_MAX_LEN", 13)
-    monkeypatch.setattr(ss, "CPU_LOOP_MIN_STATE", 24)
-    ss.selective_scan(*args)  # state not above the threshold: chunked
-    monkeypatch.setattr(ss, "CPU_LOOP_MIN_STATE", 23)
-    ss.selective_scan(*args)  # large state, short sequence: the loop
-    ss.selective_scan(*args, mode="chunked")
-    monkeypatch.setattr(ss, "CPU_LOOP_MAX_LEN", 12)
-    ss.selective_scan(*args)  # long enough: chunked again
+    args = [t.float() for t in _scan_inputs(2, 12, 3, 4)]  # per-step state B*E*N = 2*3*4 = 24
+    monkeypatch.setattr(ss, "CPU_CHUNKED_MAX_STATE", 24)
+    ss.selective_scan(*args)
     ss.selective_scan(*args, mode="sequential")
-    assert called == ["chunked", "sequential", "chunked", "chunked", "sequential"]
+    monkeypatch.setattr(ss, "CPU_CHUNKED_MAX_STATE", 23)
+    ss.selective_scan(*args)
+    ss.selective_scan(*args, mode="chunked")
+    assert called == ["chunked", "sequential", "sequential", "chunked"]
 
 
 def test_mamba_parameters() -> None:

@@ -73,8 +73,9 @@ class ARConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check(isinstance(self.n_steps, int) and self.n_steps > 0, "n_steps", f"must be a positive integer, got {self.n_steps!r}")
-        check(isinstance(self.channels, int) and self.channels > 0, "channels", f"must be a positive integer, got {self.channels!r}")
+        for key in ("n_steps", "channels"):
+            value = getattr(self, key)
+            check(isinstance(value, int) and value > 0, key, f"must be a positive integer, got {value!r}")
         check(self.noise > 0, "noise", f"must be > 0, got {self.noise}")
         check(0 < self.max_root < 1, "max_root", f"must lie in (0, 1) for a stationary process, got {self.max_root}")
         if self.coefficients is None:
@@ -85,8 +86,10 @@ class ARConfig:
                   f"is {self.order} but {len(self.coefficients)} coefficients are given")
             self.order = len(self.coefficients)
             modulus = float(np.abs(roots(self.coefficients)).max())
-            check(modulus < 1, "coefficients", f"{self.coefficients} are not stationary (a root has modulus {modulus:.4g} >= 1)")
-        check(isinstance(self.order, int) and self.order > 0, "order", f"must be a positive integer, got {self.order!r}")
+            check(modulus < 1, "coefficients",
+                  f"{self.coefficients} are not stationary (a root has modulus {modulus:.4g} >= 1)")
+        check(isinstance(self.order, int) and self.order > 0, "order",
+              f"must be a positive integer, got {self.order!r}")
 
 
 class ARSource:

@@ -22,7 +22,8 @@ class InductionHeadsConfig(TokenTaskConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.vocab >= 3, "vocab", f"must be >= 3 (the special token and at least 2 others), got {self.vocab}")
-        check(self.length >= 3, "length", f"must be >= 3 (special token, the token after it, the final special token), got {self.length}")
+        check(self.length >= 3, "length",
+              f"must be >= 3 (special token, the token after it, the final special token), got {self.length}")
 
 
 class InductionHeads(TokenTask):

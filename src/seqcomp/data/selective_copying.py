@@ -24,7 +24,8 @@ class SelectiveCopyingConfig(TokenTaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(isinstance(self.n_tokens, int) and self.n_tokens > 0, "n_tokens", f"must be a positive integer, got {self.n_tokens!r}")
+        check(isinstance(self.n_tokens, int) and self.n_tokens > 0, "n_tokens",
+              f"must be a positive integer, got {self.n_tokens!r}")
         check(self.vocab >= 4, "vocab", f"must be >= 4 (noise, marker and at least 2 data tokens), got {self.vocab}")
         check(self.length >= 2 * self.n_tokens, "length",
               f"must be >= 2 * n_tokens = {2 * self.n_tokens} (a region holding the {self.n_tokens} data tokens, "

@@ -50,7 +50,8 @@ def hourly_frame(values: np.ndarray) -> pl.DataFrame:
     dates = pl.datetime_range(
         pl.datetime(2020, 1, 1), pl.datetime(2020, 1, 1) + pl.duration(hours=len(values) - 1), "1h", eager=True
     )
-    return pl.DataFrame({"date": dates}).with_columns([pl.Series(f"ch{i}", values[:, i]) for i in range(values.shape[1])])
+    channels = [pl.Series(f"ch{i}", values[:, i]) for i in range(values.shape[1])]
+    return pl.DataFrame({"date": dates}).with_columns(channels)
 
 
 class SyntheticSource:

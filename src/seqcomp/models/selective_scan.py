@@ -4,8 +4,8 @@ Both compute, per batch b, channel d and state n (A diagonal, negative real):
     h_t = exp(dt_t A) * h_{t-1} + dt_t * B_t * x_t,        y_t = <C_t, h_t> + D * x_t
 with x, dt (B, L, E); A (E, N); B, C (B, L, N); D (E,). Inputs are expected in fp32.
 
-``selective_scan`` picks the faster one by device, state size and length (measured, see
-CPU_LOOP_MIN_STATE), or the ``mamba_ssm`` CUDA kernel when it is installed and the tensors
+``selective_scan`` picks the faster one by device and state size (measured, see
+CPU_CHUNKED_MAX_STATE), or the ``mamba_ssm`` CUDA kernel when it is installed and the tensors
 are on a GPU; mamba_ssm is never a dependency.
 """
 
@@ -20,17 +20,15 @@ from torch import Tensor
 
 # Which scan ``auto`` runs. On a GPU the loop is bound by kernel launches (one H100, with the
 # earlier doubling-scan version: L=96 26.7 vs 4.8 ms, L=4096 951 vs 81.8 ms): always chunked.
-# On CPU the loop costs ~20 small ops per step (overhead-bound while the per-step state B*E*N is
-# small), the chunked scan ~2 sqrt(L) small ops plus a few passes over (B, L, E, N) tensors
-# (bandwidth-bound). Forward + backward of the scan alone, E=64, N=16, one thread, sequential /
-# chunked (bench/seq_scaling.py, crossover part; docs/benchmarks.md):
-#   B*E*N = 1024:  2.0x at L=16 .. 5.6x at L=1024      4096 and 8192: 1.1x .. 2.9x
-#   16384, 32768:  1.1x .. 1.3x at L=16/64, 0.88x / 0.95x at L=256, 1.5x / 1.6x at L=1024
-#   65536:         0.95x at L=16, 0.68x at L=64, 1.13x at L=256, 1.56x at L=1024
-# (at long L the loop slows down per step: it keeps every step's tensors for backward). So the
-# loop only where both the state is large and the sequence short.
-CPU_LOOP_MIN_STATE = 32768  # B*E*N above which ...
-CPU_LOOP_MAX_LEN = 256  # ... and L below which CPU auto runs the sequential loop
+# On CPU the loop costs ~20 small ops per step, overhead-bound while the per-step state B*E*N
+# is small; the chunked scan ~2 sqrt(L) small ops plus ~30 passes over (B, L, E, N) tensors,
+# bandwidth-bound. So the state size decides, not the length. Forward + backward of the scan
+# alone, E=64, N=16, one thread, sequential / chunked at L = 16, 64, 256, 1024, two runs
+# (bench/seq_scaling.py, crossover part; docs/benchmarks.md; this shared box varies ~30%):
+#   B*E*N = 1024:  2.0-2.0, 3.8-5.7, 7.0-7.5, 6.4-7.3x     8192:  1.4-1.8, 1.5-1.8, 1.6-1.7, 1.0-1.2x
+#   16384:         1.2-1.2, 1.1-1.4, 0.89-1.3, 0.90-1.04x  32768: 1.2-1.2, 0.78-1.1, 0.68-0.94, 0.79-1.1x
+#   65536:         1.1-1.2, 0.78-0.82, 0.67-0.75, 0.69-0.85x
+CPU_CHUNKED_MAX_STATE = 16384  # largest B*E*N (fp32 elements per step) for which CPU auto picks chunked
 
 _KERNEL: Callable | None | bool = False  # False: not looked up yet; None: not installed
 
@@ -146,7 +144,8 @@ class _ChunkedScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk: int) -> Tensor:  # noqa: ANN001
+    def forward(ctx, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,  # noqa: ANN001
+                chunk: int) -> Tensor:
         length = x.shape[1]
         dtc, Bc = _chunked(dt, chunk), _chunked(B, chunk)  # (B, nc, T, E), (B, nc, T, N)
         a = torch.exp(dtc[..., None] * A)  # (B, nc, T, E, N) per-step decay, in (0, 1]
@@ -164,7 +163,8 @@ class _ChunkedScan(torch.autograd.Function):
         chunk, length = ctx.chunk, x.shape[1]
         dtc, Bc, gyc = _chunked(dt, chunk), _chunked(B, chunk), _chunked(gy, chunk)
         v = dtc * _chunked(x, chunk)  # (B, nc, T, E)
-        g = _two_level_scan_(a, gyc[..., None] * _chunked(C, chunk)[..., None, :], chunk_decay, reverse=True)  # dL/dh
+        gh = gyc[..., None] * _chunked(C, chunk)[..., None, :]  # (B, nc, T, E, N): direct dL/dh_t
+        g = _two_level_scan_(a, gh, chunk_decay, reverse=True)  # total dL/dh_t, in place
         gv = _contract(g, Bc)  # (B, nc, T, E): d(dt x)
         gB = (v[..., None, :] @ g).squeeze(-2)  # (B, nc, T, N)
         gC = (gyc[..., None, :] @ h).squeeze(-2)  # (B, nc, T, N)
@@ -198,9 +198,8 @@ def scan_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
 
 def chunked_is_default(x: Tensor, d_state: int) -> bool:
     """Whether ``auto`` runs the chunked scan for input x (B, L, E) and state size N (without
-    the CUDA kernel): always off CPU; on CPU unless the state is large and the sequence short."""
-    loop = x.shape[0] * x.shape[2] * d_state > CPU_LOOP_MIN_STATE and x.shape[1] < CPU_LOOP_MAX_LEN
-    return x.device.type != "cpu" or not loop
+    the CUDA kernel): always off CPU; on CPU while the per-step state B*E*N is small."""
+    return x.device.type != "cpu" or x.shape[0] * x.shape[2] * d_state <= CPU_CHUNKED_MAX_STATE
 
 
 def selective_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, mode: str = "auto") -> Tensor:

@@ -222,7 +222,7 @@ def train(
 def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any]:
     """Rows per split and this job's windows per split, plus the raw source's identity."""
     if series.task == "classification":  # independent samples: no rows, no channels
-        samples = {split: len(series.windows(split, shape.lookback, shape.horizon)) for split in ("train", "val", "test")}
+        samples = {s: len(series.windows(s, shape.lookback, shape.horizon)) for s in ("train", "val", "test")}
         return {"source": series.meta["source"], "classes": series.channels, "samples": samples}
     b = series.borders
     rows = {"train": b[0], "val": b[1] - b[0], "test": b[2] - b[1]}
