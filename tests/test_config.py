@@ -28,7 +28,7 @@ def broken(**changes) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "etth1.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "etth1.yaml", "synthetic.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_config(ROOT / "config" / name, base_dir=ROOT)
     assert cfg["models"] and cfg["passes"]

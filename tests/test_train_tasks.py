@@ -53,6 +53,7 @@ def _pipeline(model: str, params: dict, data: Path, tmp_path: Path, uri: str) ->
     return summary, metrics
 
 
+@pytest.mark.slow  # ~11 s, most of it creating the MLflow store
 def test_classification_task_runs_through_every_stage(tmp_path: Path, store: str) -> None:
     data = tmp_path / "data"
     prepare(COPY, data, name="copy")

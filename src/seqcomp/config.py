@@ -86,24 +86,32 @@ def _resolve_plugins(cfg: dict[str, Any]) -> None:
         pass_config(entry["kind"], params, where=f"passes.{name}")
 
 
+def dataset_windows(cfg: dict[str, Any], dataset: str, lookbacks: list[int], base_dir: Path = Path(".")) -> list[tuple[int, int]]:
+    """(lookback, horizon) pairs a dataset runs at: a sample dataset's own fixed shape
+    (generated classification tasks), else every lookback with every configured horizon."""
+    from itertools import product
+
+    from seqcomp.data import sample_shape
+
+    shape = sample_shape(cfg["datasets"][dataset], base_dir, f"datasets.{dataset}")
+    return [shape] if shape is not None else list(product(lookbacks, cfg["horizons"]))
+
+
 def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
     """Every (lookback, horizon) must leave at least one window in every split of every dataset."""
-    from seqcomp.data import dataset_length
-    from seqcomp.data.split import count_windows, split_borders
+    from seqcomp.data import window_counts
 
+    lookbacks = sorted({lb for model in cfg["models"] for lb in model_axes(cfg, model)[0]})
     for name, entry in cfg["datasets"].items():
-        n_rows = dataset_length(entry, base_dir, where=f"datasets.{name}")
-        borders = split_borders(entry.get("split"), n_rows, where=f"datasets.{name}.split")
-        for lookback in sorted({lb for model in cfg["models"] for lb in model_axes(cfg, model)[0]}):
-            for horizon in cfg["horizons"]:
-                counts = count_windows(borders, lookback, horizon)
-                empty = [split for split, n in counts.items() if n < 1]
-                if empty:
-                    raise ConfigError(
-                        f"lookbacks/horizons: lookback {lookback} + horizon {horizon} leaves no "
-                        f"{'/'.join(empty)} window in dataset {name!r} (split row borders {list(borders)}); "
-                        f"shorten the windows or change datasets.{name}.split"
-                    )
+        for lookback, horizon in dataset_windows(cfg, name, lookbacks, base_dir):
+            counts = window_counts(entry, base_dir, lookback, horizon, where=f"datasets.{name}")
+            empty = [split for split, n in counts.items() if n < 1]
+            if empty:
+                raise ConfigError(
+                    f"lookbacks/horizons: lookback {lookback} + horizon {horizon} leaves no "
+                    f"{'/'.join(empty)} window in dataset {name!r}; "
+                    f"shorten the windows or change datasets.{name}.split"
+                )
 
 
 def _check_key(cfg: dict[str, Any], base_dir: Path) -> str:

@@ -13,7 +13,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from seqcomp.config import PROJECT_ROOT, model_axes, model_params, train_settings
+from seqcomp.config import PROJECT_ROOT, dataset_windows, model_axes, model_params, train_settings
 
 PKG = PROJECT_ROOT / "src" / "seqcomp"
 WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
@@ -48,8 +48,8 @@ def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     points = []
     for dataset, model in product(cfg["datasets"], cfg["models"]):
         lookbacks, seeds = model_axes(cfg, model)
-        for combo in product(lookbacks, cfg["horizons"], seeds, cfg["passes"]):
-            points.append(dict(zip(keys, (dataset, model, *combo))))
+        for (lookback, horizon), seed, passname in product(dataset_windows(cfg, dataset, lookbacks), seeds, cfg["passes"]):
+            points.append(dict(zip(keys, (dataset, model, lookback, horizon, seed, passname))))
     return points
 
 

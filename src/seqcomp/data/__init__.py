@@ -43,7 +43,11 @@ def build_source(entry: dict[str, Any], base_dir: Path, where: str = "dataset") 
 
 def dataset_length(entry: dict[str, Any], base_dir: Path, where: str = "dataset") -> int:
     """Number of rows the source yields, cheaply (used to check windows fit at config time)."""
-    return build_source(entry, base_dir, where).n_rows()
+    source = build_source(entry, base_dir, where)
+    if not hasattr(source, "n_rows"):
+        raise ConfigError(f"{where}: a {entry['kind']} dataset is a set of samples, not a series: it has no rows "
+                          "and serves only its own (lookback, horizon); see seqcomp.data.window_counts")
+    return source.n_rows()
 
 
 def sample_shape(entry: dict[str, Any], base_dir: Path, where: str = "dataset") -> tuple[int, int] | None:
