@@ -106,9 +106,11 @@ def resumable_checkpoint(ckpt_dir: Path, spec: dict[str, Any]) -> str | None:
     return None
 
 
-def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict], dict]:  # noqa: ANN001
+def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], dict]:  # noqa: ANN001
+    """Lightning fit with early stopping; returns (history rows, timing info) and leaves the best
+    weights in ``net``. ``logger``: the Lightning logger (the pipeline passes MLflow's; a
+    benchmark on a machine without MLflow passes ``False``)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import MLFlowLogger
 
     L_, H = spec["lookback"], spec["horizon"]
     train_ds, val_ds = series.windows("train", L_, H), series.windows("val", L_, H)
@@ -138,7 +140,7 @@ def _fit_sgd(net, series, spec, settings, out_dir, run: Run) -> tuple[list[dict]
             history,
             _EpochSeed(spec["seed"]),
         ],
-        logger=MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id),
+        logger=logger,
         deterministic=accelerator == "cpu",
         enable_progress_bar=False,
         num_sanity_val_steps=0,
@@ -194,7 +196,10 @@ def train(
             info, rows = {"method": "no trainable parameters", "fit_wall_s": 0.0, "epochs": 0}, []
         else:
             try:
-                rows, info = _fit_sgd(net, series, spec, settings, out_dir, run)
+                from lightning.pytorch.loggers import MLFlowLogger
+
+                logger = MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id)
+                rows, info = fit_sgd(net, series, spec, settings, out_dir, logger)
             except SeqcompError:
                 discard_checkpoints(out_dir)  # a diverged run leaves nothing that looks like a result
                 raise
