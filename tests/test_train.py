@@ -133,6 +133,15 @@ def test_killed_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: P
     assert hist_b["val/mse"].to_list() == pytest.approx(hist_a["val/mse"].to_list(), rel=1e-5)
 
 
+def test_a_finished_run_leaves_no_checkpoint_to_resume(tiny_data: Path, tmp_path: Path) -> None:
+    """A code change reruns the same spec: it must train again, not resume the old final epoch."""
+    s = spec("dlinear", max_epochs=2)
+    train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    assert not (tmp_path / "out" / "checkpoints").exists()
+    again = train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    assert again["resumed_from"] is None and again["epochs"] == 2
+
+
 def test_checkpoints_of_another_spec_are_not_resumed(tiny_data: Path, tmp_path: Path) -> None:
     s = spec("dlinear", max_epochs=2)
     train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))

@@ -221,6 +221,9 @@ def train(
         example = series.windows("val", shape.lookback, shape.horizon)[0][0][None].numpy()  # (1, L, C)
         summary["model_uri"] = run.log_model(net, example)
         write_json(out_dir / "run.json", summary)
+    # Checkpoints exist to resume a killed run. Kept after success, they would be "resumed" by
+    # the rerun that a code change asks for (same spec, new code), returning the old model.
+    discard_checkpoints(out_dir)
     return summary
 
 
@@ -236,5 +239,6 @@ def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any
 
 
 def discard_checkpoints(out_dir: str | Path) -> None:
-    """Remove Lightning's working checkpoints after a failure, so nothing stale looks like a result."""
+    """Remove Lightning's working checkpoints (after a failure or a finished fit): nothing stale
+    may look like a result or be resumed by a later run of the same spec."""
     shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
