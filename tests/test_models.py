@@ -12,6 +12,7 @@ from seqcomp.errors import ConfigError
 from seqcomp.models import MODELS, SeriesShape, build_model, model_config
 from seqcomp.models.revin import RevIN
 from seqcomp.models.s4d import S4DLayer
+from seqcomp.models.spacetime import CompanionSSM
 from seqcomp.models.selective_scan import scan_chunked, scan_sequential, selective_scan
 
 SHAPES = [SeriesShape(96, 24, 3), SeriesShape(40, 7, 1)]
@@ -202,7 +203,55 @@ def test_mamba_parameters() -> None:
     assert copy.deepcopy(model).mixers[1].A_log._optim == {"weight_decay": 0.0}
 
 
-@pytest.mark.parametrize("kind", ["s4d", "mamba"])
+# --- companion SSM (SpaceTime) ---------------------------------------------------------------
+
+
+def _companion(d_model: int, d_state: int, feedback: float) -> CompanionSSM:
+    torch.manual_seed(0)
+    layer = CompanionSSM(d_model, d_state)
+    with torch.no_grad():
+        layer.a.normal_(0.0, feedback)  # some feedback: an IIR kernel, still stable at this scale
+    return layer
+
+
+@pytest.mark.parametrize("length", [5, 40, 150])  # shorter than, about, and longer than N = 16
+def test_companion_kernel_is_the_folded_impulse_response(length: int) -> None:
+    layer = _companion(4, 16, 0.04)
+    A = layer.matrix().double()  # (H, N, N)
+    radius = torch.linalg.eigvals(A).abs().amax()
+    assert 0.5 < radius < 0.98  # stable (the folded sum converges) but far from a pure shift (radius 0)
+    b, c = layer.b.detach().double(), layer.c.detach().double()
+    x, response = b.clone(), []
+    periods = 3000 // length  # A^j b for j well past the point where it has decayed
+    for _ in range(periods * length):
+        response.append((c * x).sum(-1))
+        x = torch.einsum("hij,hj->hi", A, x)
+    folded = torch.stack(response, -1).unflatten(-1, (periods, length)).sum(-2)  # sum_m c A^(j+mL) b
+    torch.testing.assert_close(layer.kernel(length).double(), folded, rtol=1e-4, atol=1e-5)
+
+
+def test_companion_convolution_equals_recurrence() -> None:
+    layer = _companion(8, 12, 0.2)
+    u = torch.randn(3, 60, 8)
+    with torch.no_grad():
+        conv, rec = layer(u), layer.forward_recurrent(u)
+    assert (conv - rec).abs().max() <= 1e-4 * max(1.0, rec.abs().max().item())
+    model = build_model("spacetime", {"d_state": 8}, SHAPES[0]).eval()
+    x = torch.randn(2, 96, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.forward_recurrent(x), rtol=1e-4, atol=1e-4)
+
+
+def test_companion_parameters_are_tagged_recurrent() -> None:
+    from seqcomp.compress.groups import named_groups
+
+    model = build_model("spacetime", {}, SHAPES[0])
+    groups = {name.rsplit(".", 1)[-1]: g for name, _, _, _, g in named_groups(model) if ".layers.0." in f".{name}"}
+    assert groups == {"a": "recurrent", "b": "recurrent", "c": "ssm", "d": "ssm"}
+    assert copy.deepcopy(model).layers[0].a._optim == {"lr": 1e-3, "weight_decay": 0.0}
+
+
+@pytest.mark.parametrize("kind", ["s4d", "mamba", "spacetime"])
 def test_ssm_numerics_stay_fp32_under_autocast(kind: str) -> None:
     torch.manual_seed(0)
     model = build_model(kind, {}, SHAPES[0]).eval()
@@ -283,6 +332,8 @@ def test_linear_fit_through_revin() -> None:
         ("mamba", {"d_state": 0}, "d_state"),
         ("s4d", {"d_state": 0}, "d_state"),
         ("s4d", {"init": "legs"}, "init"),
+        ("spacetime", {"d_state": -2}, "d_state"),
+        ("spacetime", {"ssm_lr": 0.0}, "ssm_lr"),
         ("mamba", {"scan": "fast"}, "scan"),
         ("lstm", {"hiddn": 3}, "hiddn"),
         ("naive", {"foo": 1}, "foo"),

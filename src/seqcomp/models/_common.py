@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from seqcomp.registry import check
@@ -64,3 +66,38 @@ class OptimTagged(nn.Module):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._attach_optim()
+
+
+class SSMStack(nn.Module):
+    """The forecaster around a convolutional SSM layer (S4D, the companion SSM): a linear
+    encoder C -> d_model, ``n_layers`` blocks of SSM -> GELU -> Linear + GLU with a post-norm
+    residual (the S4 example model), and a :class:`TemporalHead`.
+
+    ``make_layer()`` builds one SSM layer (B, L, D) -> (B, L, D) that also has
+    ``forward_recurrent``, so the whole forecast can be run step by step too.
+    """
+
+    def __init__(self, shape: Any, d_model: int, n_layers: int, dropout: float, make_layer: Callable[[], nn.Module]):
+        super().__init__()
+        self.encoder = nn.Linear(shape.channels, d_model)
+        self.layers = nn.ModuleList(make_layer() for _ in range(n_layers))
+        self.mix = nn.ModuleList(nn.Linear(d_model, 2 * d_model) for _ in range(n_layers))  # then GLU
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
+        self.drop = nn.Dropout(dropout)
+        self.head = TemporalHead(shape.lookback, shape.horizon, d_model, shape.channels)
+
+    def _run(self, x: Tensor, recurrent: bool) -> Tensor:
+        h = self.encoder(x)  # (B, L, D)
+        for ssm, mix, norm in zip(self.layers, self.mix, self.norms):
+            z = ssm.forward_recurrent(h) if recurrent else ssm(h)  # (B, L, D)
+            z = self.drop(F.gelu(z))
+            z = self.drop(F.glu(mix(z), dim=-1))  # (B, L, D)
+            h = norm(h + z)  # post-norm residual
+        return self.head(h)  # (B, H, C)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._run(x, recurrent=False)
+
+    def forward_recurrent(self, x: Tensor) -> Tensor:
+        """Same forecast with every SSM layer run as a step-by-step recurrence."""
+        return self._run(x, recurrent=True)

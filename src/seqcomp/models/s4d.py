@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from seqcomp.models import SeriesShape
-from seqcomp.models._common import OptimTagged, TemporalHead, check_choice, check_dropout, check_positive
+from seqcomp.models._common import OptimTagged, SSMStack, check_choice, check_dropout, check_positive
 from seqcomp.registry import check
 
 INITS = ("lin", "inv")
@@ -110,7 +109,7 @@ class S4DLayer(OptimTagged):
         return torch.stack(ys, dim=1)  # (B, L, H)
 
 
-class S4DForecaster(nn.Module):
+class S4DForecaster(SSMStack):
     """Linear encoder C -> d_model, n_layers S4D blocks, linear head over time and features."""
 
     @dataclass
@@ -133,30 +132,5 @@ class S4DForecaster(nn.Module):
             check(self.ssm_lr > 0, "ssm_lr", f"must be positive, got {self.ssm_lr}")
 
     def __init__(self, shape: SeriesShape, cfg: "S4DForecaster.Config"):
-        super().__init__()
-        d = cfg.d_model
-        self.encoder = nn.Linear(shape.channels, d)
-        self.layers = nn.ModuleList(
-            S4DLayer(d, cfg.d_state, cfg.init, cfg.dt_min, cfg.dt_max, cfg.ssm_lr) for _ in range(cfg.n_layers)
-        )
-        # Position-wise mixing after each SSM: Linear to 2d then GLU (the S4 "output_linear").
-        self.mix = nn.ModuleList(nn.Linear(d, 2 * d) for _ in range(cfg.n_layers))
-        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(cfg.n_layers))
-        self.drop = nn.Dropout(cfg.dropout)
-        self.head = TemporalHead(shape.lookback, shape.horizon, d, shape.channels)
-
-    def _run(self, x: Tensor, recurrent: bool) -> Tensor:
-        h = self.encoder(x)  # (B, L, D)
-        for ssm, mix, norm in zip(self.layers, self.mix, self.norms):
-            z = ssm.forward_recurrent(h) if recurrent else ssm(h)  # (B, L, D)
-            z = self.drop(F.gelu(z))
-            z = self.drop(F.glu(mix(z), dim=-1))  # (B, L, D)
-            h = norm(h + z)  # post-norm residual, as in the S4 example model
-        return self.head(h)  # (B, H, C)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._run(x, recurrent=False)
-
-    def forward_recurrent(self, x: Tensor) -> Tensor:
-        """Same forecast with every S4D layer run as a step-by-step recurrence."""
-        return self._run(x, recurrent=True)
+        super().__init__(shape, cfg.d_model, cfg.n_layers, cfg.dropout,
+                         lambda: S4DLayer(cfg.d_model, cfg.d_state, cfg.init, cfg.dt_min, cfg.dt_max, cfg.ssm_lr))
