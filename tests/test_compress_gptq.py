@@ -61,9 +61,10 @@ def _net(seed: int = 0) -> Net:
     return Net().eval()
 
 
-def test_gptq_pass_reports_fallbacks_and_round_trips() -> None:
+@pytest.mark.parametrize("extra", [{}, {"scale_dtype": "float8_e4m3", "keep_dtype": "float16"}])
+def test_gptq_pass_reports_fallbacks_and_round_trips(extra: dict) -> None:
     model, calib = _net(), torch.randn(40, 12, 4)
-    params = {"bits": 3, "group_size": 8, "symmetric": False}
+    params = {"bits": 3, "group_size": 8, "symmetric": False, **extra}
     compressed, stored, report = compress("gptq_weight_sim", params, model, calib)
     rows = {row["name"]: row for row in report["layers"]}
     assert rows["proj.weight"]["action"] == rows["head.weight"]["action"] == "int3 gptq group 8 asymmetric (simulated)"

@@ -93,6 +93,17 @@ def test_round_trip_on_every_model(kind: str) -> None:
         assert report["achieved"]["avg_bits"] <= 5.0
 
 
+def test_fp8_scales_round_trip_and_are_counted_in_the_budget() -> None:
+    params = {"avg_bits": 5.6, "bits": [4, 8], "scale_dtype": "float8_e4m3"}  # rows of 8: fp16 scales cost 2 bits
+    _, stored, report = round_trip("mixed_precision_sim", params, lambda s: registry_model("lstm", s), windows(3), windows(8, 1))
+    units = [k for k in stored if k.endswith(".scale_unit")]
+    assert units and len(units) == report["quantized_layers"]
+    assert all(stored[k.replace(".scale_unit", ".scales")].dtype == torch.float8_e4m3fn for k in units)
+    assert report["achieved"]["avg_bits"] <= 5.6
+    with pytest.raises(ConfigError, match="avg_bits: 5.6 is below"):
+        compress("mixed_precision_sim", {**params, "scale_dtype": "float16"}, registry_model("lstm"), windows(8, 1))
+
+
 def test_impossible_budget_and_missing_calibration_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match=r"avg_bits: 2.0 is below the smallest average .*: 2\.3864"):
         compress("mixed_precision_sim", {"avg_bits": 2.0}, TwoBranch().eval(), CALIB)

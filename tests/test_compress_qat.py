@@ -52,6 +52,12 @@ def test_round_trip_on_every_model_keeps_recurrent_params(kind: str) -> None:
     assert report["qat"]["epoch_loss"] or kind == "naive"
 
 
+def test_fp8_scales_and_float16_kept_tensors_round_trip_on_s4d() -> None:
+    params = {"epochs": 1, "batch_size": 4, "scale_dtype": "float8_e4m3", "keep_dtype": "float16"}
+    _, stored, _ = round_trip("qat_sim", params, lambda s: registry_model("s4d", s), windows(3), windows(8, 1))
+    assert stored["layers.0.log_dt"].dtype == torch.float16  # a recurrent parameter, kept (and not trained)
+
+
 def test_needs_calibration_windows() -> None:
     with pytest.raises(ValueError, match="needs calibration windows"):
         compress("qat_sim", {}, _mlp(), None)

@@ -48,6 +48,15 @@ def test_the_long_lookback_overlay_merges_into_etth1() -> None:
     assert ("s4d", 720, 2) in points and ("naive", 96, 0) in points and ("naive", 336, 0) not in points
 
 
+def test_the_compress_overlay_merges_into_etth1_and_its_passes_validate() -> None:
+    from snakemake.utils import update_config
+
+    merged = yaml.safe_load((ROOT / "config" / "etth1.yaml").read_text())
+    update_config(merged, yaml.safe_load((ROOT / "config" / "etth1_compress.yaml").read_text()))
+    cfg = load_config(merged, base_dir=ROOT)  # validates every pass's parameters
+    assert cfg["passes"]["w4_gptq_dq_sim"]["scale_dtype"] == "float8_e4m3" and "w4_rtn_sim" in cfg["passes"]
+
+
 def test_defaults_are_filled() -> None:
     cfg = load_config(SMOKE)
     assert cfg["train"]["lr"] == 0.001 and cfg["evaluate"]["latency_threads"] == 1

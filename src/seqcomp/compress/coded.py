@@ -25,6 +25,11 @@ pack and unpack are common: unpack decodes every weight that has parts in the st
 and loads the rest, and a plain state dict (no parts at all) loads as is, which ``chain``
 relies on. The default ``apply`` codes a complex parameter as real/imaginary pairs
 (``torch.view_as_real``), so the stored shape is the (..., 2) real view.
+
+Every other tensor is stored in ``keep_dtype()`` (float32 by default: as is). With float16 the
+default ``apply`` rounds each floating state-dict tensor it did not code to fp16 in place (a
+complex one to complex32, integer and bool buffers stay as they are), so the evaluated model
+is exactly the stored one; ``pack`` refuses a tensor that fp16 would change.
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ SHAPE_SUFFIX = ".shape"
 _STATE_ATTR = "_seqcomp_parts"  # on the model: {state-dict key: {suffix: part}} from apply() / unpack()
 
 Parts = dict[str, torch.Tensor]
+KEEP_DTYPES = {"float32": torch.float32, "float16": torch.float16}  # how tensors left uncoded are stored
+
+
+def kept_form(value: torch.Tensor, keep: torch.dtype) -> torch.Tensor:
+    """``value`` as stored when no pass codes it: in ``keep`` if floating (its complex
+    counterpart if complex); as is if integer/bool, or if ``keep`` is float32 (today's form)."""
+    if keep == torch.float32 or not (value.is_floating_point() or value.is_complex()):
+        return value
+    return value.to(keep.to_complex() if value.is_complex() else keep)
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,10 @@ class CodedPass:
     def action(self) -> str:
         raise NotImplementedError
 
+    def keep_dtype(self) -> torch.dtype:
+        """The dtype of the tensors this pass leaves uncoded, in the stored form and the model."""
+        return torch.float32
+
     def header(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -194,6 +212,12 @@ class CodedPass:
         for t in targets:
             parts, action = coded[t.name]
             done[t.name] = action, self.commit(model, t.name, t.param, parts, originals[t.name])
+        keep = self.keep_dtype()
+        with torch.no_grad():
+            for key, value in model.state_dict().items():  # detached views: copy_ writes the model
+                if key not in done:
+                    value.copy_(kept_form(value, keep))
+        stored_as = {} if keep == torch.float32 else {"stored_dtype": str(keep).removeprefix("torch.")}
         layers = []
         for name, module, pname, param, group in everything:
             kind = type(module).__name__
@@ -201,7 +225,7 @@ class CodedPass:
                 action, error = done[name]
                 layers.append({**row(name, kind, param, group, action), "weight_rel_err": error})
             else:
-                layers.append(row(name, kind, param, group, KEPT, kept_reason(module, pname, group)))
+                layers.append({**row(name, kind, param, group, KEPT, kept_reason(module, pname, group)), **stored_as})
         report = {**self.header(), "groups": list(self.config.groups), **summary(layers)}
         if not targets:
             report["skipped"] = f"no parameter of groups {list(self.config.groups)} in this model; it stays fp32"
@@ -223,7 +247,9 @@ class CodedPass:
         stored: dict[str, torch.Tensor] = {}
         for key, value in model.state_dict().items():
             if key not in state:
-                stored[key] = value.detach().clone()
+                stored[key] = kept_form(value.detach(), self.keep_dtype()).clone()
+                if stored[key].dtype != value.dtype and not torch.equal(stored[key].to(value.dtype), value):
+                    raise ValueError(f"{key} is not exactly {self.keep_dtype()}: apply() rounds what it keeps")
                 continue
             real = real_view(value)
             if not torch.equal(self.decode(state[key], real.shape), real):

@@ -36,7 +36,7 @@ from seqcomp.compress.coded import Parts, Target, real_view, write_back
 from seqcomp.compress.common import run_calibration
 from seqcomp.compress.rtn import RTNWeightSim, parts_of
 from seqcomp.compress.uniform import (
-    SCALE_DTYPES,
+    GRID_SCALE_DTYPES,
     QuantizedWeight,
     as_rows,
     code_max,
@@ -44,6 +44,8 @@ from seqcomp.compress.uniform import (
     fit_grid,
     offsets,
     round_to_grid,
+    scale_unit,
+    scale_values,
 )
 from seqcomp.registry import check
 
@@ -103,7 +105,10 @@ def gptq_quantize(
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     static = settings.act_order or group_size is None
-    grid = (scale_dtype, symmetric, calibration, percentile)
+    # fp8 scales: one unit for the tensor, from the original weights (a group fitted later on
+    # updated weights that outgrew the range saturates at the fp8 max and clips)
+    unit = scale_unit(w.float(), bits, symmetric, scale_dtype)
+    grid = (scale_dtype, symmetric, calibration, percentile, unit)
     scales, zeros = fit_grid(w.float(), bits, group_size, *grid) if static else (None, None)
     if not static:
         n_groups = -(-k // group_size)
@@ -127,13 +132,13 @@ def gptq_quantize(
                 scales[:, g] = s[:, 0]
                 if zeros is not None:
                     zeros[:, g] = z[:, 0]
-            s, off = scales[:, g].double(), offsets(scales, zeros, bits)[:, g].double()
+            s, off = scale_values(scales[:, g], unit).double(), offsets(scales, zeros, bits)[:, g].double()
             c = round_to_grid(block[:, j], s, off, top)  # (R,)
             codes[:, col] = c.float()
             errors[:, j] = (block[:, j] - (c - off) * s) / u[b0 + j, b0 + j]
             block[:, j:] -= errors[:, j : j + 1] * u[b0 + j, b0 + j : b1][None, :]
         w[:, b1:] -= errors @ u[b0:b1, b1:]
-    return encode(codes, scales, zeros, bits, weight.shape)
+    return encode(codes, scales, zeros, bits, weight.shape, unit)
 
 
 class GPTQ(RTNWeightSim):
@@ -180,7 +185,7 @@ class GPTQ(RTNWeightSim):
             if isinstance(t.module, nn.Linear) and t.pname == "weight":
                 h = hessian(model, t.module, calib)
                 qw = gptq_quantize(
-                    t.param, h, c.bits, c.group_size, SCALE_DTYPES[c.scale_dtype], settings,
+                    t.param, h, c.bits, c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings,
                     c.symmetric, c.calibration, c.percentile,
                 )
                 coded[t.name] = (parts_of(qw), self.action())

@@ -44,6 +44,7 @@ class Int8StaticSim(RTNWeightSim):
         group_size: ClassVar[None] = None
         symmetric: ClassVar[bool] = True
         scale_dtype: ClassVar[str] = "float16"
+        keep_dtype: ClassVar[str] = "float32"
 
         def __post_init__(self) -> None:
             check(self.calibration in CALIBRATIONS, "calibration", f"must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")

@@ -21,7 +21,7 @@ The report's ``uniform`` rows give, for each candidate bit-width used everywhere
 bits, predicted and measured calibration MSE, and the ILP's predicted MSE at that same budget:
 the Pareto points to compare (on its own objective the ILP can only tie or beat uniform).
 
-Stored form: per layer the bit-packed codes and fp16 scales of RTN (rtn.quantize) plus a
+Stored form: per layer the bit-packed codes and scales of RTN (rtn.quantize) plus a
 1-byte bit-width tag. Simulated: fp32 kernels on the dequantized weights, no speed-up claimed.
 """
 
@@ -41,9 +41,9 @@ from seqcomp.compress.bitpack import packed_nbytes
 from seqcomp.compress.coded import CodedPass, candidates, row
 from seqcomp.compress.common import KEPT, summary
 from seqcomp.compress.groups import DEFAULT_GROUPS
-from seqcomp.compress.rtn import QuantizedWeight, dequantize, quantize
-from seqcomp.compress.size import CODES_SUFFIX, SCALES_SUFFIX
-from seqcomp.compress.uniform import SCALE_DTYPES
+from seqcomp.compress.rtn import QuantizedWeight, dequantize, parts_of, quantize, quantized_weight
+from seqcomp.compress.size import CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX
+from seqcomp.compress.uniform import GRID_SCALE_DTYPES
 from seqcomp.errors import ConfigError
 from seqcomp.registry import check
 
@@ -140,6 +140,7 @@ class MixedPrecision(CodedPass):
             check_nested("rtn_weight_sim", grid, "grid")
 
     kind: ClassVar[str] = "mixed_precision_sim"
+    optional_parts: ClassVar[tuple[str, ...]] = (SCALE_UNIT_SUFFIX,)  # fp8 scales only
 
     def __init__(self, config: Config):
         super().__init__(config)
@@ -149,16 +150,16 @@ class MixedPrecision(CodedPass):
         return (CODES_SUFFIX, SCALES_SUFFIX, BITS_SUFFIX)
 
     def decode(self, parts: dict[str, torch.Tensor], shape: torch.Size) -> torch.Tensor:
-        qw = QuantizedWeight(parts[CODES_SUFFIX], parts[SCALES_SUFFIX], shape)
-        return dequantize(qw, int(parts[BITS_SUFFIX]), self.config.group_size)
+        return dequantize(quantized_weight(parts, shape), int(parts[BITS_SUFFIX]), self.config.group_size)
 
     def _quantize(self, weight: torch.Tensor, bits: int) -> QuantizedWeight:
-        return quantize(weight, bits, self.config.group_size, SCALE_DTYPES[self.config.scale_dtype])
+        return quantize(weight, bits, self.config.group_size, GRID_SCALE_DTYPES[self.config.scale_dtype])
 
     def _candidate(self, param: nn.Parameter, bits: int) -> tuple[torch.Tensor, int]:
         """(dequantized weight, stored bits of codes + scales) of ``param`` at ``bits``."""
         qw = self._quantize(param, bits)
-        stored = packed_nbytes(param.numel(), bits) + qw.scales.numel() * qw.scales.element_size()
+        unit = 0 if qw.unit is None else qw.unit.element_size()
+        stored = packed_nbytes(param.numel(), bits) + qw.scales.numel() * qw.scales.element_size() + unit
         return dequantize(qw, bits, self.config.group_size), 8 * stored
 
     def _sensitivities(
@@ -211,7 +212,7 @@ class MixedPrecision(CodedPass):
             bits = self.bits[choice[i]]
             qw = self._quantize(param, bits)
             tag = torch.tensor(bits, dtype=torch.uint8)
-            parts = {CODES_SUFFIX: qw.codes, SCALES_SUFFIX: qw.scales, BITS_SUFFIX: tag}
+            parts = {**parts_of(qw), BITS_SUFFIX: tag}
             error = self.commit(model, name, param, parts)
             layers.append({
                 **row(name, kind, param, group, f"int{bits} rtn (mixed precision) (simulated)"),

@@ -5,7 +5,7 @@ is label-free: the loss is the MSE between the fake-quantized model's forecasts 
 model's forecasts on those windows (the model this pass receives; in a ``chain`` that is the
 previous step's output). Training starts from the RTN weights: every forward pass quantizes
 the selected weights with rtn_weight_sim's grid (the same ``bits``, ``group_size``,
-``symmetric``, ``scale_dtype``, ``groups``), and the gradient passes through the rounding
+``symmetric``, ``scale_dtype``, ``keep_dtype``, ``groups``), and the gradient passes through the rounding
 unchanged (straight-through estimator, Bengio et al. 2013, arXiv:1308.3432). Scales are
 recomputed from the latent weights at every step, as RTN would. Every other parameter is
 fine-tuned in fp32 too, except the SSM recurrent ones, which stay as they are unless
@@ -30,7 +30,7 @@ from seqcomp.compress.common import KEPT
 from seqcomp.compress.groups import DEFAULT_GROUPS, named_groups
 from seqcomp.registry import check
 
-_RTN_KEYS = ("bits", "group_size", "symmetric", "scale_dtype", "groups")
+_RTN_KEYS = ("bits", "group_size", "symmetric", "scale_dtype", "keep_dtype", "groups")
 
 
 class QAT:
@@ -42,6 +42,7 @@ class QAT:
         group_size: int | None = None
         symmetric: bool = True
         scale_dtype: str = "float16"
+        keep_dtype: str = "float32"
         groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))
         epochs: int = 3
         lr: float = 1e-4

@@ -9,7 +9,10 @@ percentile or MSE search (see uniform.py for the grid and its exact stored form)
 
 The model keeps running fp32 kernels on the dequantized weights, so this pass measures the
 accuracy of b-bit weights and their true stored size (bit-packed codes, fp16 scales,
-zero points), never a speed-up.
+zero points), never a speed-up. ``scale_dtype: float8_e4m3`` double-quantizes the scales (FP8
+codes + one fp32 unit per tensor, see uniform.py). ``keep_dtype: float16`` stores every tensor
+the pass leaves unquantized (biases, norms, SSM recurrent parameters...) in fp16, and the
+evaluated model uses those fp16 values (see coded.py).
 
 ``quantize`` / ``dequantize`` / ``QuantizedWeight`` are re-exported from uniform.py for the
 passes that build on RTN's grid.
@@ -22,10 +25,17 @@ from typing import Any, ClassVar
 
 import torch
 
-from seqcomp.compress.coded import CodedPass, Parts
+from seqcomp.compress.coded import KEEP_DTYPES, CodedPass, Parts
 from seqcomp.compress.groups import DEFAULT_GROUPS, check_groups
-from seqcomp.compress.size import CODES_SUFFIX, SCALES_SUFFIX, ZEROS_SUFFIX
-from seqcomp.compress.uniform import CALIBRATIONS, SCALE_DTYPES, QuantizedWeight, dequantize, quantize
+from seqcomp.compress.size import CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, ZEROS_SUFFIX
+from seqcomp.compress.uniform import (
+    CALIBRATIONS,
+    GRID_SCALE_DTYPES,
+    UNIT_SCALE_DTYPES,
+    QuantizedWeight,
+    dequantize,
+    quantize,
+)
 from seqcomp.registry import check
 
 __all__ = ["QuantizedWeight", "RTNWeightSim", "dequantize", "quantize"]
@@ -41,7 +51,8 @@ class RTNWeightSim(CodedPass):
         symmetric: bool = True
         calibration: str = "minmax"  # minmax | percentile | mse
         percentile: float = 99.9  # of |w|, used by calibration: percentile
-        scale_dtype: str = "float16"
+        scale_dtype: str = "float16"  # float16 | float32 | float8_e4m3 (codes + one fp32 unit per tensor)
+        keep_dtype: str = "float32"  # float32 | float16: how the tensors left unquantized are stored
         groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))
 
         def __post_init__(self) -> None:
@@ -67,16 +78,22 @@ class RTNWeightSim(CodedPass):
                 f"must be a number in (50, 100], got {self.percentile!r}",
             )
             check(
-                self.scale_dtype in SCALE_DTYPES,
+                self.scale_dtype in GRID_SCALE_DTYPES,
                 "scale_dtype",
-                f"must be one of {sorted(SCALE_DTYPES)}, got {self.scale_dtype!r}",
+                f"must be one of {sorted(GRID_SCALE_DTYPES)}, got {self.scale_dtype!r}",
+            )
+            check(
+                self.keep_dtype in KEEP_DTYPES,
+                "keep_dtype",
+                f"must be one of {sorted(KEEP_DTYPES)}, got {self.keep_dtype!r}",
             )
             check_groups(self.groups)
 
     kind: ClassVar[str] = "rtn_weight_sim"
     method: ClassVar[str] = "rtn"  # the word the report's actions use
     stage: ClassVar[str] = "quantization"
-    optional_parts: ClassVar[tuple[str, ...]] = (ZEROS_SUFFIX,)  # asymmetric grids only: decode checks
+    # asymmetric grids only / fp8 scales only: decode checks
+    optional_parts: ClassVar[tuple[str, ...]] = (ZEROS_SUFFIX, SCALE_UNIT_SUFFIX)
 
     def grid_name(self, method: str | None = None) -> str:
         """E.g. 'int4 rtn per-channel', 'int3 rtn group 64 asymmetric mse', for report actions."""
@@ -93,7 +110,7 @@ class RTNWeightSim(CodedPass):
         """RTN codes of a real tensor under this pass's grid."""
         c = self.config
         return quantize(
-            weight, c.bits, c.group_size, SCALE_DTYPES[c.scale_dtype],
+            weight, c.bits, c.group_size, GRID_SCALE_DTYPES[c.scale_dtype],
             symmetric=c.symmetric, calibration=c.calibration, percentile=c.percentile,
         )
 
@@ -103,11 +120,15 @@ class RTNWeightSim(CodedPass):
     def encode(self, weight: torch.Tensor) -> Parts:
         return parts_of(self.quantize(weight))
 
+    def keep_dtype(self) -> torch.dtype:
+        return KEEP_DTYPES[self.config.keep_dtype]
+
     def decode(self, parts: Parts, shape: torch.Size) -> torch.Tensor:
         if (ZEROS_SUFFIX in parts) == self.config.symmetric:
             raise ValueError("zero points stored for a symmetric grid, or missing for an asymmetric one: wrong pass config?")
-        qw = QuantizedWeight(parts[CODES_SUFFIX], parts[SCALES_SUFFIX], shape, parts.get(ZEROS_SUFFIX))
-        return dequantize(qw, self.config.bits, self.config.group_size)
+        if (SCALE_UNIT_SUFFIX in parts) != (self.config.scale_dtype in UNIT_SCALE_DTYPES):
+            raise ValueError(f"scale unit stored or missing for {self.config.scale_dtype} scales: wrong pass config?")
+        return dequantize(quantized_weight(parts, shape), self.config.bits, self.config.group_size)
 
     def header(self) -> dict[str, Any]:
         c = self.config
@@ -120,10 +141,18 @@ class RTNWeightSim(CodedPass):
             symmetric=c.symmetric,
             calibration=c.calibration,
             scale_dtype=c.scale_dtype,
+            keep_dtype=c.keep_dtype,
         )
 
 
 def parts_of(qw: QuantizedWeight) -> Parts:
-    """The stored parts of a :class:`QuantizedWeight` (zero points only on an asymmetric grid)."""
-    parts = {CODES_SUFFIX: qw.codes, SCALES_SUFFIX: qw.scales}
-    return parts if qw.zeros is None else {**parts, ZEROS_SUFFIX: qw.zeros}
+    """The stored parts of a :class:`QuantizedWeight` (zero points only on an asymmetric grid,
+    the scale unit only with fp8 scales)."""
+    optional = {ZEROS_SUFFIX: qw.zeros, SCALE_UNIT_SUFFIX: qw.unit}
+    return {CODES_SUFFIX: qw.codes, SCALES_SUFFIX: qw.scales, **{k: v for k, v in optional.items() if v is not None}}
+
+
+def quantized_weight(parts: Parts, shape: torch.Size) -> QuantizedWeight:
+    """Inverse of :func:`parts_of`."""
+    zeros, unit = parts.get(ZEROS_SUFFIX), parts.get(SCALE_UNIT_SUFFIX)
+    return QuantizedWeight(parts[CODES_SUFFIX], parts[SCALES_SUFFIX], shape, zeros, unit)

@@ -9,12 +9,13 @@ Key conventions used by the passes, so that the breakdown needs no per-pass code
   ``<param>.codes``   uint8 bit-packed integer codes        -> ``weights_bytes``
   ``<param>.scales``  quantization scales                    -> ``scales_bytes``
   ``<param>.zeros``   bit-packed zero points                 -> ``scales_bytes``
+  ``<param>.scale_unit`` fp32 unit of double-quantized (fp8) scales -> ``scales_bytes``
   ``<param>.codebook`` vector-quantization codebook (fp16)   -> ``scales_bytes``
   a torch quantized tensor (qint8): 1 byte per element       -> ``weights_bytes``,
       plus its scale and zero point (8 + 8 bytes per tensor, or float64 + int64 arrays
       per channel: how torch stores them)                    -> ``scales_bytes``
-  any other floating tensor (biases, norms, unquantized weights, SSM parameters)
-                                                             -> ``fp32_bytes``
+  any other floating tensor (biases, norms, unquantized weights, SSM parameters), at its
+      stored precision (fp32, or fp16 under a pass's ``keep_dtype``) -> ``fp32_bytes``
   integer / bool tensors (shapes and other metadata)         -> ``meta_bytes``
 """
 
@@ -26,6 +27,7 @@ from torch import nn
 CODES_SUFFIX = ".codes"
 SCALES_SUFFIX = ".scales"
 ZEROS_SUFFIX = ".zeros"
+SCALE_UNIT_SUFFIX = ".scale_unit"
 CODEBOOK_SUFFIX = ".codebook"
 
 
@@ -40,9 +42,9 @@ def _qparams_bytes(tensor: torch.Tensor) -> int:
 def _category(key: str, tensor: torch.Tensor) -> str:
     if tensor.is_quantized or key.endswith(CODES_SUFFIX):
         return "weights_bytes"
-    if key.endswith((SCALES_SUFFIX, ZEROS_SUFFIX, CODEBOOK_SUFFIX)):
+    if key.endswith((SCALES_SUFFIX, ZEROS_SUFFIX, SCALE_UNIT_SUFFIX, CODEBOOK_SUFFIX)):
         return "scales_bytes"
-    if tensor.is_floating_point():
+    if tensor.is_floating_point() or tensor.is_complex():
         return "fp32_bytes"
     return "meta_bytes"
 
@@ -68,10 +70,11 @@ def stored_size(stored: dict[str, torch.Tensor]) -> dict[str, int]:
 
 
 def fp32_model_bytes(model: nn.Module) -> int:
-    """Size of ``model`` stored as fp32: 4 bytes per floating-point parameter/buffer element.
+    """Size of ``model`` stored as fp32: 4 bytes per floating-point parameter/buffer element
+    (8 per complex one: fp32 real and imaginary parts).
 
     Use it on the original (uncompressed) model to report compression ratios; integer
     buffers (e.g. BatchNorm's step counter) are not counted.
     """
     tensors = list(model.parameters()) + list(model.buffers())
-    return 4 * sum(t.numel() for t in tensors if t.is_floating_point())
+    return sum((8 if t.is_complex() else 4) * t.numel() for t in tensors if t.is_floating_point() or t.is_complex())
