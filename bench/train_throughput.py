@@ -1,8 +1,9 @@
 """Training throughput of every model through the real training module (Lightning + Forecaster).
 
 Measures wall time and samples/s of a fixed number of optimizer steps, on CPU (fp32) or CUDA
-(bf16 mixed precision, the pipeline's GPU path), after one untimed warm-up epoch, plus peak
-GPU memory. Imports nothing beyond torch + lightning + seqcomp so it runs on a bare GPU box.
+(bf16 mixed precision, the pipeline's GPU path), after an untimed warm-up, plus peak memory
+(GPU: allocated; CPU: resident-set growth over the timed steps, see seq_scaling.peak_mib).
+Imports nothing beyond torch + lightning + seqcomp so it runs on a bare GPU box.
 
     python bench/train_throughput.py --device cpu --out bench/results/train_cpu.json
     python bench/train_throughput.py --device cuda --out bench/results/train_cuda.json
@@ -25,6 +26,7 @@ from seqcomp.data.synthetic import SyntheticConfig, SyntheticSource
 from seqcomp.data.windows import WindowDataset
 from seqcomp.models import MODELS, SeriesShape, build_model
 from seqcomp.train.module import Forecaster
+from seq_scaling import peak_mib  # bench/ is on sys.path: it is the script's folder
 
 
 def series(channels: int, n_steps: int) -> torch.Tensor:
@@ -47,19 +49,25 @@ def measure(kind: str, lookback: int, horizon: int, device: str, steps: int, bat
     module = Forecaster(net, lr=1e-3, weight_decay=0.0)
     loader = DataLoader(data, batch_size=batch, shuffle=True, drop_last=True)
     L.Trainer(max_steps=3, **trainer_kw).fit(module, loader)  # warm-up: kernels, allocator, autotuning
+    def fit() -> None:
+        L.Trainer(max_steps=steps, **trainer_kw).fit(module, loader)
+
     if gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    L.Trainer(max_steps=steps, **trainer_kw).fit(module, loader)
     if gpu:
+        fit()
         torch.cuda.synchronize()
+    else:
+        rss_mib = peak_mib(fit)  # resident-set growth at the peak of the timed steps
     wall = time.perf_counter() - start
     return {
         "model": kind, "lookback": lookback, "horizon": horizon, "batch_size": batch, "steps": steps,
         "wall_s": round(wall, 3), "samples_per_s": round(steps * batch / wall, 1),
         "params": sum(p.numel() for p in net.parameters()),
         "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if gpu else None,
+        "peak_rss_mib": None if gpu else rss_mib,
     }
 
 
