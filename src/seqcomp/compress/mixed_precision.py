@@ -310,7 +310,7 @@ class MixedPrecision(CodedPass):
             )
         reference = model(calib).detach()
         sens, traces = self._sensitivities(model, fakes, calib, reference)
-        uniform = [self._uniform_row(model, fakes, calib, reference, j, sens, cost, numel) 
+        uniform = [self._uniform_row(model, fakes, calib, reference, j, sens, cost, numel)
                    for j in range(len(self.bits))]
         choice = choose_bits(sens, cost, budget)
         fakes.assign(list(choice))
