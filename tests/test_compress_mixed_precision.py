@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
 import pytest
 import torch
-from compress_testkit import TINY, output_mse, registry_model, round_trip, windows
+from compress_testkit import SHAPE, TINY, output_mse, registry_model, round_trip, windows
 from torch import nn
 
-from seqcomp.compress import compress, pass_config, stored_size
+from seqcomp.compress import compress, mixed_precision, pass_config, stored_size
 from seqcomp.compress.bitpack import packed_nbytes
 from seqcomp.compress.mixed_precision import choose_bits
 from seqcomp.errors import ConfigError
+from seqcomp.models import build_model
 
 
 class TwoBranch(nn.Module):
@@ -85,9 +87,60 @@ def test_hessian_sensitivity_estimates_the_measured_one() -> None:
                 assert 0.5 < hessian["sensitivity"][b] / value < 2
 
 
+@pytest.mark.parametrize("kind", sorted(set(TINY) - {"naive"}))
+def test_never_worse_than_uniform_rtn_at_its_own_stored_bits(kind: str) -> None:
+    """At uniform 3-bit RTN's exact stored bits (scales included), measured against that pass."""
+    model, calib = registry_model(kind), windows(32)
+    compressed, stored, _ = compress("mixed_precision_sim", {"uniform_bits": 3}, model, calib)
+    rtn3, rtn3_stored, _ = compress("rtn_weight_sim", {"bits": 3}, model, None)
+    sizes = stored_size(stored), stored_size(rtn3_stored)
+    assert sizes[0]["weights_bytes"] + sizes[0]["scales_bytes"] <= sizes[1]["weights_bytes"] + sizes[1]["scales_bytes"]
+    assert output_mse(compressed, model, calib) <= output_mse(rtn3, model, calib)
+
+
+def test_a_choice_that_measures_worse_than_uniform_is_not_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measured check, with the ILP replaced by a bad but affordable choice."""
+    bad = np.array([0, 0, 1])  # inp and head at 2 bits, side at 3: cheaper than uniform 3-bit
+    monkeypatch.setattr(mixed_precision, "choose_bits", lambda *args: bad)
+    model = TwoBranch().eval()
+    compressed, _, report = compress("mixed_precision_sim", {"uniform_bits": 3}, model, CALIB)
+    assert report["achieved"]["chosen_by"] == "uniform int3"
+    assert report["achieved"]["ilp_calib_mse"] > 2 * report["achieved"]["calib_mse"]
+    rtn3 = compress("rtn_weight_sim", {"bits": 3}, model, None)[0]
+    assert output_mse(compressed, model, CALIB) == output_mse(rtn3, model, CALIB)
+
+
+def test_hessian_through_the_chunked_scan_matches_the_sequential_one() -> None:
+    """Mamba's chunked scan has a first-order-only backward; the traces need no more."""
+    def traces_with(scan: str) -> list[float]:
+        torch.manual_seed(0)
+        model = build_model("mamba", {**TINY["mamba"], "scan": scan}, SHAPE).eval()
+        params = {"uniform_bits": 4, "sensitivity": "hessian", "hutchinson_samples": 4}
+        layers = compress("mixed_precision_sim", params, model, windows(8))[2]["layers"]
+        return [row["hessian_trace"] for row in layers if "hessian_trace" in row]
+
+    traces = {scan: traces_with(scan) for scan in ("chunked", "sequential")}
+    assert len(traces["chunked"]) > 3 and all(np.isfinite(traces["chunked"]))
+    largest = max(map(abs, traces["chunked"]))
+    assert traces["chunked"] == pytest.approx(traces["sequential"], rel=1e-2, abs=1e-6 * largest)
+
+
+def test_gptq_quantizer_codes_linear_weights_by_gptq_from_fp32_inputs() -> None:
+    model = TwoBranch().eval()
+    params = {"uniform_bits": 3, "bits": [3], "quantizer": "gptq"}
+    compressed, _, report = compress("mixed_precision_sim", params, model, CALIB)
+    gptq3 = compress("gptq_weight_sim", {"bits": 3}, model, CALIB)[0]
+    assert torch.equal(compressed.inp.weight, gptq3.inp.weight)  # the first layer sees fp32 inputs in both
+    assert not torch.equal(compressed.inp.weight, compress("rtn_weight_sim", {"bits": 3}, model, None)[0].inp.weight)
+    assert {row["action"] for row in report["layers"] if "bits" in row} == {"int3 gptq (mixed precision) (simulated)"}
+
+
+@pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
 @pytest.mark.parametrize("kind", sorted(TINY))
-def test_round_trip_on_every_model(kind: str) -> None:
-    _, _, report = round_trip("mixed_precision_sim", {"avg_bits": 5.0}, lambda s: registry_model(kind, s), windows(3), windows(8, 1))
+def test_round_trip_on_every_model(kind: str, quantizer: str) -> None:
+    params = {"avg_bits": 5.0, "quantizer": quantizer}
+    make = functools.partial(registry_model, kind)
+    _, _, report = round_trip("mixed_precision_sim", params, make, windows(3), windows(8, 1))
     assert ("skipped" in report) == (kind == "naive")
     if kind != "naive":
         assert report["achieved"]["avg_bits"] <= 5.0
@@ -100,12 +153,12 @@ def test_fp8_scales_round_trip_and_are_counted_in_the_budget() -> None:
     assert units and len(units) == report["quantized_layers"]
     assert all(stored[k.replace(".scale_unit", ".scales")].dtype == torch.float8_e4m3fn for k in units)
     assert report["achieved"]["avg_bits"] <= 5.6
-    with pytest.raises(ConfigError, match="avg_bits: 5.6 is below"):
+    with pytest.raises(ConfigError, match="avg_bits: 5.6 .*is below"):
         compress("mixed_precision_sim", {**params, "scale_dtype": "float16"}, registry_model("lstm"), windows(8, 1))
 
 
 def test_impossible_budget_and_missing_calibration_are_clear_errors() -> None:
-    with pytest.raises(ConfigError, match=r"avg_bits: 2.0 is below the smallest average .*: 2\.3864"):
+    with pytest.raises(ConfigError, match=r"avg_bits: 2.0 .*is below the smallest average .*: 2\.3864"):
         compress("mixed_precision_sim", {"avg_bits": 2.0}, TwoBranch().eval(), CALIB)
     with pytest.raises(ValueError, match="needs calibration windows"):
         compress("mixed_precision_sim", {"avg_bits": 4.0}, TwoBranch().eval(), None)
@@ -116,10 +169,13 @@ def test_impossible_budget_and_missing_calibration_are_clear_errors() -> None:
     [
         ({}, "avg_bits"),
         ({"avg_bits": -1}, "avg_bits"),
+        ({"avg_bits": 3, "uniform_bits": 3}, "avg_bits"),
+        ({"uniform_bits": 1}, "uniform_bits"),
         ({"avg_bits": 3, "bits": [1, 4]}, "bits"),
         ({"avg_bits": 3, "bits": [4, 4]}, "bits"),
         ({"avg_bits": 3, "bits": []}, "bits"),
         ({"avg_bits": 3, "sensitivity": "fisher"}, "sensitivity"),
+        ({"avg_bits": 3, "quantizer": "awq"}, "quantizer"),
         ({"avg_bits": 3, "hutchinson_samples": 0}, "hutchinson_samples"),
         ({"avg_bits": 3, "group_size": 0}, "group_size"),
         ({"avg_bits": 3, "scale_dtype": "bfloat16"}, "scale_dtype"),
