@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -66,6 +67,22 @@ class OptimTagged(nn.Module):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         self._attach_optim()
+
+
+def fft_conv(u: Tensor, kernel: Callable[[int], Tensor], skip: Tensor) -> Tensor:
+    """The layer map of a convolutional SSM: y = K * u + skip * u along time, per feature.
+
+    ``u`` is (B, L, H); ``kernel(L)`` returns K (H, L); ``skip`` is (H,). Runs in fp32 with
+    autocast off, kernel included: bf16 FFTs and exponentials lose the kernel's tail.
+    """
+    length = u.shape[1]
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        uf = u.float().transpose(1, 2)  # (B, H, L)
+        k = kernel(length)  # (H, L)
+        # Zero-padding to 2L turns the FFT's circular convolution into a causal linear one.
+        y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * length) * torch.fft.rfft(k, n=2 * length), n=2 * length)
+        y = y[..., :length] + skip.float()[:, None] * uf  # (B, H, L)
+    return y.transpose(1, 2).to(u.dtype)  # (B, L, H)
 
 
 class SSMStack(nn.Module):

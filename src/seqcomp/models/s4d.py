@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from seqcomp.models import SeriesShape
-from seqcomp.models._common import OptimTagged, SSMStack, check_choice, check_dropout, check_positive
+from seqcomp.models._common import OptimTagged, SSMStack, check_choice, check_dropout, check_positive, fft_conv
 from seqcomp.registry import check
 
 INITS = ("lin", "inv")
@@ -76,15 +76,7 @@ class S4DLayer(OptimTagged):
         return 2.0 * torch.einsum("hn,hnl->hl", C * dB, vandermonde).real  # (H, L)
 
     def forward(self, u: Tensor) -> Tensor:
-        length = u.shape[1]
-        # fp32 with autocast off: bf16 FFTs and complex exponentials lose the kernel's tail.
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            uf = u.float().transpose(1, 2)  # (B, H, L)
-            k = self.kernel(length)  # (H, L)
-            # Zero-padding to 2L turns the FFT's circular convolution into a causal linear one.
-            y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * length) * torch.fft.rfft(k, n=2 * length), n=2 * length)
-            y = y[..., :length] + self.D.float()[:, None] * uf  # (B, H, L)
-        return y.transpose(1, 2).to(u.dtype)  # (B, L, H)
+        return fft_conv(u, self.kernel, self.D)  # (B, L, H)
 
     def initial_state(self, batch: int, device: torch.device | None = None) -> Tensor:
         return torch.zeros(batch, self.D.shape[0], self.A_im.shape[1], dtype=torch.cfloat, device=device)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqcomp.models import SeriesShape
-from seqcomp.models._common import OptimTagged, SSMStack, check_dropout, check_positive
+from seqcomp.models._common import OptimTagged, SSMStack, check_dropout, check_positive, fft_conv
 from seqcomp.registry import check
 
 
@@ -85,14 +85,7 @@ class CompanionSSM(OptimTagged):
         return torch.fft.irfft(cb + ca * eb / (1.0 - ea), n=length)  # (H, L)
 
     def forward(self, u: Tensor) -> Tensor:
-        length = u.shape[1]
-        # fp32 with autocast off, as S4D: bf16 FFTs lose the kernel's tail.
-        with torch.autocast(device_type=u.device.type, enabled=False):
-            uf = u.float().transpose(1, 2)  # (B, H, L)
-            k = self.kernel(length)  # (H, L)
-            y = torch.fft.irfft(torch.fft.rfft(uf, n=2 * length) * torch.fft.rfft(k, n=2 * length), n=2 * length)
-            y = y[..., :length] + self.d.float()[:, None] * uf  # (B, H, L)
-        return y.transpose(1, 2).to(u.dtype)  # (B, L, H)
+        return fft_conv(u, self.kernel, self.d)  # (B, L, H)
 
     def matrix(self) -> Tensor:
         """The companion matrices A (H, N, N): ones below the diagonal, a in the last column."""
