@@ -57,12 +57,13 @@ def main() -> None:
     rows = []
     for path in args.models:
         net = load_model(path)
-        shape = torch.load(path, map_location="cpu", weights_only=True)["shape"]
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        shape, kind = payload["shape"], payload["kind"]
         int8, _, report = compress("int8_dynamic", {}, load_model(path), None)
         for b in (int(v) for v in args.batches.split(",")):
             x = torch.randn(b, shape["lookback"], shape["channels"])
             fp32_ms, int8_ms = paired_latency(net.eval(), int8.eval(), x, args.warmup, args.repeats)
-            row = {"model": path.stem, "batch": b, "fp32_ms": round(fp32_ms, 4), "int8_ms": round(int8_ms, 4),
+            row = {"model": kind, "batch": b, "fp32_ms": round(fp32_ms, 4), "int8_ms": round(int8_ms, 4),
                    "speedup": round(fp32_ms / int8_ms, 3), "int8_layers": report.get("quantized_layers")}
             print(json.dumps(row), flush=True)
             rows.append(row)
