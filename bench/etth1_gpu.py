@@ -78,6 +78,7 @@ def fit_one(series: Any, spec: dict[str, Any]) -> dict[str, Any]:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             _, info = fit_sgd(net, series, spec, spec["train"], Path(tmp), logger=False)
+        info["method"] = "sgd"
     info["job_wall_s"] = time.perf_counter() - start
     net = net.cpu().float().eval()
     val = scores(net, series.windows("val", shape.lookback, shape.horizon), "forecast")
