@@ -50,13 +50,12 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from seqcomp.compress import check_nested
-from seqcomp.compress.bitpack import packed_nbytes
 from seqcomp.compress.coded import CodedPass, candidates, row
 from seqcomp.compress.common import KEPT, summary
 from seqcomp.compress.gptq import GPTQ, GPTQSettings, gptq_quantize, hessian
 from seqcomp.compress.groups import DEFAULT_GROUPS
 from seqcomp.compress.rtn import QuantizedWeight, dequantize, parts_of, quantize, quantized_weight
-from seqcomp.compress.size import CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX
+from seqcomp.compress.size import CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, stored_size
 from seqcomp.compress.uniform import GRID_SCALE_DTYPES
 from seqcomp.errors import ConfigError
 from seqcomp.registry import check
@@ -228,10 +227,9 @@ class MixedPrecision(CodedPass):
         return quantize(weight, bits, self.config.group_size, GRID_SCALE_DTYPES[self.config.scale_dtype])
 
     def _stored_bits(self, qw: QuantizedWeight, bits: int) -> int:
-        """Stored bits of codes + scales (+ the fp8 scales' unit; the bit tag and shape are not
-        counted, as for rtn_weight_sim)."""
-        unit = 0 if qw.unit is None else qw.unit.element_size()
-        return 8 * (packed_nbytes(qw.shape.numel(), bits) + qw.scales.numel() * qw.scales.element_size() + unit)
+        """Stored bits of codes + scales (+ the fp8 scales' unit), counted by size.py as for the
+        stored model; the bit tag and shape are not counted, as for rtn_weight_sim."""
+        return 8 * stored_size(parts_of(qw))["bytes"]
 
     def _codes(
         self, model: nn.Module, targets: dict[str, nn.Parameter], calib: torch.Tensor
