@@ -4,8 +4,8 @@ Why a benchmark and not the workflow: the lent GPU machine has torch and Lightni
 Snakemake, MLflow or polars, and the long lookbacks and extra seeds of
 `config/etth1_long.yaml` are hours of 2-core CPU for the SSMs. What is the same as the
 pipeline: the job specs (built by `seqcomp.jobs.train_spec` from the same config files), the
-model builder, the fit (`seqcomp.train.fit_sgd`: Lightning, early stopping on validation MSE,
-best checkpoint restored, seeded shuffling) and the scores (`seqcomp.evaluate.metrics.scores`,
+model builder, the fit (`seqcomp.train.fit`: closed form, or Lightning with early stopping on
+validation MSE, best checkpoint restored, seeded shuffling) and the scores (`seqcomp.evaluate.metrics.scores`,
 fp32 on CPU, every window of the split). What differs: bf16 mixed precision on CUDA (the
 pipeline's GPU path), no MLflow record, no compression passes, several jobs at once on one GPU.
 
@@ -66,19 +66,14 @@ def fit_one(series: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
     from seqcomp.evaluate.metrics import scores
     from seqcomp.models import SeriesShape, build_model
-    from seqcomp.train import fit_sgd
+    from seqcomp.train import fit
 
     L.seed_everything(spec["seed"], workers=True, verbose=False)
     shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
     net = build_model(spec["kind"], spec["params"], shape, where=f"models.{spec['model']}")
     start = time.perf_counter()
-    if hasattr(net, "fit_closed_form"):
-        net.fit_closed_form(*series.windows("train", shape.lookback, shape.horizon).tensors())
-        info: dict[str, Any] = {"method": "closed form", "epochs": 0}
-    else:
-        with tempfile.TemporaryDirectory() as tmp:
-            _, info = fit_sgd(net, series, spec, spec["train"], Path(tmp), logger=False)
-        info["method"] = "sgd"
+    with tempfile.TemporaryDirectory() as tmp:
+        _, info = fit(net, series, spec, Path(tmp), logger=False)
     info["job_wall_s"] = time.perf_counter() - start
     net = net.cpu().float().eval()
     val = scores(net, series.windows("val", shape.lookback, shape.horizon), "forecast")

@@ -162,6 +162,26 @@ def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], d
     return history.rows, info
 
 
+def fit(net, series, spec: dict[str, Any], out_dir: Path, logger) -> tuple[list[dict], dict]:  # noqa: ANN001
+    """Fit ``net`` on the train windows as its kind asks: closed form, nothing (no trainable
+    parameters) or SGD (:func:`fit_sgd` with ``logger``). Returns (history rows, info)."""
+    if hasattr(net, "fit_closed_form"):
+        start = time.perf_counter()
+        x, y = series.windows("train", spec["lookback"], spec["horizon"]).tensors()
+        if series.task == "classification":  # least squares on one-hot targets: a linear classifier
+            y = torch.nn.functional.one_hot(y, series.channels).float()
+        net.fit_closed_form(x, y)
+        return [], {"method": "closed form", "fit_wall_s": time.perf_counter() - start, "epochs": 0}
+    if not any(p.requires_grad for p in net.parameters()):
+        return [], {"method": "no trainable parameters", "fit_wall_s": 0.0, "epochs": 0}
+    try:
+        rows, info = fit_sgd(net, series, spec, spec["train"], out_dir, logger)
+    except SeqcompError:
+        discard_checkpoints(out_dir)  # a diverged run leaves nothing that looks like a result
+        raise
+    return rows, {**info, "method": "sgd"}
+
+
 def train(
     spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: Run, threads: int = 1,
     config_file: str | Path | None = None,
@@ -176,7 +196,6 @@ def train(
     series = PreparedSeries.load(data_dir)
     shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
     net = build_model(spec["kind"], spec["params"], shape, where=f"models.{spec['model']}")
-    settings = spec["train"]
     n_params = sum(p.numel() for p in net.parameters())
     with tracked(run):
         run.log_params({"n_params": n_params, **spec})
@@ -184,26 +203,10 @@ def train(
         if config_file is not None:
             run.log_artifact(config_file)
         run.log_input(spec["dataset"], data_dir / "series.parquet", dataset_profile(series, shape))
-        if hasattr(net, "fit_closed_form"):
-            start = time.perf_counter()
-            x, y = series.windows("train", shape.lookback, shape.horizon).tensors()
-            if series.task == "classification":  # least squares on one-hot targets: a linear classifier
-                y = torch.nn.functional.one_hot(y, series.channels).float()
-            net.fit_closed_form(x, y)
-            info = {"method": "closed form", "fit_wall_s": time.perf_counter() - start, "epochs": 0}
-            rows = []
-        elif not any(p.requires_grad for p in net.parameters()):
-            info, rows = {"method": "no trainable parameters", "fit_wall_s": 0.0, "epochs": 0}, []
-        else:
-            try:
-                from lightning.pytorch.loggers import MLFlowLogger
+        from lightning.pytorch.loggers import MLFlowLogger
 
-                logger = MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id)
-                rows, info = fit_sgd(net, series, spec, settings, out_dir, logger)
-            except SeqcompError:
-                discard_checkpoints(out_dir)  # a diverged run leaves nothing that looks like a result
-                raise
-            info["method"] = "sgd"
+        logger = MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id)
+        rows, info = fit(net, series, spec, out_dir, logger)
         val = scores(net.eval(), series.windows("val", shape.lookback, shape.horizon), series.task)
         val = {k: val[k] for k in HEADLINE[series.task]}  # mse, mae | accuracy, seq_accuracy
         if not rows:
