@@ -33,8 +33,8 @@ def _rows(report: dict) -> dict[str, dict]:
 
 def test_groups_of_s4d_and_mamba() -> None:
     s4d = _groups(_model("s4d"))
-    assert {k: s4d[f"layers.0.{k}"] for k in ("log_dt", "A_log_re", "A_im", "B", "C", "D")} == {
-        "log_dt": "recurrent", "A_log_re": "recurrent", "A_im": "recurrent", "B": "recurrent",
+    assert {k: s4d[f"layers.0.{k}"] for k in ("log_dt", "A_log_re", "A_im", "C", "D")} == {
+        "log_dt": "recurrent", "A_log_re": "recurrent", "A_im": "recurrent",
         "C": "ssm", "D": "ssm",
     }
     assert s4d["encoder.weight"] == s4d["mix.0.weight"] == s4d["head.time.weight"] == "linear"
@@ -49,7 +49,7 @@ def test_recurrent_params_stay_fp32_by_default_and_are_quantized_on_request() ->
     x = torch.randn(2, SHAPE.lookback, SHAPE.channels)
     default, _, report = compress("rtn_weight_sim", {"bits": 4}, model, None)
     rows = _rows(report)
-    for name in ("layers.0.log_dt", "layers.0.A_log_re", "layers.0.A_im", "layers.0.B"):
+    for name in ("layers.0.log_dt", "layers.0.A_log_re", "layers.0.A_im"):
         assert torch.equal(default.get_parameter(name), model.get_parameter(name))
         assert rows[name]["reason"] == "SSM recurrent parameter kept in fp32" and rows[name]["group"] == "recurrent"
     assert rows["layers.0.C"]["action"] == "int4 rtn per-channel (simulated)" and rows["layers.0.C"]["group"] == "ssm"
@@ -59,7 +59,7 @@ def test_recurrent_params_stay_fp32_by_default_and_are_quantized_on_request() ->
     only, stored, report = compress("rtn_weight_sim", params, model, None)
     rows = _rows(report)
     assert {name for name, row in rows.items() if row["action"] != "kept fp32"} == {
-        "layers.0.log_dt", "layers.0.A_log_re", "layers.0.A_im", "layers.0.B",
+        "layers.0.log_dt", "layers.0.A_log_re", "layers.0.A_im",
     }
     assert not torch.equal(only.layers[0].A_im, model.layers[0].A_im)
     assert stored["layers.0.log_dt.scales"].shape == (1, 1)  # a 1-D parameter: one scale, not one per element

@@ -120,7 +120,7 @@ def test_s4d_init_and_real_parameters() -> None:
     model = build_model("s4d", {"ssm_lr": 5e-4}, SHAPES[0])
     assert all(not p.is_complex() for p in model.parameters())
     tagged = {n for n, p in model.named_parameters() if hasattr(p, "_optim")}
-    assert {"layers.0.log_dt", "layers.0.A_log_re", "layers.0.A_im", "layers.0.B"} <= tagged
+    assert {"layers.0.log_dt", "layers.0.A_log_re", "layers.0.A_im"} <= tagged
     assert model.layers[0].log_dt._optim == {"lr": 5e-4, "weight_decay": 0.0}
     # Compression passes deep-copy the model; the optimizer tags must survive that.
     assert copy.deepcopy(model).layers[1].A_im._optim == {"lr": 5e-4, "weight_decay": 0.0}

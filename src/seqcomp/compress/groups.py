@@ -5,7 +5,7 @@ arXiv:2506.12480) find the recurrent dynamics (A and the step size dt) far more 
 than the projections around them, so the weight passes keep them fp32 unless a config asks.
 
 - ``recurrent``: parameters the model tags ``_optim`` (see seqcomp.models), i.e. the SSM
-  dynamics it trains apart: S4D's log_dt, A_log_re, A_im and B; Mamba's A_log, dt_bias, D.
+  dynamics it trains apart: S4D's log_dt, A_log_re and A_im; Mamba's A_log, dt_bias, D.
 - ``ssm``: the other parameters held directly by a (non-torch.nn) module that holds recurrent
   ones (S4D's output map C, stored as real/imaginary pairs (H, N/2, 2), and its skip term D).
 - ``linear``: weight matrices of nn.Linear, nn.Conv1d, nn.LSTM (``weight_*``) and

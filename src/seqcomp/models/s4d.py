@@ -10,6 +10,10 @@ dA = exp(dt A), dB = (dA - 1) / A * B, and the layer is the causal convolution w
 K_l = 2 Re(sum_n C_n dB_n dA_n^l) (a Vandermonde product), computed by FFT; ``step`` runs the
 same discretised recurrence one time step at a time.
 
+B is fixed to 1, as in the paper's S4D: B and C enter the map only through their product
+C_n B_n, so a learned B adds no function, only parameters (a third of the layer's recurrent
+group, which compression must keep in high precision: see seqcomp.compress.groups).
+
 All parameters are real tensors: complex values are stored as (..., 2) real/imaginary pairs
 because quantization tooling drops imaginary parts of complex tensors.
 """
@@ -52,12 +56,11 @@ class S4DLayer(OptimTagged):
         # Re(A) = -exp(A_log_re) stays negative (a stable SSM) whatever the optimiser does.
         self.A_log_re = nn.Parameter(torch.full((h, n), math.log(0.5)))
         self.A_im = nn.Parameter(imag.clone())
-        self.B = nn.Parameter(torch.stack([torch.ones(h, n), torch.zeros(h, n)], dim=-1))  # (H, N/2, 2)
         self.C = nn.Parameter(torch.randn(h, n, 2) * math.sqrt(0.5))  # (H, N/2, 2): unit complex variance
         self.D = nn.Parameter(torch.randn(h))
         # Recurrent parameters get their own optimizer group (smaller lr, no weight decay),
         # following state-spaces/s4: weight decay would pull dt and A towards degenerate values.
-        self.tag_optim({"lr": ssm_lr, "weight_decay": 0.0}, "log_dt", "A_log_re", "A_im", "B")
+        self.tag_optim({"lr": ssm_lr, "weight_decay": 0.0}, "log_dt", "A_log_re", "A_im")
 
     def discretize(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Zero-order hold: (dtA, dA, dB, C), each complex (H, N/2)."""
@@ -65,7 +68,7 @@ class S4DLayer(OptimTagged):
         A = torch.complex(-self.A_log_re.float().exp(), self.A_im.float())  # (H, N/2)
         dtA = A * dt  # (H, N/2)
         dA = torch.exp(dtA)
-        dB = (dA - 1.0) / A * _complex(self.B.float())  # (H, N/2)
+        dB = (dA - 1.0) / A  # (H, N/2): B = 1
         return dtA, dA, dB, _complex(self.C.float())
 
     def kernel(self, length: int) -> Tensor:

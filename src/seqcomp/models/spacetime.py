@@ -71,7 +71,7 @@ class CompanionSSM(OptimTagged):
         self.c = nn.Parameter(torch.randn(h, n) / math.sqrt(n))
         self.d = nn.Parameter(torch.randn(h))
         # The dynamics (a) and input map (b) train apart, smaller lr and no weight decay, as
-        # S4D's A, dt and B do; groups.py calls them the "recurrent" group.
+        # S4D's A and dt do; groups.py calls them the "recurrent" group.
         self.tag_optim({"lr": ssm_lr, "weight_decay": 0.0}, "a", "b")
 
     def kernel(self, length: int) -> Tensor:
