@@ -11,6 +11,7 @@ pipeline's GPU path), no MLflow record, no compression passes, several jobs at o
 
     # here: the prepared series and the job list (needs the workflow's prepare_data output)
     python bench/etth1_gpu.py export --config config/etth1.yaml config/etth1_long.yaml --out .gpu/etth1
+    #   (add --done bench/results/etth1_gpu.jsonl to run only the jobs that file has no result for)
     # on the GPU machine: jobs in priority order until the deadline, one JSON line per job
     python bench/etth1_gpu.py run --jobs .gpu/etth1 --workers 12 --deadline-s 420 --out $OUT/etth1_gpu.jsonl
     # here: the headline table (validation-chosen lookback, mean +- std over seeds, paired tests)
@@ -31,11 +32,13 @@ from typing import Any
 
 import torch
 
-SGD_MODELS = ("linear", "dlinear", "patchtst", "s4d", "mamba")
+SGD_MODELS = ("linear", "dlinear", "patchtst", "s4d", "mamba", "smamba")
 
 
-def export(configs: list[Path], out: Path, models: list[str]) -> None:
-    """series.pt (scaled values, borders, meta) and jobs.json (train specs, most wanted first)."""
+def export(configs: list[Path], out: Path, models: list[str], done: Path | None = None) -> None:
+    """series.pt (scaled values, borders, meta) and jobs.json (train specs, most wanted first),
+    leaving out the jobs with a result in ``done`` (an earlier run's JSON lines: drop a
+    model's lines there first when its code changed)."""
     import yaml
     from snakemake.utils import update_config
 
@@ -49,6 +52,9 @@ def export(configs: list[Path], out: Path, models: list[str]) -> None:
     cfg = load_config(merged)
     points = [p for p in jobs.grid(cfg) if p["model"] in models]
     specs = {tuple(p[k] for k in ("dataset", "model", "lookback", "horizon", "seed")) for p in points}
+    if done is not None:
+        rows = [json.loads(line) for line in done.read_text().splitlines()]
+        specs -= {tuple(r[k] for k in ("dataset", "model", "lookback", "horizon", "seed")) for r in rows if "mse" in r}
     # Tiers: the lookback-96 seeds first (the headline), then the other lookbacks seed by seed.
     base = min(cfg["lookbacks"])
     order = sorted(specs, key=lambda s: (s[2] != base, s[4], models.index(s[1]), s[2], s[3]))
@@ -163,6 +169,7 @@ def main() -> None:
     p = sub.add_parser("export")
     p.add_argument("--config", nargs="+", type=Path, required=True)
     p.add_argument("--models", default=",".join(SGD_MODELS))
+    p.add_argument("--done", type=Path, help="results of an earlier run: their jobs are left out")
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("run")
     p.add_argument("--jobs", type=Path, required=True)
@@ -174,7 +181,7 @@ def main() -> None:
     p.add_argument("results", type=Path)
     args = parser.parse_args()
     if args.command == "export":
-        export(args.config, args.out, args.models.split(","))
+        export(args.config, args.out, args.models.split(","), args.done)
     elif args.command == "run":
         run(args.jobs, args.out, args.workers, args.start_deadline_s, args.deadline_s)
     else:

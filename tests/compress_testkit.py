@@ -30,6 +30,7 @@ TINY = {
     "tsmixer": {"n_blocks": 1, "ff_dim": 8},
     "s4d": {"d_model": 8, "d_state": 8, "n_layers": 1},
     "mamba": {"d_model": 8, "d_state": 4, "n_layers": 1},
+    "smamba": {"d_model": 8, "d_ff": 16, "n_layers": 1},
     "spacetime": {"d_model": 8, "d_state": 8, "n_layers": 1},
 }
 assert set(TINY) == set(MODELS.names()), "a new model needs a tiny config here"

@@ -51,7 +51,7 @@ def test_contract(kind: str, shape: SeriesShape) -> None:
         torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["linear", "dlinear", "tsmixer", "s4d", "mamba"])
+@pytest.mark.parametrize("kind", ["linear", "dlinear", "tsmixer", "s4d", "mamba", "smamba"])
 def test_revin_invariance_and_roundtrip(kind: str) -> None:
     torch.manual_seed(0)
     shape = SHAPES[0]
@@ -251,7 +251,7 @@ def test_companion_parameters_are_tagged_recurrent() -> None:
     assert copy.deepcopy(model).layers[0].a._optim == {"lr": 1e-3, "weight_decay": 0.0}
 
 
-@pytest.mark.parametrize("kind", ["s4d", "mamba", "spacetime"])
+@pytest.mark.parametrize("kind", ["s4d", "mamba", "spacetime", "smamba"])
 def test_ssm_numerics_stay_fp32_under_autocast(kind: str) -> None:
     torch.manual_seed(0)
     model = build_model(kind, {}, SHAPES[0]).eval()
@@ -262,6 +262,32 @@ def test_ssm_numerics_stay_fp32_under_autocast(kind: str) -> None:
             y = model(x)
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y.float(), ref, rtol=0.1, atol=0.1)  # bf16 linears, fp32 scan
+
+
+# --- S-Mamba ----------------------------------------------------------------------------
+
+
+def test_smamba_mixes_variates_in_both_directions() -> None:
+    """Tokens are channels: the forward Mamba is causal over the channel order and the
+    backward one anti-causal, so together every channel's forecast sees every channel."""
+    torch.manual_seed(0)
+    shape = SeriesShape(32, 8, 5)
+    model = build_model("smamba", {"d_model": 16, "d_ff": 16, "n_layers": 1, "dropout": 0.0}, shape).eval()
+    x = torch.randn(2, 32, 5)
+    first, last = x.clone(), x.clone()
+    first[..., 0] += 1.0
+    last[..., -1] += 1.0
+    layer = model.layers[0]
+    with torch.no_grad():
+        base = model(x)
+        assert not torch.equal(model(last)[..., 0], base[..., 0])
+        assert not torch.equal(model(first)[..., -1], base[..., -1])
+        saved = layer.backward_mixer.out_proj.weight.clone()
+        layer.backward_mixer.out_proj.weight.zero_()  # forward direction only
+        assert torch.equal(model(last)[..., :-1], model(x)[..., :-1])
+        layer.backward_mixer.out_proj.weight.copy_(saved)
+        layer.forward_mixer.out_proj.weight.zero_()  # backward direction only
+        assert torch.equal(model(first)[..., 1:], model(x)[..., 1:])
 
 
 # --- closed-form linear ----------------------------------------------------------------
@@ -335,6 +361,8 @@ def test_linear_fit_through_revin() -> None:
         ("spacetime", {"d_state": -2}, "d_state"),
         ("spacetime", {"ssm_lr": 0.0}, "ssm_lr"),
         ("mamba", {"scan": "fast"}, "scan"),
+        ("smamba", {"d_ff": 0}, "d_ff"),
+        ("smamba", {"dt_min": 0.5, "dt_max": 0.1}, "dt_min"),
         ("lstm", {"hiddn": 3}, "hiddn"),
         ("naive", {"foo": 1}, "foo"),
         ("dlinear", {"revin": "yes"}, "revin"),

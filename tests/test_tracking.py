@@ -78,7 +78,7 @@ def train_linear(tiny_data: Path, tmp_path: Path, uri: str) -> tuple[Run, dict]:
     """The closed-form linear model trained through the real stage: the cheapest full record."""
     from seqcomp.train import train
 
-    settings = {"max_epochs": 1, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0,
+    settings = {"max_epochs": 1, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0,
                 "grad_clip": 1.0, "loss": "mse", "limit_train_batches": 2, "accelerator": "cpu", "precision": "auto"}
     spec = {"experiment": "seqcomp/rec", "dataset": "tiny", "model": "linear", "kind": "linear", "params": {},
             "train": settings, "lookback": 24, "horizon": 8, "seed": 0}
@@ -204,7 +204,7 @@ def test_a_train_job_logs_to_a_remote_tracking_server(tiny_data: Path, tmp_path:
     import json
 
     spec = {"experiment": "seqcomp/remote", "dataset": "tiny", "model": "linear", "kind": "linear", "params": {},
-            "train": {"max_epochs": 1, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0,
+            "train": {"max_epochs": 1, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0,
                       "grad_clip": 1.0, "loss": "mse", "limit_train_batches": 2, "accelerator": "cpu",
                       "precision": "auto"}, "lookback": 24, "horizon": 8, "seed": 0}
     (tmp_path / "config.yaml").write_text("name: remote\n")

@@ -21,7 +21,7 @@ from seqcomp.models import MODELS
 from seqcomp.tracking import Run, client, resolve_uri
 from seqcomp.train import train
 
-SETTINGS = {"max_epochs": 3, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "grad_clip": 1.0,
+SETTINGS = {"max_epochs": 3, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,
             "loss": "mse", "limit_train_batches": 3, "accelerator": "cpu", "precision": "auto"}
 
 
@@ -48,6 +48,13 @@ def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Pat
     assert c.get_run(run.run_id).info.status == "FINISHED"
     assert read_json(tmp_path / "out" / "run.json")["run_id"] == run.run_id
     assert isinstance(load_model(tmp_path / "out" / "model.pt"), torch.nn.Module)
+
+
+def test_lr_decay_multiplies_the_rate_every_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    s = spec("dlinear", lr_decay=0.5, patience=3)
+    train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    lrs = pl.read_csv(tmp_path / "out" / "history.csv")["train/lr"].to_list()
+    assert lrs == pytest.approx([0.01, 0.005, 0.0025], rel=1e-6)
 
 
 def test_same_seed_same_model(tiny_data: Path, tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ MODELS = Registry(
         "tsmixer": "seqcomp.models.tsmixer:TSMixer",
         "s4d": "seqcomp.models.s4d:S4DForecaster",
         "mamba": "seqcomp.models.mamba:MambaForecaster",
+        "smamba": "seqcomp.models.smamba:SMambaForecaster",
         "spacetime": "seqcomp.models.spacetime:SpaceTimeForecaster",
     },
 )

@@ -125,7 +125,8 @@ def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], d
     ckpt_dir = out_dir / "checkpoints"
     resume_from = resumable_checkpoint(ckpt_dir, spec)
     history = _History()
-    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"], task=series.task)
+    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"], task=series.task,
+                        lr_decay=settings["lr_decay"])
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=module.monitor, mode="min", save_last=True)
     trainer = L.Trainer(
         max_epochs=settings["max_epochs"],

@@ -26,9 +26,10 @@ class Forecaster(L.LightningModule):
     """Train with ``train/loss``; validate with ``val/mse`` and ``val/mae`` averaged over windows
     (classification: ``val/ce`` and ``val/accuracy`` averaged over target tokens)."""
 
-    def __init__(self, net: torch.nn.Module, lr: float, weight_decay: float, loss: str = "mse", task: str = "forecast"):
+    def __init__(self, net: torch.nn.Module, lr: float, weight_decay: float, loss: str = "mse", task: str = "forecast",
+                 lr_decay: float = 1.0):
         super().__init__()
-        self.net, self.lr, self.weight_decay = net, lr, weight_decay
+        self.net, self.lr, self.weight_decay, self.lr_decay = net, lr, weight_decay, lr_decay
         self.classify = task == "classification"
         # ``loss`` is a regression loss; a classification task always trains with cross-entropy.
         self.loss_fn = token_cross_entropy if self.classify else LOSSES[loss]
@@ -50,6 +51,9 @@ class Forecaster(L.LightningModule):
                 "lower the learning rate or enable grad_clip"
             )
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        # The rate this epoch ran at (the first group's: the SSM groups keep their own ratio to it).
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
+                 batch_size=x.shape[0])
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -63,8 +67,10 @@ class Forecaster(L.LightningModule):
         self.log("val/mse", F.mse_loss(pred, y), on_epoch=True, batch_size=x.shape[0])
         self.log("val/mae", F.l1_loss(pred, y), on_epoch=True, batch_size=x.shape[0])
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """AdamW; parameters carrying an ``_optim`` dict (SSM recurrences) get their own group."""
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        """AdamW; parameters carrying an ``_optim`` dict (SSM recurrences) get their own group.
+        With ``lr_decay`` < 1 every group's rate is multiplied by it after each epoch (0.5 is
+        the "type1" schedule of the Time-Series-Library recipes that published ETT results use)."""
         plain = [p for p in self.net.parameters() if p.requires_grad and not hasattr(p, "_optim")]
         groups = [{"params": plain}]
         special: dict[tuple, list] = {}
@@ -72,4 +78,8 @@ class Forecaster(L.LightningModule):
             if p.requires_grad and hasattr(p, "_optim"):
                 special.setdefault(tuple(sorted(p._optim.items())), []).append(p)
         groups += [{"params": ps, **dict(hp)} for hp, ps in special.items()]
-        return torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_decay == 1.0:
+            return optimizer
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
