@@ -72,6 +72,7 @@ def fit_one(series: Any, spec: dict[str, Any]) -> dict[str, Any]:
 
     from seqcomp.evaluate.metrics import scores
     from seqcomp.models import SeriesShape, build_model
+    from seqcomp.models.cycle import cycle_of
     from seqcomp.train import fit
 
     L.seed_everything(spec["seed"], workers=True, verbose=False)
@@ -82,8 +83,8 @@ def fit_one(series: Any, spec: dict[str, Any]) -> dict[str, Any]:
         _, info = fit(net, series, spec, Path(tmp), logger=False)
     info["job_wall_s"] = time.perf_counter() - start
     net = net.cpu().float().eval()
-    val = scores(net, series.windows("val", shape.lookback, shape.horizon), "forecast")
-    test = scores(net, series.windows("test", shape.lookback, shape.horizon), "forecast")
+    val = scores(net, series.windows("val", shape.lookback, shape.horizon, cycle_of(net)), "forecast")
+    test = scores(net, series.windows("test", shape.lookback, shape.horizon, cycle_of(net)), "forecast")
     keys = ("dataset", "model", "lookback", "horizon", "seed")
     return {**{k: spec[k] for k in keys}, "pass_kind": "fp32", "val_mse": val["mse"], "val_mae": val["mae"],
             "mse": test["mse"], "mae": test["mae"], "n_test_windows": test["n_windows"],

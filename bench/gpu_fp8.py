@@ -108,6 +108,7 @@ def main() -> None:
     from seqcomp.artifacts import load_model
     from seqcomp.data.windows import PreparedSeries
     from seqcomp.evaluate.metrics import forecast_errors
+    from seqcomp.models.cycle import cycle_of
 
     saved = torch.load(args.series, weights_only=False)
     series = PreparedSeries(values=saved["values"], borders=tuple(saved["borders"]), meta=saved["meta"])
@@ -116,7 +117,7 @@ def main() -> None:
     for path in args.models:
         shape = torch.load(path, map_location="cpu", weights_only=True)["shape"]
         net = load_model(path).to(device).eval()
-        test = series.windows("test", shape["lookback"], shape["horizon"])
+        test = series.windows("test", shape["lookback"], shape["horizon"], cycle_of(net))
         row = {"model": path.stem, "latency_ms": {}, "test_mse": {}}
         for precision in ("fp32", "bf16", "fp8"):
             if precision == "fp8":

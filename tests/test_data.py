@@ -51,6 +51,18 @@ def test_window_contents_line_up() -> None:
     assert torch.equal(xs[3], ds[3][0]) and torch.equal(ys[-1], ds[len(ds) - 1][1])
 
 
+def test_cycle_windows_carry_each_rows_phase() -> None:
+    values = torch.arange(200, dtype=torch.float32)[:, None].repeat(1, 2) * 0.5
+    series = PreparedSeries(values=values, borders=(120, 160, 200), meta={})
+    plain, cyc = series.windows("val", 30, 6), series.windows("val", 30, 6, cycle=24)
+    x, y = cyc[4]
+    assert x.shape == (30, 3) and torch.equal(x[:, :2], plain[4][0]) and torch.equal(y, plain[4][1])
+    rows = (x[:, 0] * 2).long()  # the row index of each lookback step
+    assert torch.equal(x[:, 2].long(), rows % 24)
+    xs, ys = cyc.tensors()
+    assert torch.equal(xs[4], x) and xs.shape[-1] == 3 and ys.shape[-1] == 2
+
+
 def test_ratio_split_matches_time_series_library() -> None:
     assert split_borders({"ratios": [0.7, 0.1, 0.2]}, 1000) == (700, 800, 1000)
     assert count_windows((700, 800, 1000), 96, 48) == {"train": 557, "val": 53, "test": 153}

@@ -290,6 +290,65 @@ def test_smamba_mixes_variates_in_both_directions() -> None:
         assert torch.equal(model(first)[..., 1:], model(x)[..., 1:])
 
 
+# --- residual cycle (model-level cycle: P) --------------------------------------------------
+
+
+def _cycle_series(n: int, period: int, channels: int, noise: float = 0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    profile = torch.randn(period, channels, generator=g) * 2  # an arbitrary, non-sinusoidal cycle
+    level = torch.randn(n, channels, generator=g).cumsum(0) * 0.01
+    return profile[torch.arange(n) % period] + level + noise * torch.randn(n, channels, generator=g)
+
+
+def test_cycle_wrapper_phases_line_up_with_the_data() -> None:
+    from seqcomp.data.windows import PreparedSeries
+    from seqcomp.models.cycle import ResidualCycle, cycle_of
+
+    shape = SeriesShape(48, 12, 3)
+    series = PreparedSeries(values=_cycle_series(600, 24, 3), borders=(400, 500, 600), meta={})
+    model = build_model("naive", {"cycle": 24}, shape).eval()
+    assert isinstance(model, ResidualCycle) and cycle_of(model) == 24 and cycle_of(model.net) is None
+    x, y = series.windows("test", 48, 12, cycle=cycle_of(model)).tensors()
+    # With the true cycle as Q, the naive forecast of the residual is exact but for the level walk.
+    profile = _cycle_series(600, 24, 3)[:24] - _cycle_series(600, 24, 3)[:24].mean(0)
+    with torch.no_grad():
+        model.cycle.copy_(profile)
+        err_cycle = (model(x) - y).square().mean()
+        err_plain = (model.net(x[..., :-1]) - y).square().mean()
+    assert err_cycle < 0.01 * err_plain
+
+
+def test_cycle_closed_form_learns_the_cycle_and_beats_plain_linear() -> None:
+    from seqcomp.data.windows import PreparedSeries
+
+    shape = SeriesShape(24, 24, 2)  # a lookback of one period: too short to average the noise away
+    series = PreparedSeries(values=_cycle_series(4000, 24, 2, noise=0.5), borders=(3000, 3500, 4000), meta={})
+    errors = {}
+    for name, params in (("plain", {}), ("cycle", {"cycle": 24})):
+        model = build_model("linear", params, shape)
+        period = params.get("cycle")
+        model.fit_closed_form(*series.windows("train", 24, 24, cycle=period).tensors())
+        x, y = series.windows("test", 24, 24, cycle=period).tensors()
+        with torch.no_grad():
+            errors[name] = float((model(x) - y).square().mean())
+    assert errors["cycle"] < 0.8 * errors["plain"]
+    learned = model.cycle.detach()
+    true = _cycle_series(4000, 24, 2)[:24]
+    assert torch.corrcoef(torch.stack([learned.flatten(), (true - true.mean(0)).flatten()]))[0, 1] > 0.99
+
+
+def test_cycle_is_learned_by_sgd_models_and_survives_the_state_dict() -> None:
+    torch.manual_seed(0)
+    shape = SHAPES[0]
+    model = build_model("dlinear", {"cycle": 24, "revin": True}, shape)
+    x = torch.cat([torch.randn(4, shape.lookback, shape.channels), (torch.arange(shape.lookback) % 24).float()[None, :, None].repeat(4, 1, 1)], -1)
+    model(x).square().mean().backward()
+    assert model.cycle.grad is not None and model.cycle.grad.abs().sum() > 0
+    fresh = build_model("dlinear", {"cycle": 24, "revin": True}, shape)
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
 # --- closed-form linear ----------------------------------------------------------------
 
 
@@ -368,6 +427,8 @@ def test_linear_fit_through_revin() -> None:
         ("dlinear", {"revin": "yes"}, "revin"),
         ("patchtst", {"dropout": 1.5}, "dropout"),
         ("linear", {"ridge": -1.0}, "ridge"),
+        ("linear", {"cycle": 1}, "cycle"),
+        ("dlinear", {"cycle": "daily"}, "cycle"),
     ],
 )
 def test_config_errors_name_the_key(kind: str, params: dict, key: str) -> None:

@@ -1,11 +1,13 @@
-"""Classification tasks through train -> compress -> evaluate -> summary, and a small Mamba
-that learns selective copying (the task an LTI model is expected to fail at long lengths)."""
+"""Classification tasks and models that take more than the values (a cycle's phases) through
+train -> compress -> evaluate -> summary, and a small Mamba that learns selective copying (the
+task an LTI model is expected to fail at long lengths)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -22,7 +24,7 @@ from seqcomp.tracking import Run, resolve_uri
 from seqcomp.train import train
 from seqcomp.train.module import token_cross_entropy
 
-SETTINGS = {"max_epochs": 2, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "grad_clip": 1.0,
+SETTINGS = {"max_epochs": 2, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,
             "loss": "mse", "limit_train_batches": 3, "accelerator": "cpu", "precision": "auto"}
 EVALUATE = {"batch_size": 64, "latency_batch_sizes": [2], "latency_warmup": 1, "latency_repeats": 2,
             "latency_threads": 1}
@@ -144,3 +146,30 @@ def test_small_mamba_learns_selective_copying() -> None:
             opt.step()
     accuracy = classification_scores(net, splits["test"])["accuracy"]
     assert accuracy > 2 * task.chance, f"accuracy {accuracy:.3f}, chance {task.chance:.3f}"
+
+
+@pytest.mark.parametrize("model,params,pass_kind,pass_params", [
+    ("linear", {"cycle": 12}, "int8_dynamic", {}),
+    ("dlinear", {"cycle": 12, "revin": True}, "rtn_weight_sim", {"bits": 4}),
+])
+def test_cycle_model_gets_its_phases_in_every_stage(tmp_path: Path, store: str, model: str, params: dict,
+                                                    pass_kind: str, pass_params: dict) -> None:
+    data = tmp_path / "data"
+    prepare({"kind": "synthetic", "n_steps": 600, "channels": 3, "seed": 1, "split": {"ratios": [0.6, 0.2, 0.2]}},
+            data, name="syn")
+    spec = {"experiment": "seqcomp/t", "dataset": "syn", "model": model, "kind": model, "params": params,
+            "train": SETTINGS, "lookback": 24, "horizon": 8, "seed": 0}
+    summary = train(spec, data, tmp_path / "train", _run(store, "train"))
+    base = {k: v for k, v in spec.items() if k != "train"}
+    passes = {"pass": "p", "pass_kind": pass_kind, "pass_params": pass_params}
+    run_compress({**base, **passes, "calibration": {"windows": 8}}, tmp_path / "train" / "model.pt", data,
+                 tmp_path / "p", _run(store, "compress"))
+    m = run_evaluate({**base, **passes, "evaluate": EVALUATE}, tmp_path / "train" / "model.pt", tmp_path / "p", data,
+                     tmp_path / "metrics.json", _run(store, "evaluate"))
+    # the evaluated model saw the phases: its error is the trained model's on the same windows
+    trained = load_model(tmp_path / "train" / "model.pt").eval()
+    x, y = PreparedSeries.load(data).windows("test", 24, 8, cycle=12).tensors()
+    with torch.no_grad():
+        direct = float((trained(x) - y).square().mean())
+    assert m["mse"] == pytest.approx(direct, rel=0.1) and np.isfinite(summary["best_val_mse"])
+    assert m["examples"]["channel"] == "ch2" and len(m["examples"]["context"][0]) == 24

@@ -168,7 +168,7 @@ def load_config(
 
 
 def model_params(cfg: dict[str, Any], model: str) -> dict[str, Any]:
-    """A model entry's hyper-parameters (and model-level options such as ``revin``)."""
+    """A model entry's hyper-parameters (and model-level options such as ``revin`` and ``cycle``)."""
     return {k: v for k, v in cfg["models"][model].items() if k not in NON_PARAM_MODEL_KEYS}
 
 

@@ -16,11 +16,13 @@ from seqcomp.data.windows import PreparedSeries
 from seqcomp.io import atomic_path, write_json
 from seqcomp.tracking import Run, tracked
 from seqcomp.artifacts import load_model
+from seqcomp.models.cycle import cycle_of
 
 
-def calibration_windows(series: PreparedSeries, lookback: int, horizon: int, n: int, seed: int) -> torch.Tensor:
+def calibration_windows(series: PreparedSeries, lookback: int, horizon: int, n: int, seed: int,
+                        cycle: int | None = None) -> torch.Tensor:
     """A seeded random sample of ``n`` training windows (N, L, C): never val or test data."""
-    train = series.windows("train", lookback, horizon)
+    train = series.windows("train", lookback, horizon, cycle)
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     return torch.stack([train[int(i)][0] for i in idx])
 
@@ -29,7 +31,8 @@ def run_compress(spec: dict[str, Any], model_path: Path, data_dir: Path, out_dir
     """Compress the trained model at ``model_path`` with ``spec['pass']`` into ``out_dir``."""
     net = load_model(model_path)
     series = PreparedSeries.load(data_dir)
-    calib = calibration_windows(series, spec["lookback"], spec["horizon"], spec["calibration"]["windows"], spec["seed"])
+    calib = calibration_windows(series, spec["lookback"], spec["horizon"], spec["calibration"]["windows"], spec["seed"],
+                                cycle_of(net))
     with tracked(run):
         run.log_params(spec)
         _, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib)

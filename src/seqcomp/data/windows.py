@@ -2,7 +2,9 @@
 of a prepared classification task.
 
 Nothing is materialised: a window is two slices of one (T, C) tensor, so any lookback or
-horizon reuses the same prepared parquet. Classification samples keep their token ids and are
+horizon reuses the same prepared parquet. With ``cycle=P`` each lookback row gets one more
+column, its phase (the row's index in the series modulo P), for models that forecast with a
+global cycle (seqcomp.models.cycle); the target keeps the C channels. Classification samples keep their token ids and are
 one-hot encoded per item: x (L, vocab) float, y (H,) int64 class ids.
 """
 
@@ -48,27 +50,35 @@ class PreparedSeries:
     def channels(self) -> int:
         return self.values.shape[1]
 
-    def windows(self, split: str, lookback: int, horizon: int) -> "WindowDataset":
-        return WindowDataset(self.values, window_starts(self.borders, split, lookback, horizon), lookback, horizon)
+    def windows(self, split: str, lookback: int, horizon: int, cycle: int | None = None) -> "WindowDataset":
+        starts = window_starts(self.borders, split, lookback, horizon)
+        if cycle is None:
+            return WindowDataset(self.values, starts, lookback, horizon)
+        # Exact small integers in float32: the phase column travels with the values.
+        phase = (torch.arange(len(self.values)) % cycle).to(self.values.dtype)[:, None]  # (T, 1)
+        return WindowDataset(self.values, starts, lookback, horizon, inputs=torch.cat([self.values, phase], dim=1))
 
 
 class WindowDataset(Dataset):
-    """Item i is (x, y): x = values[s-L:s] (L, C), y = values[s:s+H] (H, C) for the i-th start s."""
+    """Item i is (x, y): x = inputs[s-L:s] (L, C or C + 1), y = values[s:s+H] (H, C) for the
+    i-th start s; ``inputs`` defaults to ``values``."""
 
-    def __init__(self, values: torch.Tensor, starts: range, lookback: int, horizon: int):
+    def __init__(self, values: torch.Tensor, starts: range, lookback: int, horizon: int,
+                 inputs: torch.Tensor | None = None):
         self.values, self.starts, self.lookback, self.horizon = values, starts, lookback, horizon
+        self.inputs = values if inputs is None else inputs
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.starts[i]
-        return self.values[s - self.lookback : s], self.values[s : s + self.horizon]
+        return self.inputs[s - self.lookback : s], self.values[s : s + self.horizon]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All windows stacked: (N, L, C), (N, H, C). For closed-form fits and calibration."""
         idx = torch.as_tensor(list(self.starts))  # (N,)
-        x = self.values[idx[:, None] + torch.arange(-self.lookback, 0)]  # (N, L, C)
+        x = self.inputs[idx[:, None] + torch.arange(-self.lookback, 0)]  # (N, L, C)
         y = self.values[idx[:, None] + torch.arange(self.horizon)]  # (N, H, C)
         return x, y
 
@@ -95,7 +105,9 @@ class PreparedSamples:
     def channels(self) -> int:
         return self.meta["n_classes"]
 
-    def windows(self, split: str, lookback: int, horizon: int) -> "SampleDataset":
+    def windows(self, split: str, lookback: int, horizon: int, cycle: int | None = None) -> "SampleDataset":
+        if cycle is not None:
+            raise ConfigError(f"dataset {self.meta['dataset']!r}: cycle: a classification task has no time axis to cycle over")
         if (lookback, horizon) != (self.meta["length"], self.meta["targets"]):
             raise ConfigError(
                 f"dataset {self.meta['dataset']!r}: its samples have lookback {self.meta['length']} and horizon "

@@ -14,6 +14,7 @@ from seqcomp.evaluate.metrics import HEADLINE, latency_ms, scores
 from seqcomp.io import read_json, write_json
 from seqcomp.tracking import Run, tracked
 from seqcomp.artifacts import load_model
+from seqcomp.models.cycle import cycle_of
 
 
 def run_evaluate(
@@ -22,9 +23,11 @@ def run_evaluate(
     """Write metrics.json for one (dataset, model, lookback, horizon, seed, pass)."""
     report = read_json(compressed_dir / "report.json")
     stored = torch.load(compressed_dir / "model.pt", map_location="cpu", weights_only=True)
-    model = load_compressed(spec["pass_kind"], spec["pass_params"], load_model(train_model), stored).eval()
+    trained = load_model(train_model)
+    cycle = cycle_of(trained)  # before the pass: it may wrap or replace modules
+    model = load_compressed(spec["pass_kind"], spec["pass_params"], trained, stored).eval()
     series = PreparedSeries.load(data_dir)
-    test = series.windows("test", spec["lookback"], spec["horizon"])
+    test = series.windows("test", spec["lookback"], spec["horizon"], cycle)
     ev = spec["evaluate"]
     with tracked(run):
         run.log_params(spec)
@@ -57,7 +60,7 @@ def run_evaluate(
             }
         )
         if series.task == "forecast":  # three fixed test windows of the last channel, for the forecast plot
-            metrics["examples"] = forecast_examples(model, test, -1, series.meta["channels"][-1])
+            metrics["examples"] = forecast_examples(model, test, series.channels - 1, series.meta["channels"][-1])
         flat = {f"test/{k}": errors[k] for k in (*HEADLINE[series.task], "mse_over_optimal") if k in errors}
         # what the summary table needs, so it can be rebuilt from MLflow alone (notebooks/compare.ipynb)
         flat.update({k: metrics[k] for k in ("size_bytes", "fp32_bytes", "compression_ratio", "quantized_fraction")

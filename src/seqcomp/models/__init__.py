@@ -13,7 +13,10 @@ Optional hooks the training stage looks for:
 
 Model-level keys, valid for every model and handled here, not by the model's Config:
 - ``revin`` (bool, default False): wrap the model in reversible instance normalisation
-  (``seqcomp.models.revin.RevIN``).
+  (``seqcomp.models.revin.RevIN``);
+- ``cycle`` (int >= 2 or None, default None): wrap it (outermost) in residual cycle
+  forecasting with that period in rows (``seqcomp.models.cycle.ResidualCycle``); the model
+  then takes the phase of each lookback step as its input's last column.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ class SeriesShape:
 
 
 # Keys every model accepts; popped before the model's own Config is built.
-MODEL_LEVEL_KEYS = {"revin": False}
+MODEL_LEVEL_KEYS = {"revin": False, "cycle": None}
 
 
 def _split_model_level(params: dict[str, Any] | None, where: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -64,6 +67,9 @@ def _split_model_level(params: dict[str, Any] | None, where: str) -> tuple[dict[
     options = {key: own.pop(key, default) for key, default in MODEL_LEVEL_KEYS.items()}
     if not isinstance(options["revin"], bool):
         raise ConfigError(f"{where}: revin: must be true or false, got {options['revin']!r}")
+    period = options["cycle"]
+    if period is not None and (not isinstance(period, int) or isinstance(period, bool) or period < 2):
+        raise ConfigError(f"{where}: cycle: must be an integer period >= 2 (rows) or null, got {period!r}")
     return own, options
 
 
@@ -79,7 +85,7 @@ def _make_config(cls: type, own: dict[str, Any], where: str) -> Any:
 def model_config(kind: str, params: dict[str, Any] | None, where: str) -> Any:
     """Validate a model's hyper-parameters without building it (used at DAG build time).
 
-    Returns the model's own Config; model-level keys (``revin``) are checked and left out.
+    Returns the model's own Config; model-level keys (``revin``, ``cycle``) are checked and left out.
     """
     own, _ = _split_model_level(params, where)
     return _make_config(MODELS.get(kind, where), own, where)
@@ -102,4 +108,9 @@ def build_model(kind: str, params: dict[str, Any] | None, shape: SeriesShape, wh
         # at init the affine map is the identity anyway.
         affine = any(True for _ in model.parameters())
         model = wrapper(model, shape.channels, affine=affine)
+    if options["cycle"] is not None:
+        from seqcomp.models.cycle import ResidualCycle, ResidualCycleClosedForm
+
+        wrapper = ResidualCycleClosedForm if hasattr(model, "fit_closed_form") else ResidualCycle
+        model = wrapper(model, shape.channels, shape.horizon, options["cycle"])
     return model

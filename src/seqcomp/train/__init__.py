@@ -24,6 +24,7 @@ from seqcomp.errors import SeqcompError
 from seqcomp.evaluate.metrics import HEADLINE, scores
 from seqcomp.io import atomic_path, read_json, write_json
 from seqcomp.models import SeriesShape, build_model
+from seqcomp.models.cycle import cycle_of
 from seqcomp.tracking import Run, redact, tracked
 from seqcomp.train.module import Forecaster
 
@@ -113,7 +114,7 @@ def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], d
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     L_, H = spec["lookback"], spec["horizon"]
-    train_ds, val_ds = series.windows("train", L_, H), series.windows("val", L_, H)
+    train_ds, val_ds = (series.windows(split, L_, H, cycle_of(net)) for split in ("train", "val"))
     loaders = (
         # Own generator: each new loader iterator draws a base seed, which must not consume the
         # global RNG that dropout uses (it would shift masks between fresh and resumed runs).
@@ -168,7 +169,7 @@ def fit(net, series, spec: dict[str, Any], out_dir: Path, logger) -> tuple[list[
     parameters) or SGD (:func:`fit_sgd` with ``logger``). Returns (history rows, info)."""
     if hasattr(net, "fit_closed_form"):
         start = time.perf_counter()
-        x, y = series.windows("train", spec["lookback"], spec["horizon"]).tensors()
+        x, y = series.windows("train", spec["lookback"], spec["horizon"], cycle_of(net)).tensors()
         if series.task == "classification":  # least squares on one-hot targets: a linear classifier
             y = torch.nn.functional.one_hot(y, series.channels).float()
         net.fit_closed_form(x, y)
@@ -208,7 +209,7 @@ def train(
 
         logger = MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id)
         rows, info = fit(net, series, spec, out_dir, logger)
-        val = scores(net.eval(), series.windows("val", shape.lookback, shape.horizon), series.task)
+        val = scores(net.eval(), series.windows("val", shape.lookback, shape.horizon, cycle_of(net)), series.task)
         val = {k: val[k] for k in HEADLINE[series.task]}  # mse, mae | accuracy, seq_accuracy
         if not rows:
             rows = [{"epoch": 0, **{f"val/{k}": v for k, v in val.items()}}]
@@ -222,7 +223,7 @@ def train(
             pl.DataFrame(rows).write_csv(tmp)
         for name in ("model.pt", "history.csv"):
             run.log_artifact(out_dir / name)
-        example = series.windows("val", shape.lookback, shape.horizon)[0][0][None].numpy()  # (1, L, C)
+        example = series.windows("val", shape.lookback, shape.horizon, cycle_of(net))[0][0][None].numpy()  # (1, L, C)
         summary["model_uri"] = run.log_model(net, example)
         write_json(out_dir / "run.json", summary)
     # Checkpoints exist to resume a killed run. Kept after success, they would be "resumed" by
