@@ -35,7 +35,8 @@ import torch
 SGD_MODELS = ("linear", "dlinear", "patchtst", "s4d", "mamba", "smamba")
 
 
-def export(configs: list[Path], out: Path, models: list[str], done: Path | None = None) -> None:
+def export(configs: list[Path], out: Path, models: list[str], done: Path | None = None,
+           lookbacks: list[int] | None = None) -> None:
     """series.pt (scaled values, borders, meta) and jobs.json (train specs, most wanted first),
     leaving out the jobs with a result in ``done`` (an earlier run's JSON lines: drop a
     model's lines there first when its code changed)."""
@@ -50,7 +51,7 @@ def export(configs: list[Path], out: Path, models: list[str], done: Path | None 
     for path in configs:  # Snakemake's own merge of --configfile a.yaml b.yaml
         update_config(merged, yaml.safe_load(path.read_text()))
     cfg = load_config(merged)
-    points = [p for p in jobs.grid(cfg) if p["model"] in models]
+    points = [p for p in jobs.grid(cfg) if p["model"] in models and (lookbacks is None or p["lookback"] in lookbacks)]
     specs = {tuple(p[k] for k in ("dataset", "model", "lookback", "horizon", "seed")) for p in points}
     if done is not None:
         rows = [json.loads(line) for line in done.read_text().splitlines()]
@@ -171,6 +172,7 @@ def main() -> None:
     p.add_argument("--config", nargs="+", type=Path, required=True)
     p.add_argument("--models", default=",".join(SGD_MODELS))
     p.add_argument("--done", type=Path, help="results of an earlier run: their jobs are left out")
+    p.add_argument("--lookbacks", help="only these lookbacks (comma-separated); default: the configs' own")
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("run")
     p.add_argument("--jobs", type=Path, required=True)
@@ -182,7 +184,8 @@ def main() -> None:
     p.add_argument("results", type=Path)
     args = parser.parse_args()
     if args.command == "export":
-        export(args.config, args.out, args.models.split(","), args.done)
+        lookbacks = [int(v) for v in args.lookbacks.split(",")] if args.lookbacks else None
+        export(args.config, args.out, args.models.split(","), args.done, lookbacks)
     elif args.command == "run":
         run(args.jobs, args.out, args.workers, args.start_deadline_s, args.deadline_s)
     else:
