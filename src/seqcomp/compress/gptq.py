@@ -170,7 +170,8 @@ class GPTQ(RTNWeightSim):
     def _fallback(self, target: Target) -> str:
         """Why ``target`` gets RTN instead of GPTQ."""
         what = f"{type(target.module).__name__}.{target.pname}"
-        return f"{self.grid_name('rtn')} (simulated; gptq fallback: {what} is not an nn.Linear weight, no input hook)"
+        grid = self.grid_name("rtn", target.group)
+        return f"{grid} (simulated; gptq fallback: {what} is not an nn.Linear weight, no input hook)"
 
     def encode_targets(
         self, model: nn.Module, targets: list[Target], calib: torch.Tensor | None
@@ -185,12 +186,12 @@ class GPTQ(RTNWeightSim):
             if isinstance(t.module, nn.Linear) and t.pname == "weight":
                 h = hessian(model, t.module, calib)
                 qw = gptq_quantize(
-                    t.param, h, c.bits, c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings,
+                    t.param, h, self.bits_of(t.group), c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings,
                     c.symmetric, c.calibration, c.percentile,
                 )
-                coded[t.name] = (parts_of(qw), self.action())
+                coded[t.name] = (self.tagged(parts_of(qw), t.group), self.action(t.group))
             else:
-                coded[t.name] = (self.encode(real_view(t.param)), self._fallback(t))
+                coded[t.name] = (self.encode(real_view(t.param), t.group), self._fallback(t))
             write_back(t.param, self.decode(coded[t.name][0], real_view(t.param).shape))
         return coded
 

@@ -10,7 +10,11 @@ than the projections around them, so the weight passes keep them fp32 unless a c
   ones (S4D's output map C, stored as real/imaginary pairs (H, N/2, 2), and its skip term D).
 - ``linear``: weight matrices of nn.Linear, nn.Conv1d, nn.LSTM (``weight_*``) and
   nn.MultiheadAttention (its raw ``*proj_weight``).
-- ``other``: everything else (biases, norms, positional embeddings): never quantized.
+- ``other``: everything else (biases, norms, positional embeddings): kept unquantized unless
+  a uniform-grid pass (rtn, gptq, qat) selects it. These are elementwise parameters: no input
+  axis is summed over, so a 2-D one (TSMixer's (L, C) LayerNorm) has no rows worth a scale
+  each, and the grid passes code it as one flattened row (one scale per tensor, or per
+  ``group_size`` consecutive elements), as they code every 1-D tensor.
 
 Complex parameters (``torch.is_complex``) are quantized by the passes as real/imaginary pairs
 (``torch.view_as_real``): torch's observers silently keep only the real part.
@@ -25,8 +29,9 @@ from torch import nn
 from seqcomp.compress.common import is_recurrent, param_modules
 from seqcomp.registry import check
 
-GROUPS = ("recurrent", "ssm", "linear")  # the groups a config may select
+GROUPS = ("recurrent", "ssm", "linear")  # the groups every pass's config may select
 OTHER = "other"
+GRID_GROUPS = (*GROUPS, OTHER)  # the uniform-grid passes may select ``other`` too
 DEFAULT_GROUPS = ("ssm", "linear")  # everything quantizable except the recurrent dynamics
 
 
@@ -70,13 +75,13 @@ def kept_reason(module: nn.Module, pname: str, group: str) -> str:
     return f"group {group!r} not selected; kept fp32"
 
 
-def check_groups(groups: object) -> None:
-    """Config check for a ``groups`` option: a non-empty list drawn from :data:`GROUPS`."""
+def check_groups(groups: object, allowed: tuple[str, ...] = GROUPS) -> None:
+    """Config check for a ``groups`` option: a non-empty list drawn from ``allowed``."""
     check(
         isinstance(groups, (list, tuple))
         and bool(groups)
         and all(isinstance(g, str) for g in groups)
-        and set(groups) <= set(GROUPS),
+        and set(groups) <= set(allowed),
         "groups",
-        f"must be a non-empty list drawn from {list(GROUPS)}, got {groups!r}",
+        f"must be a non-empty list drawn from {list(allowed)}, got {groups!r}",
     )

@@ -45,6 +45,7 @@ class Int8StaticSim(RTNWeightSim):
         symmetric: ClassVar[bool] = True
         scale_dtype: ClassVar[str] = "float16"
         keep_dtype: ClassVar[str] = "float32"
+        group_bits: ClassVar[dict[str, int]] = {}
 
         def __post_init__(self) -> None:
             check(self.calibration in CALIBRATIONS, "calibration", f"must be one of {list(CALIBRATIONS)}, got {self.calibration!r}")
@@ -60,8 +61,8 @@ class Int8StaticSim(RTNWeightSim):
 
     kind: ClassVar[str] = "int8_static_sim"
 
-    def action(self) -> str:
-        return f"{self.grid_name()} weights + uint8 static input ranges (simulated)"
+    def action(self, group: str | None = None) -> str:
+        return f"{self.grid_name(group=group)} weights + uint8 static input ranges (simulated)"
 
     def calibrate(self, model: nn.Module, targets: list[Target], calib: torch.Tensor | None) -> dict[str, Any]:
         c = self.config

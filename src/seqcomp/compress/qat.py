@@ -5,9 +5,9 @@ is label-free: the loss is the MSE between the fake-quantized model's forecasts 
 model's forecasts on those windows (the model this pass receives; in a ``chain`` that is the
 previous step's output). Training starts from the RTN weights: every forward pass quantizes
 the selected weights with rtn_weight_sim's grid (the same ``bits``, ``group_size``,
-``symmetric``, ``scale_dtype``, ``keep_dtype``, ``groups``), and the gradient passes through the rounding
-unchanged (straight-through estimator, Bengio et al. 2013, arXiv:1308.3432). Scales are
-recomputed from the latent weights at every step, as RTN would. Every other parameter is
+``symmetric``, ``scale_dtype``, ``keep_dtype``, ``groups``, ``group_bits``), and the gradient
+passes through the rounding unchanged (straight-through estimator, Bengio et al. 2013,
+arXiv:1308.3432). Scales are recomputed from the latent weights at every step, as RTN would. Every other parameter is
 fine-tuned in fp32 too, except the SSM recurrent ones, which stay as they are unless
 ``groups`` selects them. Adam, ``epochs`` passes over the windows in ``batch_size`` batches
 shuffled by a seeded generator, model in eval mode (no dropout): deterministic.
@@ -30,7 +30,8 @@ from seqcomp.compress.common import KEPT
 from seqcomp.compress.groups import DEFAULT_GROUPS, named_groups
 from seqcomp.registry import check
 
-_RTN_KEYS = ("bits", "group_size", "symmetric", "scale_dtype", "keep_dtype", "groups")
+Targets = dict[str, tuple[nn.Parameter, str]]  # the parameters QAT quantizes: {name: (parameter, group)}
+_RTN_KEYS = ("bits", "group_size", "symmetric", "scale_dtype", "keep_dtype", "groups", "group_bits")
 
 
 class QAT:
@@ -44,6 +45,7 @@ class QAT:
         scale_dtype: str = "float16"
         keep_dtype: str = "float32"
         groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))
+        group_bits: dict[str, int] = field(default_factory=dict)
         epochs: int = 3
         lr: float = 1e-4
         batch_size: int = 32
@@ -69,19 +71,19 @@ class QAT:
         self.config = config
         self.rtn = build_pass("rtn_weight_sim", {key: getattr(config, key) for key in _RTN_KEYS}, "grid")
 
-    def _fake(self, weight: torch.Tensor) -> torch.Tensor:
-        """RTN-quantized ``weight`` whose gradient is the identity (straight-through)."""
-        fake = self.rtn.decode(self.rtn.encode(weight.detach()), weight.shape)
+    def _fake(self, weight: torch.Tensor, group: str) -> torch.Tensor:
+        """RTN-quantized ``weight`` of ``group`` whose gradient is the identity (straight-through)."""
+        fake = self.rtn.decode(self.rtn.encode(weight.detach(), group), weight.shape)
         return weight + (fake - weight).detach()
 
     def _loss(
-        self, model: nn.Module, targets: dict[str, nn.Parameter], x: torch.Tensor, y: torch.Tensor
+        self, model: nn.Module, targets: Targets, x: torch.Tensor, y: torch.Tensor
     ) -> torch.Tensor:
-        fakes = {name: self._fake(param) for name, param in targets.items()}
+        fakes = {name: self._fake(param, group) for name, (param, group) in targets.items()}
         return ((functional_call(model, fakes, (x,)) - y) ** 2).mean()
 
     def _train(
-        self, model: nn.Module, targets: dict[str, nn.Parameter], trainable: list[nn.Parameter],
+        self, model: nn.Module, targets: Targets, trainable: list[nn.Parameter],
         calib: torch.Tensor, teacher: torch.Tensor,
     ) -> list[float]:
         """Adam with the STE; the mean distillation loss of each epoch."""
@@ -101,7 +103,7 @@ class QAT:
         return history
 
     def _fine_tune(
-        self, model: nn.Module, targets: dict[str, nn.Parameter], frozen: set[str], calib: torch.Tensor,
+        self, model: nn.Module, targets: Targets, frozen: set[str], calib: torch.Tensor,
         teacher: torch.Tensor,
     ) -> list[float]:
         """Train every parameter but the ``frozen`` ones in place; the loss of each epoch."""
@@ -120,16 +122,16 @@ class QAT:
         if calib is None:
             raise ValueError(f"{self.kind} needs calibration windows (N, L, C): it distils the fp32 model's outputs on them")
         params = list(named_groups(model))
-        targets = {name: p for name, _, _, p, group in params if group in self.config.groups}
+        targets = {name: (p, group) for name, _, _, p, group in params if group in self.config.groups}
         frozen = {name for name, _, _, _, group in params if name not in targets and group == "recurrent"}
         with torch.no_grad():
             teacher = model(calib)
             before = float(self._loss(model, targets, calib, teacher))
         history = self._fine_tune(model, targets, frozen, calib, teacher)
         with torch.no_grad():
-            trained = {name: self._fake(p) for name, p in targets.items()}
+            trained = {name: self._fake(p, group) for name, (p, group) in targets.items()}
         model, report = self.rtn.apply(model, None)
-        for name, p in targets.items():
+        for name, (p, _) in targets.items():
             if not torch.equal(p.detach(), trained[name]):
                 raise RuntimeError(f"{name}: rtn_weight_sim quantized it differently from the grid QAT trained against")
         for row in report["layers"]:

@@ -9,10 +9,14 @@ percentile or MSE search (see uniform.py for the grid and its exact stored form)
 
 The model keeps running fp32 kernels on the dequantized weights, so this pass measures the
 accuracy of b-bit weights and their true stored size (bit-packed codes, fp16 scales,
-zero points), never a speed-up. ``scale_dtype: float8_e4m3`` double-quantizes the scales (FP8
-codes + one fp32 unit per tensor, see uniform.py). ``keep_dtype: float16`` stores every tensor
-the pass leaves unquantized (biases, norms, SSM recurrent parameters...) in fp16, and the
-evaluated model uses those fp16 values (see coded.py).
+zero points), never a speed-up. ``groups`` may include ``other`` (biases, norms, embeddings:
+each coded as one flattened row, see groups.py), and ``group_bits`` ({group: bits}) sets the
+bits of some groups apart from ``bits`` (e.g. ``{recurrent: 8}``): such a weight also stores
+its bit-width as a one-byte ``.bits`` tag, and each report row says the bits it got.
+``scale_dtype: float8_e4m3`` double-quantizes the scales (FP8 codes + one fp32 unit per
+tensor, see uniform.py). ``keep_dtype: float16`` stores every tensor the pass leaves
+unquantized (biases, norms, SSM recurrent parameters...) in fp16, and the evaluated model
+uses those fp16 values (see coded.py).
 
 ``quantize`` / ``dequantize`` / ``QuantizedWeight`` are re-exported from uniform.py for the
 passes that build on RTN's grid.
@@ -24,10 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
-from seqcomp.compress.coded import KEEP_DTYPES, CodedPass, Parts
-from seqcomp.compress.groups import DEFAULT_GROUPS, check_groups
-from seqcomp.compress.size import CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, ZEROS_SUFFIX
+from seqcomp.compress.coded import KEEP_DTYPES, CodedPass, Parts, Target, real_view
+from seqcomp.compress.common import KEPT
+from seqcomp.compress.groups import DEFAULT_GROUPS, GRID_GROUPS, OTHER, check_groups
+from seqcomp.compress.size import BITS_SUFFIX, CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, ZEROS_SUFFIX
 from seqcomp.compress.uniform import (
     CALIBRATIONS,
     GRID_SCALE_DTYPES,
@@ -53,7 +59,8 @@ class RTNWeightSim(CodedPass):
         percentile: float = 99.9  # of |w|, used by calibration: percentile
         scale_dtype: str = "float16"  # float16 | float32 | float8_e4m3 (codes + one fp32 unit per tensor)
         keep_dtype: str = "float32"  # float32 | float16: how the tensors left unquantized are stored
-        groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))
+        groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))  # may include other
+        group_bits: dict[str, int] = field(default_factory=dict)  # {group: bits} overriding bits, e.g. {recurrent: 8}
 
         def __post_init__(self) -> None:
             check(
@@ -61,6 +68,20 @@ class RTNWeightSim(CodedPass):
                 "bits",
                 f"must be an integer in 2..8, got {self.bits!r}",
             )
+            check(
+                isinstance(self.group_bits, dict),
+                "group_bits",
+                f"must be a mapping {{group: bits}}, got {self.group_bits!r}",
+            )
+            for group, bits in self.group_bits.items():
+                check(
+                    group in GRID_GROUPS and group in self.groups,
+                    f"group_bits.{group}",
+                    f"must name a group selected in groups {list(self.groups)}",
+                )
+                check(
+                    type(bits) is int and 2 <= bits <= 8, f"group_bits.{group}", f"must be an integer in 2..8, got {bits!r}"
+                )
             check(
                 self.group_size is None or (type(self.group_size) is int and self.group_size > 0),
                 "group_size",
@@ -87,38 +108,62 @@ class RTNWeightSim(CodedPass):
                 "keep_dtype",
                 f"must be one of {sorted(KEEP_DTYPES)}, got {self.keep_dtype!r}",
             )
-            check_groups(self.groups)
+            check_groups(self.groups, GRID_GROUPS)
 
     kind: ClassVar[str] = "rtn_weight_sim"
     method: ClassVar[str] = "rtn"  # the word the report's actions use
     stage: ClassVar[str] = "quantization"
-    # asymmetric grids only / fp8 scales only: decode checks
-    optional_parts: ClassVar[tuple[str, ...]] = (ZEROS_SUFFIX, SCALE_UNIT_SUFFIX)
+    # asymmetric grids only / fp8 scales only / group_bits only: decode checks
+    optional_parts: ClassVar[tuple[str, ...]] = (ZEROS_SUFFIX, SCALE_UNIT_SUFFIX, BITS_SUFFIX)
 
-    def grid_name(self, method: str | None = None) -> str:
+    def bits_of(self, group: str | None) -> int:
+        """The bit-width of a weight of ``group``: its ``group_bits`` entry, else ``bits``."""
+        return self.config.group_bits.get(group, self.config.bits)
+
+    def grid_name(self, method: str | None = None, group: str | None = None) -> str:
         """E.g. 'int4 rtn per-channel', 'int3 rtn group 64 asymmetric mse', for report actions."""
         c = self.config
-        words = [f"int{c.bits}", method or self.method, "per-channel" if c.group_size is None else f"group {c.group_size}"]
+        layout = ("per-tensor" if group == OTHER else "per-channel") if c.group_size is None else f"group {c.group_size}"
+        words = [f"int{self.bits_of(group)}", method or self.method, layout]
         words += [] if c.symmetric else ["asymmetric"]
         words += [] if c.calibration == "minmax" else [c.calibration]
         return " ".join(words)
 
-    def action(self) -> str:
-        return f"{self.grid_name()} (simulated)"
+    def action(self, group: str | None = None) -> str:
+        return f"{self.grid_name(group=group)} (simulated)"
 
-    def quantize(self, weight: torch.Tensor) -> QuantizedWeight:
-        """RTN codes of a real tensor under this pass's grid."""
+    def quantize(self, weight: torch.Tensor, group: str | None = None) -> QuantizedWeight:
+        """RTN codes of a real tensor of ``group`` under this pass's grid (``other``: flattened)."""
         c = self.config
         return quantize(
-            weight, c.bits, c.group_size, GRID_SCALE_DTYPES[c.scale_dtype],
-            symmetric=c.symmetric, calibration=c.calibration, percentile=c.percentile,
+            weight.reshape(-1) if group == OTHER else weight, self.bits_of(group), c.group_size,
+            GRID_SCALE_DTYPES[c.scale_dtype], symmetric=c.symmetric, calibration=c.calibration, percentile=c.percentile,
         )
 
     def part_suffixes(self) -> tuple[str, ...]:
         return (CODES_SUFFIX, SCALES_SUFFIX)
 
-    def encode(self, weight: torch.Tensor) -> Parts:
-        return parts_of(self.quantize(weight))
+    def encode(self, weight: torch.Tensor, group: str | None = None) -> Parts:
+        return self.tagged(parts_of(self.quantize(weight, group)), group)
+
+    def tagged(self, parts: Parts, group: str | None) -> Parts:
+        """``parts`` plus the bit-width tag if ``group_bits`` sets ``group``'s bits."""
+        if group not in self.config.group_bits:
+            return parts
+        return {**parts, BITS_SUFFIX: torch.tensor(self.bits_of(group), dtype=torch.uint8)}
+
+    def encode_targets(
+        self, model: nn.Module, targets: list[Target], calib: torch.Tensor | None
+    ) -> dict[str, tuple[Parts, str]]:
+        return {t.name: (self.encode(real_view(t.param), t.group), self.action(t.group)) for t in targets}
+
+    def apply(self, model: nn.Module, calib: torch.Tensor | None) -> tuple[nn.Module, dict[str, Any]]:
+        """CodedPass.apply, with the bits each coded parameter got in its report row."""
+        model, report = super().apply(model, calib)
+        for row in report["layers"]:
+            if row["action"] != KEPT:
+                row["bits"] = self.bits_of(row["group"])
+        return model, report
 
     def keep_dtype(self) -> torch.dtype:
         return KEEP_DTYPES[self.config.keep_dtype]
@@ -128,7 +173,14 @@ class RTNWeightSim(CodedPass):
             raise ValueError("zero points stored for a symmetric grid, or missing for an asymmetric one: wrong pass config?")
         if (SCALE_UNIT_SUFFIX in parts) != (self.config.scale_dtype in UNIT_SCALE_DTYPES):
             raise ValueError(f"scale unit stored or missing for {self.config.scale_dtype} scales: wrong pass config?")
-        return dequantize(quantized_weight(parts, shape), self.config.bits, self.config.group_size)
+        bits = self.config.bits
+        if BITS_SUFFIX in parts:
+            bits = int(parts[BITS_SUFFIX])
+            if bits not in self.config.group_bits.values():
+                raise ValueError(
+                    f"a weight stored at {bits} bits, not in group_bits {self.config.group_bits}: wrong pass config?"
+                )
+        return dequantize(quantized_weight(parts, shape), bits, self.config.group_size)
 
     def header(self) -> dict[str, Any]:
         c = self.config
@@ -142,6 +194,7 @@ class RTNWeightSim(CodedPass):
             calibration=c.calibration,
             scale_dtype=c.scale_dtype,
             keep_dtype=c.keep_dtype,
+            group_bits=dict(c.group_bits),
         )
 
 

@@ -11,6 +11,7 @@ Key conventions used by the passes, so that the breakdown needs no per-pass code
   ``<param>.zeros``   bit-packed zero points                 -> ``scales_bytes``
   ``<param>.scale_unit`` fp32 unit of double-quantized (fp8) scales -> ``scales_bytes``
   ``<param>.codebook`` vector-quantization codebook (fp16)   -> ``scales_bytes``
+  ``<param>.bits``    uint8 bit-width of a weight whose bits differ from the pass's -> ``meta_bytes``
   a torch quantized tensor (qint8): 1 byte per element       -> ``weights_bytes``,
       plus its scale and zero point (8 + 8 bytes per tensor, or float64 + int64 arrays
       per channel: how torch stores them)                    -> ``scales_bytes``
@@ -29,6 +30,7 @@ SCALES_SUFFIX = ".scales"
 ZEROS_SUFFIX = ".zeros"
 SCALE_UNIT_SUFFIX = ".scale_unit"
 CODEBOOK_SUFFIX = ".codebook"
+BITS_SUFFIX = ".bits"
 
 
 def _qparams_bytes(tensor: torch.Tensor) -> int:

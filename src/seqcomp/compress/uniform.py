@@ -1,8 +1,9 @@
 """Uniform integer grids for weights: scale calibration, rounding, bit-packed stored form.
 
-A weight (out, ...) is viewed as rows (out, K) (a 0-D/1-D tensor is one row), each row
-optionally cut into groups of ``group_size`` consecutive elements (a ragged last group is
-padded for the statistics, and the padding is never stored); each row/group gets one scale.
+A weight (out, ...) is viewed as rows (out, K) (a 0-D/1-D tensor is one row, and so is an
+elementwise parameter that a pass flattens before quantizing it), each row optionally cut
+into groups of ``group_size`` consecutive elements (a ragged last group is padded for the
+statistics, and the padding is never stored); each row/group gets one scale.
 
 - symmetric: codes ``c = clamp(round(w / s), -qmax, qmax) + qmax`` with
   ``qmax = 2**(bits-1) - 1``: a restricted grid (one of the 2**bits levels is unused, e.g.
@@ -211,8 +212,11 @@ def quantize(
 
 
 def dequantize(qw: QuantizedWeight, bits: int, group_size: int | None) -> torch.Tensor:
-    """fp32 weight of shape ``qw.shape`` from packed codes, scales and zero points."""
-    n_rows = 1 if len(qw.shape) < 2 else qw.shape[0]
+    """fp32 weight of shape ``qw.shape`` from packed codes, scales and zero points.
+
+    Scales with a single row on a weight of several rows mean it was quantized flattened (one
+    row of ``qw.shape.numel()``); both forms agree when the weight has one row."""
+    n_rows = 1 if len(qw.shape) < 2 or qw.scales.shape[0] == 1 else qw.shape[0]
     width = qw.shape.numel() // n_rows if n_rows else 0
     codes = unpack_bits(qw.codes, bits, n_rows * width).view(n_rows, width)
     groups = grouped(codes.float(), group_size)  # (R, G, w)
