@@ -32,6 +32,7 @@ from seqcomp.evaluate.metrics import scores
 
 MODELS = ("linear", "dlinear", "lstm", "transformer", "patchtst", "tsmixer", "mamba", "spacetime", "s4d")
 UNIFORM = {"rtn": "rtn_weight_sim", "gptq": "gptq_weight_sim"}
+ORDER = (float.__lt__, float.__eq__, float.__gt__)  # MP's test MSE vs uniform's: better, same, worse
 
 
 def point(kind: str, params: dict[str, Any], net: torch.nn.Module, calib: torch.Tensor, data: dict[str, Any]) -> dict:
@@ -93,7 +94,15 @@ def table(rows: list[dict]) -> str:
         g = by.get((model, b, "gptq"))
         gptq = [cell(g["uniform"]), mp_cell(g)] if g else ["-", "-"]
         lines.append(f"| {model} | {b}-bit | {cell(r['uniform'])} | {mp_cell(r)} | {' | '.join(gptq)} |")
-    return "\n".join(lines) + "\n"
+    lines += ["", "| budget | quantizer | MP better on test | same | MP worse on test |", "|---|---|---|---|---|"]
+    for b in sorted({r["bits"] for r in rows}):
+        for q in UNIFORM:
+            at = [r for r in rows if (r["bits"], r["quantizer"]) == (b, q)]
+            split = [[r["model"] for r in at if test(r["mp"]["mse"], r["uniform"]["mse"])] for test in ORDER]
+            lines.append(f"| {b}-bit | {q} | " + " | ".join(", ".join(models) or "-" for models in split) + " |")
+    legend = ("Test MSE change vs fp32 (stored bits per quantized weight, codes + scales). MP: mixed_precision_sim "
+              "at uniform b-bit's stored bits, chosen on the labeled val windows; bold: better on test at no more bits.")
+    return legend + "\n\n" + "\n".join(lines) + "\n"
 
 
 def main() -> None:

@@ -130,7 +130,9 @@ def test_hessian_through_the_chunked_scan_matches_the_sequential_one() -> None:
     assert traces["chunked"] == pytest.approx(traces["sequential"], rel=1e-2, abs=1e-6 * largest)
 
 
-@pytest.mark.parametrize("kind", ["twobranch", "lstm", "transformer", "patchtst", "tsmixer", "mamba"])
+@pytest.mark.parametrize(
+    "kind", ["twobranch", "lstm", "transformer", "patchtst", "tsmixer", "mamba", "s4d", "spacetime"]
+)
 def test_gptq_with_the_uniform_assignment_reproduces_uniform_gptq(kind: str) -> None:
     """The chosen assignment is quantized sequentially, as gptq_weight_sim does (not each layer
     on fp32 inputs): with one bit-width allowed, every weight equals uniform GPTQ's."""
@@ -172,7 +174,7 @@ def test_the_choice_follows_the_validation_loss() -> None:
 
 
 @pytest.mark.parametrize("quantizer", ["rtn", "gptq"])
-@pytest.mark.parametrize("kind", ["lstm", "patchtst", "mamba"])
+@pytest.mark.parametrize("kind", ["lstm", "patchtst", "mamba", "s4d"])
 def test_never_worse_on_validation_than_uniform_at_its_own_stored_bits(kind: str, quantizer: str) -> None:
     model, calib = registry_model(kind), windows(32)
     validation = _labeled(model, windows(64, 2))

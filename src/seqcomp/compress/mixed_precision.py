@@ -53,6 +53,7 @@ no speed-up claimed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -63,10 +64,10 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from seqcomp.compress import check_nested
-from seqcomp.compress.coded import CodedPass, Parts, Target, candidates, row
+from seqcomp.compress.coded import CodedPass, Parts, Target, row
 from seqcomp.compress.common import KEPT, run_calibration, summary
 from seqcomp.compress.gptq import GPTQ, GPTQSettings, code_in_order, gptq_able, gptq_quantize, hessian
-from seqcomp.compress.groups import DEFAULT_GROUPS
+from seqcomp.compress.groups import DEFAULT_GROUPS, kept_reason, named_groups
 from seqcomp.compress.rtn import QuantizedWeight, dequantize, parts_of, quantize, quantized_weight
 from seqcomp.compress.size import CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, stored_size
 from seqcomp.compress.uniform import GRID_SCALE_DTYPES
@@ -148,6 +149,20 @@ def choose_bits(sensitivity: np.ndarray, cost: np.ndarray, budget: float) -> np.
     if result.status != 0:
         return None
     return np.round(result.x).reshape(n, m).argmax(axis=1)
+
+
+def _rows(model: nn.Module, groups: list[str]) -> Iterator[tuple[str, str, nn.Parameter, str, str | None]]:
+    """(name, module type, parameter, group, why it stays fp32 or None) for every parameter.
+
+    Coded: every real parameter of the selected groups, 1-D ones too (S4D's skip term D, one
+    scale), exactly what rtn_weight_sim and gptq_weight_sim code, so that the uniform assignment
+    is those passes and the budget their stored bits.
+    """
+    for name, module, pname, param, group in named_groups(model):
+        reason = kept_reason(module, pname, group) if group not in groups else None
+        if reason is None and param.is_complex():
+            reason = "complex parameter kept in fp32"
+        yield name, type(module).__name__, param, group, reason
 
 
 def _target(model: nn.Module, name: str, group: str) -> Target:
@@ -367,7 +382,7 @@ class MixedPrecision(CodedPass):
                 "stage passes (compress(..., validation=...)); or set select_on: calibration"
             )
         self.start(model)
-        rows = list(candidates(model, c.groups))
+        rows = list(_rows(model, c.groups))
         targets = [_target(model, name, group) for name, _, _, group, reason in rows if reason is None]
         if not targets:
             layers = [row(name, kind, param, group, KEPT, reason) for name, kind, param, group, reason in rows]
