@@ -7,6 +7,10 @@ then its name says so and no latency gain is claimed) and three methods:
 - ``apply(model, calib) -> (model, report)``: compress ``model`` (a deep copy is passed in);
   ``calib`` is a tensor (N, L, C) of training windows or None. ``report`` is JSON-able and
   lists, per layer, what was done or why the layer stayed fp32.
+  A pass that chooses among candidates on labeled data (mixed precision) sets the class
+  attribute ``uses_validation`` and takes ``apply(model, calib, validation)``: ``validation``
+  is (x, y), the windows of the val split and their targets, or None. Only those passes are
+  given it (:func:`apply_pass`); the test split never reaches a pass.
 - ``pack(model) -> dict[str, Tensor]``: the stored form, exactly what is written to disk.
 - ``unpack(skeleton, stored) -> model``: rebuild a runnable model from a fresh fp32
   skeleton of the same architecture and the stored form.
@@ -77,16 +81,27 @@ def compress(
     model: nn.Module,
     calib: torch.Tensor | None,
     where: str = "pass",
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
     """Run pass ``kind`` on a copy of ``model``: (compressed model, stored form, report).
 
     ``model`` itself is left untouched; size the stored form with :func:`stored_size`.
+    ``validation`` (x, y) reaches only the passes that use it (see :func:`apply_pass`).
     """
     from seqcomp.compress.common import copy_model
 
     compression = build_pass(kind, params, where)
-    compressed, report = compression.apply(copy_model(model), calib)
+    compressed, report = apply_pass(compression, copy_model(model), calib, validation)
     return compressed, compression.pack(compressed), report
+
+
+def apply_pass(
+    compression: Any, model: nn.Module, calib: torch.Tensor | None, validation: tuple[torch.Tensor, torch.Tensor] | None
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``compression.apply``, given the labeled ``validation`` windows if it ``uses_validation``."""
+    if getattr(compression, "uses_validation", False):
+        return compression.apply(model, calib, validation)
+    return compression.apply(model, calib)
 
 
 def load_compressed(

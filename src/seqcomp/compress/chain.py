@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress import build_pass, check_nested
+from seqcomp.compress import apply_pass, build_pass, check_nested
 from seqcomp.registry import check
 
 PREFIX = "__chain__."
@@ -79,12 +79,18 @@ class Chain:
     def simulated(self) -> bool:
         return any(step.simulated for step in self.steps)
 
-    def apply(self, model: nn.Module, calib: torch.Tensor | None) -> tuple[nn.Module, dict[str, Any]]:
+    @property
+    def uses_validation(self) -> bool:
+        return any(getattr(step, "uses_validation", False) for step in self.steps)
+
+    def apply(
+        self, model: nn.Module, calib: torch.Tensor | None, validation: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[nn.Module, dict[str, Any]]:
         """Apply every step to the same copy in turn; record structure changes for unpack."""
         reports, structure = [], {}
         before = _shapes(model)
         for i, step in enumerate(self.steps):
-            model, report = step.apply(model, calib)
+            model, report = apply_pass(step, model, calib, validation)
             reports.append(report)
             if i == len(self.steps) - 1:
                 break

@@ -26,6 +26,7 @@ report rows say so. Simulated: fp32 kernels on dequantized weights, no speed-up 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -77,6 +78,32 @@ def in_call_order(model: nn.Module, targets: list[Target], x: torch.Tensor) -> l
     modules = {id(t.module): t.module for t in targets}.values()
     run_calibration(model, x, [m.register_forward_pre_hook(hook) for m in modules])
     return sorted(targets, key=lambda t: order.get(id(t.module), len(targets)))
+
+
+def gptq_able(target: Target) -> bool:
+    """Whether GPTQ can round ``target``: an nn.Linear weight, whose input is one tensor X."""
+    return isinstance(target.module, nn.Linear) and target.pname == "weight"
+
+
+def code_in_order(
+    model: nn.Module,
+    targets: list[Target],
+    calib: torch.Tensor,
+    code: Callable[[Target, torch.Tensor | None], tuple[Parts, str]],
+    decode: Callable[[Parts, torch.Size], torch.Tensor],
+) -> dict[str, tuple[Parts, str]]:
+    """{name: (parts, action)}: ``targets`` coded in forward order, each decoded into the model
+    before the next, so every layer's Hessian comes from the already coded layers upstream.
+
+    ``code(target, h)`` gets the Hessian ``h`` of the target's inputs on ``calib`` when
+    :func:`gptq_able`, else None. Shared by gptq_weight_sim (one bit-width) and mixed precision
+    (one per layer), so that the two quantize the same way.
+    """
+    coded: dict[str, tuple[Parts, str]] = {}
+    for t in in_call_order(model, targets, calib[:1]):
+        coded[t.name] = code(t, hessian(model, t.module, calib) if gptq_able(t) else None)
+        write_back(t.param, decode(coded[t.name][0], real_view(t.param).shape))
+    return coded
 
 
 @dataclass(frozen=True)
@@ -181,19 +208,17 @@ class GPTQ(RTNWeightSim):
             raise ValueError("gptq needs calibration windows (calib is None)")
         c = self.config
         settings = GPTQSettings(c.percdamp, c.act_order, c.block_size)
-        coded: dict[str, tuple[Parts, str]] = {}
-        for t in in_call_order(model, targets, calib[:1]):
-            if isinstance(t.module, nn.Linear) and t.pname == "weight":
-                h = hessian(model, t.module, calib)
-                qw = gptq_quantize(
-                    t.param, h, self.bits_of(t.group), c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings,
-                    c.symmetric, c.calibration, c.percentile,
-                )
-                coded[t.name] = (self.tagged(parts_of(qw), t.group), self.action(t.group))
-            else:
-                coded[t.name] = (self.encode(real_view(t.param), t.group), self._fallback(t))
-            write_back(t.param, self.decode(coded[t.name][0], real_view(t.param).shape))
-        return coded
+
+        def code(t: Target, h: torch.Tensor | None) -> tuple[Parts, str]:
+            if h is None:
+                return self.encode(real_view(t.param), t.group), self._fallback(t)
+            qw = gptq_quantize(
+                t.param, h, self.bits_of(t.group), c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings,
+                c.symmetric, c.calibration, c.percentile,
+            )
+            return self.tagged(parts_of(qw), t.group), self.action(t.group)
+
+        return code_in_order(model, targets, calib, code, self.decode)
 
     def header(self) -> dict[str, Any]:
         c = self.config

@@ -19,20 +19,32 @@ program: minimise the summed sensitivity of the choices subject to a size budget
      trace is estimated by Hutchinson's method (E[v^T H v] over Rademacher v, ``hutchinson_samples``
      draws, seeded), Hv by central differences of gradients (see ``hutchinson_traces``).
 3. ``scipy.optimize.milp`` (HiGHS) chooses exactly one bit-width per layer minimising the
-   summed sensitivity within the budget. The sum assumes the layers' errors add up, so the
-   choice is then measured on the calibration windows against every uniform assignment within
-   the budget, and the lowest measured MSE is kept (``achieved.chosen_by`` says which): at
-   uniform b-bit's own size the result is never worse on calibration data than the same
+   summed sensitivity within the budget.
+4. The final choice is measured, since the sum assumes the layers' errors add up and the
+   label-free objective need not rank assignments as test error does. Candidates: the ILP's
+   solutions at the fractions ``ilp_budgets`` of the budget (default 1, 0.95, 0.9) and every
+   uniform assignment within the budget. Each is quantized as it would be stored and scored on
+   ``select_on``:
+   - ``validation`` (default): the task's loss (MSE; cross-entropy for class ids) on the
+     labeled windows of the val split, which the compress stage passes (``uses_validation``).
+     Label-free output error on train windows chose worse than uniform 3-bit on PatchTST's
+     test MSE; choosing on validation is what the project allows (test never chooses).
+   - ``calibration``: the output MSE vs fp32 on the calibration windows (no labels needed).
+   The lowest score is kept; ties go to the earlier candidate (the ILP first). The report's
+   ``selection`` lists every candidate with its score, ``achieved.chosen_by`` the winner: at
+   uniform b-bit's own size the result is never worse on the selection data than the same
    quantizer at b bits everywhere.
 
 Per-layer quantizer: RTN (rtn.quantize), or with ``quantizer: gptq`` GPTQ (gptq.py, its default
 settings) for nn.Linear weights and RTN for the rest. The ILP needs every layer's candidates
-before it picks any, so each layer's GPTQ runs on the inputs the fp32 model gives it, not on
-those of the already quantized layers before it as gptq_weight_sim does (its sequential scheme).
+before it picks any, so its sensitivity table codes each layer with GPTQ on the inputs the fp32
+model gives it. Each candidate assignment is then quantized sequentially, as gptq_weight_sim
+does (gptq.code_in_order: each layer on the outputs of the already quantized layers before
+it), so the uniform assignment reproduces gptq_weight_sim exactly.
 
 The report's ``uniform`` rows give, for each candidate bit-width used everywhere, its average
-bits, predicted and measured calibration MSE, and the ILP's predicted MSE at that same budget:
-the Pareto points to compare.
+bits, predicted and measured calibration MSE (of the sensitivity table's codes), and the ILP's
+predicted MSE at that same budget: the Pareto points the ILP sees.
 
 Stored form: per layer the bit-packed codes and scales (fp16, or fp8 codes + one fp32 unit) of
 RTN's grid (GPTQ only rounds differently) plus a 1-byte bit-width tag. Simulated: fp32 kernels on the dequantized weights,
@@ -41,34 +53,45 @@ no speed-up claimed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from seqcomp.compress import check_nested
-from seqcomp.compress.coded import CodedPass, candidates, row
-from seqcomp.compress.common import KEPT, summary
-from seqcomp.compress.gptq import GPTQ, GPTQSettings, gptq_quantize, hessian
-from seqcomp.compress.groups import DEFAULT_GROUPS
+from seqcomp.compress.coded import CodedPass, Parts, Target, row
+from seqcomp.compress.common import KEPT, run_calibration, summary
+from seqcomp.compress.gptq import GPTQ, GPTQSettings, code_in_order, gptq_able, gptq_quantize, hessian
+from seqcomp.compress.groups import DEFAULT_GROUPS, OTHER, kept_reason, named_groups
 from seqcomp.compress.rtn import QuantizedWeight, dequantize, parts_of, quantize, quantized_weight
-from seqcomp.compress.size import CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, stored_size
+from seqcomp.compress.size import BITS_SUFFIX, CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, stored_size
 from seqcomp.compress.uniform import GRID_SCALE_DTYPES
 from seqcomp.errors import ConfigError
 from seqcomp.registry import check
 
-BITS_SUFFIX = ".bits"
 SENSITIVITIES = ("measured", "hessian")
 QUANTIZERS = ("rtn", "gptq")
+SELECT_ON = ("validation", "calibration")
 RELATIVE_STEP = 1e-3  # finite-difference step of hutchinson_traces, relative to the weights' RMS
 
 
 def _output_mse(model: nn.Module, calib: torch.Tensor, reference: torch.Tensor) -> float:
     with torch.no_grad():
         return float(((model(calib) - reference) ** 2).mean())
+
+
+def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The loss the evaluation scores, on labeled windows: MSE for forecasts, cross-entropy for
+    class ids (a classification task's integer targets, the model emitting logits)."""
+    pred = torch.cat(run_calibration(model, x))  # (N, H, C) or (N, H, vocab)
+    if y.is_floating_point():
+        return float(((pred - y) ** 2).mean())
+    return float(F.cross_entropy(pred.flatten(0, 1), y.flatten()))
 
 
 def hutchinson_traces(
@@ -127,6 +150,25 @@ def choose_bits(sensitivity: np.ndarray, cost: np.ndarray, budget: float) -> np.
     return np.round(result.x).reshape(n, m).argmax(axis=1)
 
 
+def _rows(model: nn.Module, groups: list[str]) -> Iterator[tuple[str, str, nn.Parameter, str, str | None]]:
+    """(name, module type, parameter, group, why it stays fp32 or None) for every parameter.
+
+    Coded: every real parameter of the selected groups, 1-D ones too (S4D's skip term D, one
+    scale), exactly what rtn_weight_sim and gptq_weight_sim code, so that the uniform assignment
+    is those passes and the budget their stored bits.
+    """
+    for name, module, pname, param, group in named_groups(model):
+        reason = kept_reason(module, pname, group) if group not in groups else None
+        if reason is None and param.is_complex():
+            reason = "complex parameter kept in fp32"
+        yield name, type(module).__name__, param, group, reason
+
+
+def _target(model: nn.Module, name: str, group: str) -> Target:
+    module_name, _, pname = name.rpartition(".")
+    return Target(name, model.get_submodule(module_name), pname, group)
+
+
 class Weights:
     """The fp32 values of ``params`` and their dequantized candidates ``at[layer][column]``,
     swapped in and out of the model to measure assignments."""
@@ -150,7 +192,8 @@ class Weights:
 
 
 class MixedPrecision(CodedPass):
-    """Per-layer RTN bit-widths minimising calibration sensitivity under an average-bits budget."""
+    """Per-layer bit-widths (RTN or GPTQ codes): the ILP's choices and the uniform ones within a
+    stored-bits budget, the best on ``select_on`` kept."""
 
     @dataclass(frozen=True)
     class Config:
@@ -164,6 +207,8 @@ class MixedPrecision(CodedPass):
         hutchinson_samples: int = 16
         seed: int = 0
         groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))
+        select_on: str = "validation"  # validation (labeled val windows) | calibration (output error vs fp32)
+        ilp_budgets: list[float] = field(default_factory=lambda: [1.0, 0.95, 0.9])  # fractions of the budget
 
         def __post_init__(self) -> None:
             check(
@@ -206,11 +251,24 @@ class MixedPrecision(CodedPass):
                 f"must be a positive integer, got {self.hutchinson_samples!r}",
             )
             check(type(self.seed) is int, "seed", f"must be an integer, got {self.seed!r}")
+            check(
+                self.select_on in SELECT_ON, "select_on", f"must be one of {list(SELECT_ON)}, got {self.select_on!r}"
+            )
+            check(
+                isinstance(self.ilp_budgets, list)
+                and bool(self.ilp_budgets)
+                and all(type(f) in (int, float) and 0 < f <= 1 for f in self.ilp_budgets),
+                "ilp_budgets",
+                f"must be a non-empty list of fractions of the budget in (0, 1], got {self.ilp_budgets!r}",
+            )
             # group_size, scale_dtype and groups mean what they mean for rtn_weight_sim
             grid = {"group_size": self.group_size, "scale_dtype": self.scale_dtype, "groups": self.groups}
             check_nested("rtn_weight_sim", grid, "grid")
+            # RTN codes `other` tensors flattened; the ILP's per-layer rows have no such case
+            check(OTHER not in self.groups, "groups", f"mixed precision does not code the {OTHER!r} group")
 
     kind: ClassVar[str] = "mixed_precision_sim"
+    uses_validation: ClassVar[bool] = True  # compress() passes it the labeled val windows
     optional_parts: ClassVar[tuple[str, ...]] = (SCALE_UNIT_SUFFIX,)  # fp8 scales only
 
     def __init__(self, config: Config):
@@ -232,26 +290,53 @@ class MixedPrecision(CodedPass):
         return 8 * stored_size(parts_of(qw))["bytes"]
 
     def _codes(
-        self, model: nn.Module, targets: dict[str, nn.Parameter], calib: torch.Tensor
+        self, model: nn.Module, targets: list[Target], calib: torch.Tensor
     ) -> tuple[list[list[QuantizedWeight]], list[str]]:
         """Per layer its codes at every candidate bit-width, and the method that made them: RTN,
         or with ``quantizer: gptq`` GPTQ for nn.Linear weights (others RTN), each layer from the
-        inputs the fp32 model gives it: the table must exist before the ILP picks anything."""
+        inputs the fp32 model gives it: the sensitivity table must exist before the ILP picks."""
         c = self.config
-        settings = GPTQSettings(GPTQ.Config.percdamp, GPTQ.Config.act_order, GPTQ.Config.block_size)
         table, methods = [], []
-        for name, param in targets.items():
-            module_name, _, pname = name.rpartition(".")
-            module = model.get_submodule(module_name)
-            if c.quantizer == "gptq" and isinstance(module, nn.Linear) and pname == "weight":
-                h = hessian(model, module, calib)
-                dtype = GRID_SCALE_DTYPES[c.scale_dtype]
-                table.append([gptq_quantize(param, h, b, c.group_size, dtype, settings) for b in self.bits])
+        for t in targets:
+            if c.quantizer == "gptq" and gptq_able(t):
+                h = hessian(model, t.module, calib)
+                table.append([self._gptq(t.param, h, b) for b in self.bits])
                 methods.append("gptq")
             else:
-                table.append([self._quantize(param, b) for b in self.bits])
+                table.append([self._quantize(t.param, b) for b in self.bits])
                 methods.append("rtn" if c.quantizer == "rtn" else "rtn, gptq fallback: not an nn.Linear weight")
         return table, methods
+
+    def _gptq(self, weight: torch.Tensor, h: torch.Tensor, bits: int) -> QuantizedWeight:
+        c = self.config
+        settings = GPTQSettings(GPTQ.Config.percdamp, GPTQ.Config.act_order, GPTQ.Config.block_size)
+        return gptq_quantize(weight, h, bits, c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings)
+
+    def _stored_parts(
+        self, model: nn.Module, targets: list[Target], table: list[list[QuantizedWeight]], columns: tuple[int, ...],
+        calib: torch.Tensor,
+    ) -> list[Parts]:
+        """Per layer the stored parts (with the bit tag) of the assignment ``columns``, written
+        into the model: RTN's from the table; GPTQ's coded anew in forward order, each layer on
+        the already quantized layers before it (gptq.code_in_order, as gptq_weight_sim)."""
+
+        def tagged(qw: QuantizedWeight, bits: int) -> Parts:
+            return {**parts_of(qw), BITS_SUFFIX: torch.tensor(bits, dtype=torch.uint8)}
+
+        if self.config.quantizer == "rtn":
+            parts = [tagged(table[i][j], self.bits[j]) for i, j in enumerate(columns)]
+            for t, p in zip(targets, parts):
+                with torch.no_grad():
+                    t.param.copy_(self.decode(p, t.param.shape))
+            return parts
+        index = {t.name: i for i, t in enumerate(targets)}
+
+        def code(t: Target, h: torch.Tensor | None) -> tuple[Parts, str]:
+            bits = self.bits[columns[index[t.name]]]
+            return tagged(self._quantize(t.param, bits) if h is None else self._gptq(t.param, h, bits), bits), ""
+
+        coded = code_in_order(model, targets, calib, code, self.decode)
+        return [coded[t.name][0] for t in targets]
 
     def _budget(self, params: list[nn.Parameter], numel: int) -> float:
         """Stored bits allowed: ``avg_bits`` per weight, or exactly uniform ``uniform_bits``-bit RTN's."""
@@ -281,28 +366,38 @@ class MixedPrecision(CodedPass):
             fakes.restore()
         return sens, None
 
-    def apply(self, model: nn.Module, calib: torch.Tensor | None) -> tuple[nn.Module, dict[str, Any]]:
-        """Measure sensitivities on ``calib`` (N, L, C) inputs, solve the ILP, check its choice
-        against the uniform assignments within the budget, quantize in place."""
+    def apply(
+        self, model: nn.Module, calib: torch.Tensor | None, validation: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        """Measure sensitivities on ``calib`` (N, L, C) inputs, solve the ILP, score its choices and
+        the uniform assignments within the budget on ``select_on``, quantize in place with the best.
+
+        ``validation``: (x, y) labeled windows of the val split, needed with ``select_on: validation``.
+        """
+        c = self.config
         if calib is None:
             raise ValueError(f"{self.kind} needs calibration windows (N, L, C): it measures sensitivities on them")
+        if c.select_on == "validation" and (validation is None or len(validation[0]) == 0):
+            raise ValueError(
+                f"{self.kind} with select_on: validation needs the labeled val windows (x, y), which the compress "
+                "stage passes (compress(..., validation=...)); or set select_on: calibration"
+            )
         self.start(model)
-        rows = list(candidates(model, self.config.groups))
-        targets = {name: param for name, _, param, _, reason in rows if reason is None}
+        rows = list(_rows(model, c.groups))
+        targets = [_target(model, name, group) for name, _, _, group, reason in rows if reason is None]
         if not targets:
             layers = [row(name, kind, param, group, KEPT, reason) for name, kind, param, group, reason in rows]
-            skipped = f"no parameter of groups {list(self.config.groups)} to quantize; the model stays fp32"
+            skipped = f"no parameter of groups {list(c.groups)} to quantize; the model stays fp32"
             return model, {**self.header(), "skipped": skipped, **summary(layers), "layers": layers}
-        params = list(targets.values())
+        params = [t.param for t in targets]
         numel = sum(p.numel() for p in params)
         table, methods = self._codes(model, targets, calib)
-        at = [[dequantize(qw, b, self.config.group_size) for qw, b in zip(codes, self.bits)] for codes in table]
+        at = [[dequantize(qw, b, c.group_size) for qw, b in zip(codes, self.bits)] for codes in table]
         fakes = Weights(params, at)
         cost = np.array([[self._stored_bits(qw, b) for qw, b in zip(codes, self.bits)] for codes in table], dtype=float)
         budget = self._budget(params, numel)
         fits = [j for j in range(len(self.bits)) if cost[:, j].sum() <= budget]  # the bits are sorted
         if not fits:
-            c = self.config
             asked = f"avg_bits: {c.avg_bits}" if c.uniform_bits is None else f"uniform_bits: {c.uniform_bits}"
             raise ConfigError(
                 f"{self.kind}: {asked} ({budget / numel:.4f} bits per weight) is below the smallest average "
@@ -312,25 +407,70 @@ class MixedPrecision(CodedPass):
         sens, traces = self._sensitivities(model, fakes, calib, reference)
         uniform = [self._uniform_row(model, fakes, calib, reference, j, sens, cost, numel)
                    for j in range(len(self.bits))]
-        choice = choose_bits(sens, cost, budget)
-        fakes.assign(list(choice))
-        ilp_mse = _output_mse(model, calib, reference)
-        fakes.restore()
-        best = min((uniform[j]["calib_mse"], j) for j in fits)  # the measured check: never worse than these
-        chosen_by = "ilp"
-        if best[0] < ilp_mse:
-            choice, chosen_by = np.full(len(params), best[1]), f"uniform int{self.bits[best[1]]}"
-        index = {name: i for i, name in enumerate(targets)}
+        picked = np.arange(len(targets))
+        scored = []
+        for columns, name in self._candidates(sens, cost, budget, fits).items():
+            parts = self._stored_parts(model, targets, table, columns, calib)
+            calib_mse = _output_mse(model, calib, reference)
+            score = calib_mse if c.select_on == "calibration" else task_loss(model, *validation)
+            fakes.restore()
+            scored.append({
+                "name": name,
+                "avg_bits": float(cost[picked, list(columns)].sum() / numel),
+                "predicted_mse": float(sens[picked, list(columns)].sum()),
+                "calib_mse": calib_mse,
+                "score": score,
+                "parts": parts,
+            })
+        best = min(scored, key=lambda cand: cand["score"])  # min keeps the first of equal scores
+        layers = self._commit_all(model, rows, targets, best["parts"], methods, sens, traces)
+        achieved = {
+            "avg_bits": best["avg_bits"],
+            "budget_avg_bits": budget / numel,
+            "chosen_by": best["name"],
+            "predicted_mse": best["predicted_mse"],
+            "calib_mse": best["calib_mse"],
+        }
+        selection = {
+            "on": c.select_on,
+            "score": "output MSE vs fp32 on the calibration windows" if c.select_on == "calibration"
+            else f"task loss on the {len(validation[0])} labeled val windows",
+            "candidates": [{k: v for k, v in cand.items() if k != "parts"} for cand in scored],
+        }
+        report = {**self.header(), "achieved": achieved, "selection": selection, "uniform": uniform}
+        return model, {**report, **summary(layers), "layers": layers}
+
+    def _candidates(
+        self, sens: np.ndarray, cost: np.ndarray, budget: float, fits: list[int]
+    ) -> dict[tuple[int, ...], str]:
+        """{assignment (a column per layer): its name}: the ILP's solutions at ``ilp_budgets``
+        (those feasible), then every uniform assignment that fits; one entry per distinct
+        assignment, named by all that produced it."""
+        named: dict[tuple[int, ...], list[str]] = {}
+        for fraction in self.config.ilp_budgets:
+            choice = choose_bits(sens, cost, fraction * budget)
+            if choice is not None:
+                named.setdefault(tuple(int(j) for j in choice), []).append(
+                    "ilp" if fraction == 1 else f"ilp at {fraction:g} of the budget"
+                )
+        for j in fits:
+            named.setdefault((j,) * len(sens), []).append(f"uniform int{self.bits[j]}")
+        return {columns: " = ".join(names) for columns, names in named.items()}
+
+    def _commit_all(
+        self, model: nn.Module, rows: list[tuple], targets: list[Target], parts: list[Parts], methods: list[str],
+        sens: np.ndarray, traces: list[float] | None,
+    ) -> list[dict[str, Any]]:
+        """Write the chosen parts into the model (remembered for pack); the report's layer rows."""
+        index = {t.name: i for i, t in enumerate(targets)}
         layers = []
         for name, kind, param, group, reason in rows:
             if reason is not None:
                 layers.append(row(name, kind, param, group, KEPT, reason))
                 continue
             i = index[name]
-            bits, qw = self.bits[choice[i]], table[i][choice[i]]
-            tag = torch.tensor(bits, dtype=torch.uint8)
-            parts = {**parts_of(qw), BITS_SUFFIX: tag}
-            error = self.commit(model, name, param, parts)
+            bits = int(parts[i][BITS_SUFFIX])
+            error = self.commit(model, name, param, parts[i])
             layers.append({
                 **row(name, kind, param, group, f"int{bits} {methods[i]} (mixed precision) (simulated)"),
                 "bits": bits,
@@ -338,17 +478,7 @@ class MixedPrecision(CodedPass):
                 **({"hessian_trace": traces[i]} if traces is not None else {}),
                 "weight_rel_err": error,
             })
-        picked = np.arange(len(choice))
-        achieved = {
-            "avg_bits": float(cost[picked, choice].sum() / numel),
-            "budget_avg_bits": budget / numel,
-            "chosen_by": chosen_by,
-            "ilp_calib_mse": ilp_mse,
-            "predicted_mse": float(sens[picked, choice].sum()),
-            "calib_mse": _output_mse(model, calib, reference),
-        }
-        report = {**self.header(), "achieved": achieved, "uniform": uniform}
-        return model, {**report, **summary(layers), "layers": layers}
+        return layers
 
     def _uniform_row(
         self, model: nn.Module, fakes: Weights, calib: torch.Tensor, reference: torch.Tensor, j: int,
@@ -381,5 +511,7 @@ class MixedPrecision(CodedPass):
             groups=list(c.groups),
             budget_avg_bits=c.avg_bits,
             budget_uniform_bits=c.uniform_bits,
+            select_on=c.select_on,
+            ilp_budgets=list(c.ilp_budgets),
             bits_accounting="stored bits of codes + scales per weight, over the layers it quantizes",
         )

@@ -31,11 +31,14 @@ def run_compress(spec: dict[str, Any], model_path: Path, data_dir: Path, out_dir
     """Compress the trained model at ``model_path`` with ``spec['pass']`` into ``out_dir``."""
     net = load_model(model_path)
     series = PreparedSeries.load(data_dir)
+    cycle = cycle_of(net)
     calib = calibration_windows(series, spec["lookback"], spec["horizon"], spec["calibration"]["windows"], spec["seed"],
-                                cycle_of(net))
+                                cycle)
+    # labeled val windows, given only to passes that choose among candidates on them (mixed precision)
+    validation = series.windows("val", spec["lookback"], spec["horizon"], cycle).tensors()
     with tracked(run):
         run.log_params(spec)
-        _, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib)
+        _, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib, validation=validation)
         with atomic_path(out_dir / "model.pt") as tmp:
             torch.save(stored, tmp)
         size = stored_size(stored)
