@@ -12,9 +12,9 @@ import torch
 from compress_testkit import SHAPE, TINY, output_mse, registry_model, round_trip, windows
 from torch import nn
 
-from seqcomp.compress import compress, mixed_precision, pass_config, stored_size
+from seqcomp.compress import build_pass, compress, mixed_precision, pass_config, stored_size
 from seqcomp.compress.bitpack import packed_nbytes
-from seqcomp.compress.mixed_precision import choose_bits, task_loss
+from seqcomp.compress.mixed_precision import choose_bits, paired_p_value, task_loss
 from seqcomp.errors import ConfigError
 from seqcomp.models import build_model
 
@@ -255,6 +255,7 @@ def test_impossible_budget_and_missing_calibration_are_clear_errors() -> None:
         ({"avg_bits": 3, "scale_dtype": "bfloat16"}, "scale_dtype"),
         ({"avg_bits": 3, "budget": 3}, "budget"),
         ({"avg_bits": 3, "select_on": "test"}, "select_on"),
+        ({"avg_bits": 3, "select_alpha": 0.0}, "select_alpha"),
         ({"avg_bits": 3, "ilp_budgets": []}, "ilp_budgets"),
         ({"avg_bits": 3, "ilp_budgets": [1.0, 1.1]}, "ilp_budgets"),
     ],
@@ -262,3 +263,38 @@ def test_impossible_budget_and_missing_calibration_are_clear_errors() -> None:
 def test_config_errors_name_the_key(params: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=rf"passes\.mp: .*{key}"):
         pass_config("mixed_precision_sim", params, "passes.mp")
+
+
+def test_paired_p_value_blocks_overlapping_windows() -> None:
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(960, generator=g)
+    noise = 0.01 * torch.randn(960, generator=g)
+    assert paired_p_value(base - 0.05 + noise, base, block=96) < 1e-6  # clearly lower in every block
+    assert paired_p_value(base + 0.05 + noise, base, block=96) > 0.99  # clearly higher: no evidence
+    assert paired_p_value(base, base, block=96) == 1.0  # no spread
+    assert paired_p_value(base - 0.05, base, block=600) == 1.0  # one block: no test possible
+    # a gain that one block carries alone is not significant once windows are blocked
+    lucky = base.clone()
+    lucky[:96] -= 0.5
+    assert paired_p_value(lucky, base, block=1) < 0.05 and paired_p_value(lucky, base, block=96) > 0.05
+
+
+def test_validation_leaves_the_uniform_incumbent_only_on_significant_evidence() -> None:
+    mp = build_pass("mixed_precision_sim", {"uniform_bits": 3}, "pass")
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(480, generator=g) + 1.0
+    y = torch.zeros(480, 48, 1)  # forecasts of horizon 48: blocks of 48 windows, 10 blocks
+
+    def cand(name: str, losses: torch.Tensor) -> dict:
+        return {"name": name, "score": float(losses.mean()), "losses": losses}
+
+    slightly = cand("ilp", base - 0.001 + 0.05 * torch.randn(480, generator=g))
+    uniform = cand("uniform int3", base)
+    chosen, test = mp._select([slightly, uniform], "uniform int3", (None, y))
+    assert slightly["score"] < uniform["score"] and chosen is uniform and test["p_value"] >= 0.05
+    clearly = cand("ilp", base - 0.2 + 0.01 * torch.randn(480, generator=g))
+    chosen, test = mp._select([clearly, uniform], "uniform int3", (None, y))
+    assert chosen is clearly and test["p_value"] < 0.05 and test["incumbent"] == "uniform int3"
+    # calibration: the lowest score, no test
+    cal = build_pass("mixed_precision_sim", {"uniform_bits": 3, "select_on": "calibration"}, "pass")
+    assert cal._select([slightly, uniform], "uniform int3", None)[0] is slightly
