@@ -53,6 +53,7 @@ def main() -> None:
 
     from seqcomp.artifacts import load_model
     from seqcomp.compress import compress
+    from seqcomp.models.cycle import cycle_of
 
     rows = []
     for path in args.models:
@@ -62,6 +63,9 @@ def main() -> None:
         int8, _, report = compress("int8_dynamic", {}, load_model(path), None)
         for b in (int(v) for v in args.batches.split(",")):
             x = torch.randn(b, shape["lookback"], shape["channels"])
+            if (period := cycle_of(net)) is not None:  # a cycle model also takes each step's phase
+                phase = (torch.arange(shape["lookback"]) % period).float()
+                x = torch.cat([x, phase.expand(b, -1)[..., None]], dim=-1)
             fp32_ms, int8_ms = paired_latency(net.eval(), int8.eval(), x, args.warmup, args.repeats)
             row = {"model": kind, "batch": b, "fp32_ms": round(fp32_ms, 4), "int8_ms": round(int8_ms, 4),
                    "speedup": round(fp32_ms / int8_ms, 3), "int8_layers": report.get("quantized_layers")}

@@ -29,6 +29,14 @@ from seqcomp.registry import check
 SCANS = ("auto", "sequential", "chunked")
 
 
+def check_selective(cfg: object) -> None:
+    """The checks every config of Mamba blocks shares: step-size range, dt rank, dropout, scan."""
+    check(isinstance(cfg.dt_rank, int) and cfg.dt_rank >= 0, "dt_rank", f"must be >= 0 (0 = auto), got {cfg.dt_rank!r}")
+    check(0 < cfg.dt_min <= cfg.dt_max, "dt_min", f"need 0 < dt_min <= dt_max, got {cfg.dt_min}, {cfg.dt_max}")
+    check_dropout(cfg)
+    check_choice(cfg.scan, "scan", SCANS)
+
+
 class MambaMixer(OptimTagged):
     """(B, L, d_model) -> (B, L, d_model): the selective SSM block without norm and residual."""
 
@@ -89,10 +97,7 @@ class MambaForecaster(nn.Module):
 
         def __post_init__(self) -> None:
             check_positive(self, "d_model", "d_state", "n_layers", "expand", "d_conv")
-            check(isinstance(self.dt_rank, int) and self.dt_rank >= 0, "dt_rank", f"must be >= 0 (0 = auto), got {self.dt_rank!r}")
-            check(0 < self.dt_min <= self.dt_max, "dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
-            check_dropout(self)
-            check_choice(self.scan, "scan", SCANS)
+            check_selective(self)
 
     def __init__(self, shape: SeriesShape, cfg: "MambaForecaster.Config"):
         super().__init__()

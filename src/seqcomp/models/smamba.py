@@ -28,9 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from seqcomp.models import SeriesShape
-from seqcomp.models._common import check_choice, check_dropout, check_positive
-from seqcomp.models.mamba import SCANS, MambaMixer
-from seqcomp.registry import check
+from seqcomp.models._common import check_positive
+from seqcomp.models.mamba import MambaMixer, check_selective
 
 
 class SMambaLayer(nn.Module):
@@ -72,10 +71,7 @@ class SMambaForecaster(nn.Module):
 
         def __post_init__(self) -> None:
             check_positive(self, "d_model", "d_ff", "d_state", "n_layers", "d_conv")
-            check(isinstance(self.dt_rank, int) and self.dt_rank >= 0, "dt_rank", f"must be >= 0 (0 = auto), got {self.dt_rank!r}")
-            check(0 < self.dt_min <= self.dt_max, "dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
-            check_dropout(self)
-            check_choice(self.scan, "scan", SCANS)
+            check_selective(self)
 
     def __init__(self, shape: SeriesShape, cfg: "SMambaForecaster.Config"):
         super().__init__()
