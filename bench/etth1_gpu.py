@@ -162,7 +162,9 @@ def table(path: Path) -> str:
         lines.append(f"| {model} | {lookback} | " + " | ".join(cells) + f" | {g['seeds'].min()} | "
                      + (f"{fit:.0f}" if fit is not None else "-") + " |")
     skipped = [r for r in rows if "skipped" in r or "error" in r]
-    return "\n".join(lines) + f"\n\n{len(skipped)} jobs skipped or failed\n\n" + headline_markdown(frame, "ETTh1 (GPU)")
+    devices = sorted({r["header"]["device"] for r in rows if "header" in r}) or ["device not recorded"]
+    title = f"ETTh1 ({', '.join(devices)})"
+    return "\n".join(lines) + f"\n\n{len(skipped)} jobs skipped or failed\n\n" + headline_markdown(frame, title)
 
 
 def main() -> None:
