@@ -67,7 +67,7 @@ def main() -> None:
                 phase = (torch.arange(shape["lookback"]) % period).float()
                 x = torch.cat([x, phase.expand(b, -1)[..., None]], dim=-1)
             fp32_ms, int8_ms = paired_latency(net.eval(), int8.eval(), x, args.warmup, args.repeats)
-            row = {"model": kind, "batch": b, "fp32_ms": round(fp32_ms, 4), "int8_ms": round(int8_ms, 4),
+            row = {"model": kind, "path": str(path), "batch": b, "fp32_ms": round(fp32_ms, 4), "int8_ms": round(int8_ms, 4),
                    "speedup": round(fp32_ms / int8_ms, 3), "int8_layers": report.get("quantized_layers")}
             print(json.dumps(row), flush=True)
             rows.append(row)
