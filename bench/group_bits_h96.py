@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
+from passes_h96 import score_pass, stage_windows  # bench/ is the script's directory
 from seqcomp.artifacts import load_model
-from seqcomp.compress import compress, fp32_model_bytes, stored_size
-from seqcomp.compress.stage import calibration_windows
+from seqcomp.compress import fp32_model_bytes
 from seqcomp.data.windows import PreparedSeries
 from seqcomp.evaluate.metrics import scores
 
@@ -52,19 +52,18 @@ MODELS = ["tsmixer", "s4d", "mamba", "spacetime", "linear", "dlinear", "lstm", "
 
 def measure(models_dir: Path, data: Path, models: list[str], labels: list[str]) -> list[dict]:
     series = PreparedSeries.load(data)
-    test = series.windows("test", 96, 96)
-    calib = calibration_windows(series, 96, 96, 256, 0)
     rows = []
     for name in models:
         net = load_model(models_dir / f"{name}.pt")
-        fp32_mse, fp32 = scores(net, test, "forecast")["mse"], fp32_model_bytes(net)
+        windows = stage_windows(series, net, 96, 96, 256, 0)
+        fp32_mse, fp32 = scores(net, windows["test"], "forecast")["mse"], fp32_model_bytes(net)
         for label in labels:
             groups, group_bits = CANDIDATES[label]
             params = {**BASE, "groups": groups, "group_bits": group_bits}
-            compressed, stored, _ = compress("gptq_weight_sim", params, net, calib)
-            mse, size = scores(compressed, test, "forecast")["mse"], stored_size(stored)["bytes"]
+            got = score_pass("gptq_weight_sim", params, net, windows, fp32_mse)
+            size = got["size"]["bytes"]
             rows.append({"model": name, "config": label, "ratio": fp32 / size, "bytes": size, "fp32_bytes": fp32,
-                         "mse": mse, "fp32_mse": fp32_mse, "dmse_pct": 100 * (mse / fp32_mse - 1)})
+                         "mse": got["mse"], "fp32_mse": fp32_mse, "dmse_pct": got["dmse_pct"]})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 

@@ -24,9 +24,8 @@ from typing import Any
 
 import torch
 
+from passes_h96 import score_pass, stage_windows  # bench/ is the script's directory
 from seqcomp.artifacts import load_model
-from seqcomp.compress import compress, stored_size
-from seqcomp.compress.stage import calibration_windows
 from seqcomp.data.windows import PreparedSeries
 from seqcomp.evaluate.metrics import scores
 
@@ -35,13 +34,13 @@ UNIFORM = {"rtn": "rtn_weight_sim", "gptq": "gptq_weight_sim"}
 ORDER = (float.__lt__, float.__eq__, float.__gt__)  # MP's test MSE vs uniform's: better, same, worse
 
 
-def point(kind: str, params: dict[str, Any], net: torch.nn.Module, calib: torch.Tensor, data: dict[str, Any]) -> dict:
-    """Test MSE, stored bits per quantized weight and bytes of one pass on ``net``."""
-    model, stored, report = compress(kind, params, net, calib, validation=data["validation"])
-    size = stored_size(stored)
-    mse = scores(model, data["test"], data["task"])["mse"]
+def point(kind: str, params: dict[str, Any], net: torch.nn.Module, windows: dict[str, Any], fp32: float) -> dict:
+    """Test MSE (and its change vs fp32), stored bits per quantized weight and bytes of one pass on ``net``."""
+    got = score_pass(kind, params, net, windows, fp32)
+    size, report = got["size"], got["report"]
     out = {
-        "mse": mse,
+        "mse": got["mse"],
+        "delta_pct": got["dmse_pct"],
         "bits": 8 * (size["weights_bytes"] + size["scales_bytes"]) / report["quantized_numel"],
         "bytes": size["bytes"],
     }
@@ -51,16 +50,14 @@ def point(kind: str, params: dict[str, Any], net: torch.nn.Module, calib: torch.
     return out
 
 
-def run_model(name: str, net: torch.nn.Module, calib: torch.Tensor, data: dict[str, Any], bits: list[int]) -> list:
-    fp32 = scores(net, data["test"], data["task"])["mse"]
+def run_model(name: str, net: torch.nn.Module, windows: dict[str, Any], bits: list[int]) -> list:
+    fp32 = scores(net, windows["test"], windows["task"])["mse"]
     rows = []
     for quantizer, uniform_kind in UNIFORM.items():
         for b in bits:
             start = time.perf_counter()
-            uniform = point(uniform_kind, {"bits": b}, net, calib, data)
-            mp = point("mixed_precision_sim", {"uniform_bits": b, "quantizer": quantizer}, net, calib, data)
-            for p in (uniform, mp):
-                p["delta_pct"] = 100 * (p["mse"] / fp32 - 1)
+            uniform = point(uniform_kind, {"bits": b}, net, windows, fp32)
+            mp = point("mixed_precision_sim", {"uniform_bits": b, "quantizer": quantizer}, net, windows, fp32)
             rows.append({
                 "model": name, "quantizer": quantizer, "budget": f"uniform {b}-bit", "bits": b, "fp32_mse": fp32,
                 "uniform": uniform, "mp": mp,
@@ -119,12 +116,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     series = PreparedSeries.load(args.data)
-    calib = calibration_windows(series, args.lookback, args.horizon, args.calibration_windows, args.seed)
-    data = {
-        "validation": series.windows("val", args.lookback, args.horizon).tensors(),
-        "test": series.windows("test", args.lookback, args.horizon),
-        "task": series.task,
-    }
     result: dict[str, Any] = {
         "setup": {**{k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                   "selection": "mixed_precision_sim defaults (select_on: validation, ilp_budgets 1/0.95/0.9)",
@@ -135,7 +126,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.models:
         net = load_model(args.models_dir / f"{name}.pt").eval()
-        result["rows"] += run_model(name, net, calib, data, args.bits)
+        windows = stage_windows(series, net, args.lookback, args.horizon, args.calibration_windows, args.seed)
+        result["rows"] += run_model(name, net, windows, args.bits)
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
         args.out.with_suffix(".md").write_text(table(result["rows"]))
 

@@ -25,17 +25,43 @@ import torch
 import yaml
 
 
+def stage_windows(series: Any, net: torch.nn.Module, lookback: int, horizon: int, calibration: int, seed: int) -> dict:
+    """The windows the compress and evaluate stages give a trained model: every test window, a
+    seeded sample of ``calibration`` train windows, the labeled val windows (for passes that
+    choose on them); each with the phase column when ``net`` forecasts around a cycle. Shared
+    by the bench scripts that score passes on trained models."""
+    from seqcomp.compress.stage import calibration_windows
+    from seqcomp.models.cycle import cycle_of
+
+    cycle = cycle_of(net)
+    return {
+        "test": series.windows("test", lookback, horizon, cycle),
+        "calib": calibration_windows(series, lookback, horizon, calibration, seed, cycle),
+        "validation": series.windows("val", lookback, horizon, cycle).tensors(),
+        "task": series.task,
+    }
+
+
+def score_pass(kind: str, params: dict[str, Any], net: torch.nn.Module, windows: dict, fp32_mse: float) -> dict:
+    """One pass on ``net`` as the stages run it: test MSE, its change vs fp32 (%), the stored
+    form's sizes (``stored_size``) and the pass's report."""
+    from seqcomp.compress import compress, stored_size
+    from seqcomp.evaluate.metrics import scores
+
+    model, stored, report = compress(kind, params, net, windows["calib"], validation=windows["validation"])
+    mse = scores(model, windows["test"], windows["task"])["mse"]
+    return {"mse": mse, "dmse_pct": 100 * (mse / fp32_mse - 1), "size": stored_size(stored), "report": report}
+
+
 def run(configs: list[Path], data: Path, passes: list[str], models: list[Path], seed: int) -> list[dict]:
     from snakemake.utils import update_config
 
     from seqcomp.artifacts import load_model
-    from seqcomp.compress import compress, fp32_model_bytes, stored_size
-    from seqcomp.compress.stage import calibration_windows
+    from seqcomp.compress import fp32_model_bytes
     from seqcomp.config import load_config
     from seqcomp.data.windows import PreparedSeries
     from seqcomp.evaluate.metrics import scores
     from seqcomp.jobs import pass_spec
-    from seqcomp.models.cycle import cycle_of
 
     merged: dict[str, Any] = {}
     for path in configs:
@@ -46,19 +72,15 @@ def run(configs: list[Path], data: Path, passes: list[str], models: list[Path], 
     for path in models:
         net = load_model(path)
         shape = torch.load(path, map_location="cpu", weights_only=True)["shape"]
-        L, H, cycle = shape["lookback"], shape["horizon"], cycle_of(net)
-        test = series.windows("test", L, H, cycle)
-        calib = calibration_windows(series, L, H, cfg["calibration"]["windows"], seed, cycle)
-        validation = series.windows("val", L, H, cycle).tensors()
-        fp32_mse, fp32_bytes = scores(net, test, "forecast")["mse"], fp32_model_bytes(net)
+        windows = stage_windows(series, net, shape["lookback"], shape["horizon"], cfg["calibration"]["windows"], seed)
+        fp32_mse, fp32_bytes = scores(net, windows["test"], "forecast")["mse"], fp32_model_bytes(net)
         name = path.parts[-4] if len(path.parts) >= 4 else path.stem  # .../<model>/L..-H../seedN/model.pt
         for passname in passes:
             spec = pass_spec(cfg, passname)
-            model, stored, _ = compress(spec["pass_kind"], spec["pass_params"], net, calib, validation=validation)
-            size = stored_size(stored)["bytes"]
-            mse = scores(model, test, "forecast")["mse"]
-            rows.append({"model": name, "pass": passname, "mse": mse, "fp32_mse": fp32_mse,
-                         "dmse_pct": 100 * (mse / fp32_mse - 1), "bytes": size, "ratio": fp32_bytes / size if size else None})
+            got = score_pass(spec["pass_kind"], spec["pass_params"], net, windows, fp32_mse)
+            size = got["size"]["bytes"]
+            rows.append({"model": name, "pass": passname, "mse": got["mse"], "fp32_mse": fp32_mse,
+                         "dmse_pct": got["dmse_pct"], "bytes": size, "ratio": fp32_bytes / size if size else None})
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
