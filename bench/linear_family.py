@@ -65,7 +65,7 @@ def relevel(stats: tuple, k: int) -> tuple:
     w = np.zeros(size)
     w[size - 1 - k : size - 1] = 1.0 / k  # level = w^T a
     m = np.eye(size)
-    m[: size - 1] -= np.outer(np.r_[np.ones(size - 1), 0.0][: size - 1], w)
+    m[: size - 1] -= w  # every lookback value minus the level; the bias row stays
     gw = gram @ w  # (C, L+1)
     gram_z = m @ gram @ m.T
     cross_z = m @ (cross - gw[..., None] * np.ones(horizon))
