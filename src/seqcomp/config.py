@@ -97,6 +97,15 @@ def dataset_windows(cfg: dict[str, Any], dataset: str, lookbacks: list[int], bas
     return [shape] if shape is not None else list(product(lookbacks, cfg["horizons"]))
 
 
+def _check_series(cfg: dict[str, Any], base_dir: Path) -> None:
+    """Load every series dataset as its data job would (parse, split, fit the scaler), so a bad
+    value or a constant channel fails ``validate`` and the DAG build, not a job."""
+    from seqcomp.data.prepare import check_series
+
+    for name, entry in cfg["datasets"].items():
+        check_series(entry, base_dir, f"datasets.{name}")
+
+
 def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
     """Every (lookback, horizon) must leave at least one window in every split of every dataset."""
     from seqcomp.data import window_counts
@@ -161,6 +170,7 @@ def load_config(
             if kept.get("key") == key:
                 return kept["config"]
     _resolve_plugins(cfg)
+    _check_series(cfg, base)
     _check_windows_fit(cfg, base)
     if memo is not None:
         write_json(memo, {"key": key, "config": cfg})

@@ -8,6 +8,7 @@ and the source's identity (file hash or generator parameters) for provenance. A 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,24 @@ from seqcomp.errors import DataError
 from seqcomp.io import atomic_path, write_json
 
 
-def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = ".", name: str = "dataset") -> dict:
-    """Write ``series.parquet`` and ``meta.json`` for one config dataset entry into ``out_dir``."""
-    where = f"datasets.{name}"
-    source = build_source(entry, Path(base_dir), where)
-    if sample_shape(entry, Path(base_dir), where) is not None:
-        return _prepare_samples(source, entry, Path(out_dir), name)
+@dataclass
+class FittedSeries:
+    """A loaded series, its split borders and the scaler fitted on its train rows."""
+
+    frame: pl.DataFrame  # date + channels
+    load_info: dict[str, Any]  # what loading did (fill counts)
+    borders: tuple[int, int, int]
+    values: np.ndarray  # (T, C) float64
+    mean: np.ndarray  # (C,)
+    std: np.ndarray  # (C,)
+
+    @property
+    def channels(self) -> list[str]:
+        return [c for c in self.frame.columns if c != "date"]
+
+
+def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
+    """Load a series source, split it and fit the scaler on train rows; a flat train channel is an error."""
     frame, load_info = source.load()
     channels = [c for c in frame.columns if c != "date"]
     borders = split_borders(entry.get("split"), frame.height, where=f"{where}.split")
@@ -35,7 +48,24 @@ def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = "
     flat = [c for c, s in zip(channels, std) if s == 0]
     if flat:
         raise DataError(f"{where}: channel(s) {flat} are constant over the train split; drop them ({where}.columns)")
-    scaled = ((values - mean) / std).astype(np.float32)
+    return FittedSeries(frame, load_info, borders, values, mean, std)
+
+
+def check_series(entry: dict[str, Any], base_dir: str | Path, where: str) -> None:
+    """Refuse at config time (``validate``, the DAG build) what ``prepare`` would refuse, before any job runs."""
+    if sample_shape(entry, Path(base_dir), where) is None:
+        fit_series(build_source(entry, Path(base_dir), where), entry, where)
+
+
+def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = ".", name: str = "dataset") -> dict:
+    """Write ``series.parquet`` and ``meta.json`` for one config dataset entry into ``out_dir``."""
+    where = f"datasets.{name}"
+    source = build_source(entry, Path(base_dir), where)
+    if sample_shape(entry, Path(base_dir), where) is not None:
+        return _prepare_samples(source, entry, Path(out_dir), name)
+    fitted = fit_series(source, entry, where)
+    frame, channels, borders, mean, std = fitted.frame, fitted.channels, fitted.borders, fitted.mean, fitted.std
+    scaled = ((fitted.values - mean) / std).astype(np.float32)
     out = frame.select("date").with_columns([pl.Series(c, scaled[:, i]) for i, c in enumerate(channels)])
     meta = {
         "dataset": name,
@@ -45,7 +75,7 @@ def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = "
         "n_rows": frame.height,
         "borders": list(borders),
         "scaler": {"mean": mean.tolist(), "std": std.tolist(), "fitted_on": "train"},
-        **load_info,
+        **fitted.load_info,
     }
     if hasattr(source, "optimal_mse_per_step"):  # up to the longest horizon a test window can have
         meta["optimal_mse_per_step"] = source.optimal_mse_per_step(std, borders[2] - borders[1])

@@ -29,16 +29,39 @@ def split_borders(split: dict[str, Any] | None, n_rows: int, where: str = "split
     elif "borders" in split:
         borders = tuple(int(b) for b in split["borders"])
     else:
-        train_r, _, test_r = split["ratios"]
         if sum(split["ratios"]) > 1 + 1e-9:
             raise ConfigError(f"{where}.ratios: {split['ratios']} sum to more than 1")
-        n_train, n_test = int(n_rows * train_r), int(n_rows * test_r)
-        borders = (n_train, n_rows - n_test, n_rows)
-    if not borders[0] < borders[1] < borders[2]:
+        borders = _ratio_borders(split["ratios"], n_rows)
+        if not _increasing(borders):
+            sizes = "/".join(str(b - a) for a, b in zip((0, *borders), borders))
+            raise ConfigError(
+                f"{where}: the series has {n_rows} row{'s' * (n_rows != 1)}: ratios {split['ratios']} give "
+                f"train/val/test {sizes} rows; each needs at least one row, so the series needs at least "
+                f"{_fewest_rows(split['ratios'])} rows (more for a window of lookback + horizon)"
+            )
+    if not _increasing(borders):
         raise ConfigError(f"{where}: borders {list(borders)} must be strictly increasing")
     if borders[2] > n_rows:
         raise ConfigError(f"{where}: test ends at row {borders[2]} but the series has only {n_rows} rows")
     return borders
+
+
+def _ratio_borders(ratios: list[float], n_rows: int) -> tuple[int, int, int]:
+    """Train and test rounded down, val takes the rest (Time-Series-Library)."""
+    n_train, n_test = int(n_rows * ratios[0]), int(n_rows * ratios[2])
+    return n_train, n_rows - n_test, n_rows
+
+
+def _increasing(borders: tuple[int, int, int]) -> bool:
+    return 0 < borders[0] < borders[1] < borders[2]
+
+
+def _fewest_rows(ratios: list[float]) -> int:
+    """The fewest rows for which ``ratios`` give every split at least one row."""
+    n = 3
+    while not _increasing(_ratio_borders(ratios, n)):
+        n += 1
+    return n
 
 
 def window_starts(borders: tuple[int, int, int], split: str, lookback: int, horizon: int) -> range:
