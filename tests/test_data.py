@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from conftest import tiny_entry
 from seqcomp.data.prepare import prepare
 from seqcomp.data.split import count_windows, split_borders
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.errors import ConfigError, DataError
+from seqcomp.errors import ConfigError, DataError, SeqcompError
 
 
 def test_etth1_standard_borders_give_published_window_counts(etth1: Path, tmp_path: Path) -> None:
@@ -93,6 +94,12 @@ GOOD_HEAD = "date,a,b\n2020-01-01 00:00:00,1,2\n2020-01-01 01:00:00,2,3\n"
         (GOOD_HEAD + "2020-01-01 02:00:00,1,inf\n", "column 'b' line 4: missing or non-finite"),
         (b"date,a\n\xff\xfe,1\n", "not UTF-8"),
         (GOOD_HEAD + "2020-01-01 02:00:00,1,2,3\n", "line 4 has 4 fields, the header has 3"),
+        (GOOD_HEAD + "2020-01-01 02:00:00,1e39,4\n", "column 'a' line 4: '1e39' is beyond the float32 range"),
+        (GOOD_HEAD + "2020-01-01 02:00:00,1,-1e308\n", "column 'b' line 4: '-1e308' is beyond the float32 range"),
+        (GOOD_HEAD.replace(",", ";").replace("01:00:00;2", "01:00:00;x"), "column 'a' line 3: 'x' is not a number"),
+        (b"PK\x03\x04" + b"\0" * 40, "is zip-compressed, not CSV text"),
+        (b"\x1f\x8b\x08\x00truncated", "is gzip-compressed but cannot be decompressed"),
+        (gzip.compress(b"date,a\n"), "has a header but no data rows"),
     ],
 )
 def test_bad_csv_gets_a_clear_error_naming_file_and_place(tmp_path: Path, text: str, expected: str) -> None:
@@ -106,6 +113,107 @@ def test_bad_csv_gets_a_clear_error_naming_file_and_place(tmp_path: Path, text: 
 def test_missing_file_names_the_config_key(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"file not found \(datasets.d.path\)"):
         prepare({"kind": "csv", "path": str(tmp_path / "nope.csv")}, tmp_path / "out", name="d")
+    with pytest.raises(DataError, match=r"is a directory, not a CSV file \(datasets.d.path\)"):
+        prepare({"kind": "csv", "path": str(tmp_path)}, tmp_path / "out", name="d")
+
+
+def test_values_past_float32_are_refused_even_with_ffill(tmp_path: Path) -> None:
+    """1e39 is finite as read (float64) and inf once stored (float32): not a missing value to fill."""
+    path = write(tmp_path, GOOD_HEAD + "2020-01-01 02:00:00,3.5e38,4\n")
+    entry = {"kind": "csv", "path": str(path), "missing": "ffill", "split": {"borders": [1, 2, 3]}}
+    with pytest.raises(DataError, match=r"line 4: '3.5e38' is beyond the float32 range"):
+        prepare(entry, tmp_path / "out", name="d")
+    rows = "2020-01-01 02:00:00,{},4\n2020-01-01 03:00:00,1,5\n"
+    entry["split"] = {"borders": [2, 3, 4]}
+    path.write_text(GOOD_HEAD + rows.format("3.4e38"))  # fits float32 (max 3.40282e38), not once scaled
+    with pytest.raises(DataError, match=r"datasets.d: channel 'a' at 2020-01-01 02:00:00: 3.4e\+38 is 6.8e\+38 "
+                                        r"train standard deviations from the train mean, beyond float32 once scaled"):
+        prepare(entry, tmp_path / "out", name="d")
+    path.write_text(GOOD_HEAD.replace(",1,", ",-3.4e38,").replace(",2,", ",3.4e38,") + rows.format("-1e38"))
+    meta = prepare(entry, tmp_path / "out", name="d")
+    assert np.isfinite(pl.read_parquet(tmp_path / "out/series.parquet")["a"].to_numpy()).all()
+    assert meta["scaler"]["std"][0] == pytest.approx(3.4e38)
+
+
+def test_one_data_row_says_how_many_rows_the_split_needs(tmp_path: Path) -> None:
+    path = write(tmp_path, "date,a\n2020-01-01 00:00:00,1\n")
+    with pytest.raises(SeqcompError, match=r"datasets.d.split: the series has 1 row: ratios \[0.7, 0.1, 0.2\] give "
+                                           r"train/val/test 0/1/0 rows; .* at least 5 rows"):
+        prepare({"kind": "csv", "path": str(path), "split": {"ratios": [0.7, 0.1, 0.2]}}, tmp_path / "out", name="d")
+
+
+def hourly_csv(tmp_path: Path, name: str, date_format: str, rows: int = 400, sep: str = ",") -> Path:
+    """A CSV of ``rows`` hourly rows from 2016-07-01 with dates written in ``date_format``."""
+    from datetime import datetime, timedelta
+
+    start = datetime(2016, 7, 1)
+    lines = [sep.join(["date", "a", "b"])] + [
+        sep.join([(start + timedelta(hours=h)).strftime(date_format), str(h % 7), str((h * 3) % 11)]) for h in range(rows)
+    ]
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_back(tmp_path: Path, path: Path, **keys) -> pl.DataFrame:
+    out = tmp_path / f"out-{path.name}"
+    prepare({"kind": "csv", "path": str(path), "split": {"ratios": [0.6, 0.2, 0.2]}, **keys}, out, name="d")
+    return pl.read_parquet(out / "series.parquet")
+
+
+def test_month_first_dates_are_read_month_first_over_the_whole_column(tmp_path: Path) -> None:
+    """07/01/2016 00:00 ... : polars alone reads 288 rows day-first, then fails at 07/13; one format reads all."""
+    iso = read_back(tmp_path, hourly_csv(tmp_path, "iso.csv", "%Y-%m-%d %H:%M:%S"))
+    for name, fmt in [("us.csv", "%m/%d/%Y %H:%M"), ("eu.csv", "%d.%m.%Y %H:%M"), ("t.csv", "%Y-%m-%dT%H:%M")]:
+        assert read_back(tmp_path, hourly_csv(tmp_path, name, fmt)).equals(iso), fmt
+
+
+def test_ambiguous_dates_are_refused_naming_column_examples_and_key(tmp_path: Path) -> None:
+    path = hourly_csv(tmp_path, "short.csv", "%m/%d/%Y %H:%M", rows=200)  # 1-9 July: every day is a month too
+    with pytest.raises(DataError, match=r"column 'date': ambiguous dates: both '%d/%m/%Y %H:%M' \(day-first\) and "
+                                        r"'%m/%d/%Y %H:%M' \(month-first\) read every row, e.g. '07/01/2016 00:00' and "
+                                        r"'07/01/2016 01:00'; set datasets.d.date_format"):
+        read_back(tmp_path, path)
+    iso = read_back(tmp_path, hourly_csv(tmp_path, "iso.csv", "%Y-%m-%d %H:%M:%S", rows=200))
+    assert read_back(tmp_path, path, date_format="%m/%d/%Y %H:%M").equals(iso)
+
+
+def test_a_date_format_that_misses_a_row_names_the_line_and_key(tmp_path: Path) -> None:
+    path = hourly_csv(tmp_path, "us.csv", "%m/%d/%Y %H:%M")
+    with pytest.raises(DataError, match=r"line 290: cannot parse '07/13/2016 00:00' as a date in the format "
+                                        r"'%d/%m/%Y %H:%M' \(datasets.d.date_format\)"):
+        read_back(tmp_path, path, date_format="%d/%m/%Y %H:%M")
+    mixed = tmp_path / "mixed.csv"  # month-first, then ISO: no one format reads every row
+    mixed.write_text(path.read_text().replace("07/10/2016 05:00", "2016-07-10 05:00"))
+    with pytest.raises(DataError, match=r"line 223: cannot parse '2016-07-10 05:00' as a date in the format "
+                                        r"'%d/%m/%Y %H:%M' or '%m/%d/%Y %H:%M', which reads the lines before it, and no one format "
+                                        r"reads every row; set datasets.d.date_format"):
+        read_back(tmp_path, mixed)
+
+
+def test_separators_and_compression_are_read_as_plain_csv(tmp_path: Path) -> None:
+    plain = read_back(tmp_path, hourly_csv(tmp_path, "plain.csv", "%Y-%m-%d %H:%M:%S"))
+    for sep in (";", "\t", "|"):
+        assert read_back(tmp_path, hourly_csv(tmp_path, f"sep{ord(sep)}.csv", "%Y-%m-%d %H:%M:%S", sep=sep)).equals(plain)
+    gz = tmp_path / "packed.csv"  # gzip-compressed under a .csv name
+    gz.write_bytes(gzip.compress((tmp_path / "plain.csv").read_bytes()))
+    assert read_back(tmp_path, gz).equals(plain)
+    # an explicit separator wins over the header's most frequent character
+    with pytest.raises(DataError, match=r"no date column 'date'.*columns are \['date;a;b'\]"):
+        read_back(tmp_path, tmp_path / "sep59.csv", separator=",")
+
+
+def test_month_first_etth1_reads_as_the_original(etth1: Path, tmp_path: Path) -> None:
+    """The issue's case: ETTh1 with its dates rewritten 07/01/2016 00:00."""
+    frame = pl.read_csv(etth1, infer_schema=False)
+    dates = frame["date"].str.to_datetime("%Y-%m-%d %H:%M:%S").dt.strftime("%m/%d/%Y %H:%M")
+    us = tmp_path / "etth1_us.csv"
+    frame.with_columns(dates.alias("date")).write_csv(us)
+    entry = {"kind": "csv", "split": {"preset": "ett_hour"}}
+    a = prepare({**entry, "path": str(etth1)}, tmp_path / "a", name="d")
+    b = prepare({**entry, "path": str(us)}, tmp_path / "b", name="d")
+    assert a["scaler"] == b["scaler"]
+    assert pl.read_parquet(tmp_path / "a/series.parquet").equals(pl.read_parquet(tmp_path / "b/series.parquet"))
 
 
 def test_ffill_fills_and_counts(tmp_path: Path) -> None:

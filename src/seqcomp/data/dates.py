@@ -59,21 +59,25 @@ def parse_dates(raw: pl.Series, fmt: str | None, origin: str, key: str) -> pl.Se
             raise _fail(origin, text, int(bad[0]), f" in the format {fmt!r} ({key})")
         return parsed
     first = text[0] or ""
-    fits, best, best_row = [], None, 0  # formats reading every row; else the one reading the most leading rows
+    fits, best, best_row = [], [], 0  # formats reading every row; else those reading the most leading rows
     for candidate in (f for f in CANDIDATE_FORMATS if re.fullmatch(_shape(f), first)):
         parsed = _read(text, candidate)
         bad = parsed.is_null().arg_true()
         if not len(bad):
             fits.append((candidate, parsed))
-        elif int(bad[0]) > best_row or best is None:
-            best, best_row = candidate, int(bad[0])
+        elif int(bad[0]) > best_row or not best:
+            best, best_row = [candidate], int(bad[0])
+        elif int(bad[0]) == best_row:
+            best.append(candidate)
     if fits:
         return _one_reading(fits, text, origin, key)
     if re.match(r"\d{4}\D", first):  # year first (unambiguous): polars' own formats, e.g. with a UTC offset
         parsed = text.str.to_datetime(strict=False)
         if not parsed.is_null().any():
             return parsed
-    detail = f" in the format {best!r} that reads the lines before it" if best else ""
+    named = " or ".join(repr(f) for f in best)
+    detail = (f" in the format {named}, which reads the lines before it, and no one format reads every row"
+              if best else " in any format tried")
     raise _fail(origin, text, best_row, f"{detail}; set {key} (a strftime format, e.g. '%Y-%m-%d %H:%M:%S')")
 
 

@@ -28,7 +28,7 @@ class FittedSeries:
     frame: pl.DataFrame  # date + channels
     load_info: dict[str, Any]  # what loading did (fill counts)
     borders: tuple[int, int, int]
-    values: np.ndarray  # (T, C) float64
+    scaled: np.ndarray  # (T, C) float32, (value - mean) / std
     mean: np.ndarray  # (C,)
     std: np.ndarray  # (C,)
 
@@ -38,7 +38,11 @@ class FittedSeries:
 
 
 def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
-    """Load a series source, split it and fit the scaler on train rows; a flat train channel is an error."""
+    """Load a series source, split it and scale it with train rows' statistics.
+
+    A channel flat over train has no scale; a value so far from train that it overflows float32
+    once scaled would be inf in every job that reads it: both are errors here, before any job.
+    """
     frame, load_info = source.load()
     channels = [c for c in frame.columns if c != "date"]
     borders = split_borders(entry.get("split"), frame.height, where=f"{where}.split")
@@ -48,7 +52,17 @@ def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
     flat = [c for c, s in zip(channels, std) if s == 0]
     if flat:
         raise DataError(f"{where}: channel(s) {flat} are constant over the train split; drop them ({where}.columns)")
-    return FittedSeries(frame, load_info, borders, values, mean, std)
+    with np.errstate(over="ignore"):
+        scaled = ((values - mean) / std).astype(np.float32)
+    rows, cols = np.nonzero(~np.isfinite(scaled))
+    if len(rows):
+        row, col = int(rows[0]), int(cols[0])
+        raise DataError(
+            f"{where}: channel {channels[col]!r} at {frame['date'][row]}: {values[row, col]:.6g} is "
+            f"{(values[row, col] - mean[col]) / std[col]:.3g} train standard deviations from the train mean, "
+            "beyond float32 once scaled"
+        )
+    return FittedSeries(frame, load_info, borders, scaled, mean, std)
 
 
 def check_series(entry: dict[str, Any], base_dir: str | Path, where: str) -> None:
@@ -65,8 +79,7 @@ def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = "
         return _prepare_samples(source, entry, Path(out_dir), name)
     fitted = fit_series(source, entry, where)
     frame, channels, borders, mean, std = fitted.frame, fitted.channels, fitted.borders, fitted.mean, fitted.std
-    scaled = ((fitted.values - mean) / std).astype(np.float32)
-    out = frame.select("date").with_columns([pl.Series(c, scaled[:, i]) for i, c in enumerate(channels)])
+    out = frame.select("date").with_columns([pl.Series(c, fitted.scaled[:, i]) for i, c in enumerate(channels)])
     meta = {
         "dataset": name,
         "kind": entry["kind"],
