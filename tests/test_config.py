@@ -12,7 +12,7 @@ import yaml
 
 from conftest import ROOT
 from seqcomp.config import load_config
-from seqcomp.errors import ConfigError
+from seqcomp.errors import ConfigError, SeqcompError
 
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
 
@@ -91,6 +91,32 @@ def test_missing_csv_fails_at_config_time(tmp_path: Path) -> None:
     cfg = broken(datasets={"x": {"kind": "csv", "path": str(tmp_path / "missing.csv")}})
     with pytest.raises(Exception, match=r"missing.csv: file not found \(datasets.x.path\)"):
         load_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (["1.0"] * 30, list(range(30)), r"datasets.x: channel\(s\) \['a'\] are constant over the train split"),
+        ([*range(29), "1e39"], [2] * 30, r"x.csv: column 'a' line 31: '1e39' is beyond the float32 range"),
+        ([1], [2], r"datasets.x.split: the series has 1 row"),
+    ],
+)
+def test_data_that_a_job_would_refuse_fails_at_config_time(tmp_path: Path, a: list, b: list, expected: str) -> None:
+    """`python -m seqcomp validate` and the DAG build read the data: no job starts on a bad file."""
+    dates = [f"2020-01-{1 + h // 24:02d} {h % 24:02d}:00" for h in range(len(a))]
+    (tmp_path / "x.csv").write_text("\n".join(["date,a,b", *(f"{d},{x},{y}" for d, x, y in zip(dates, a, b))]) + "\n")
+    cfg = broken(datasets={"x": {"kind": "csv", "path": str(tmp_path / "x.csv"), "split": {"ratios": [0.5, 0.2, 0.3]}}},
+                 lookbacks=[2], horizons=[1])
+    with pytest.raises(SeqcompError, match=expected):
+        load_config(cfg)
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndatasets:\n  a: {kind: csv\n  b: 1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML: line 4, column 4: expected ',' or '}', but got ':' "
+                                          r"\(while parsing a flow mapping at line 3\)$"):
+        load_config(bad)
 
 
 def test_missing_config_file_is_clear(tmp_path: Path) -> None:

@@ -1,12 +1,18 @@
-"""Fuzz: seeded random corruptions of a valid CSV get a clean DataError or a clean result.
+"""Fuzz: seeded random corruptions of a valid CSV get a clean error or a clean result, and
+seeded lossless rewrites of one (date format, separator, compression) read back the same.
 
-Never a traceback from inside polars or torch: every failure must be our DataError, whose
-message names the file.
+Never a traceback from inside polars or torch: every failure must be our error, whose message
+names the file (or, for a split the data cannot fill, the dataset's config key).
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import random
+import re
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +20,10 @@ import polars as pl
 import pytest
 
 from seqcomp.data.prepare import prepare
-from seqcomp.errors import DataError
+from seqcomp.errors import DataError, SeqcompError
 
-N_CASES = 240
+N_CASES = 320
+N_REWRITES = 120
 
 
 def valid_csv(rng: random.Random, rows: int = 40) -> str:
@@ -26,12 +33,22 @@ def valid_csv(rng: random.Random, rows: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
-def corrupt(text: str, rng: random.Random) -> bytes:
+# What the error must name for the corruptions whose cause is known (all of them fail but 12 intact).
+CAUSES = {
+    10: r"column '[abc]' line \d+: '[-.0-9e]+' is beyond the float32 range",
+    11: r"datasets.fuzz.split: the series has [123] rows?: .* at least \d+ rows",
+    12: r"is (gzip|bzip2|xz)-compressed but cannot be decompressed",
+    13: r"is a directory, not a CSV file \(datasets.fuzz.path\)",
+}
+
+
+def corrupt(text: str, rng: random.Random) -> tuple[int, bytes | None]:
+    """(kind of corruption, corrupted contents); contents None: the path is a directory."""
     lines = text.splitlines()
-    kind = rng.randrange(10)
+    kind = rng.randrange(14)
     i = rng.randrange(1, len(lines))
     if kind == 0:  # truncated file, possibly mid-line
-        return text[: rng.randrange(len(text))].encode()
+        return kind, text[: rng.randrange(len(text))].encode()
     if kind == 1:  # a row with a missing field
         lines[i] = lines[i].rsplit(",", 1)[0]
     elif kind == 2:  # swapped columns in the header
@@ -47,32 +64,93 @@ def corrupt(text: str, rng: random.Random) -> bytes:
         pos = rng.randrange(len(lines[i]) + 1)
         lines[i] = lines[i][:pos] + '"' + lines[i][pos:]
     elif kind == 5:  # wrong encoding
-        return ("\n".join(lines) + "\n").encode("utf-16")
+        return kind, ("\n".join(lines) + "\n").encode("utf-16")
     elif kind == 6:  # empty or whitespace-only
-        return rng.choice([b"", b"\n\n", b"   "])
+        return kind, rng.choice([b"", b"\n\n", b"   "])
     elif kind == 7:  # binary garbage
-        return bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+        return kind, bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
     elif kind == 8:  # duplicated / shuffled rows (timestamps out of order)
         j = rng.randrange(1, len(lines))
         lines.insert(j, lines[i])
-    else:  # an extra column in one row
+    elif kind == 9:  # an extra column in one row
         lines[i] += ",7.0"
-    return ("\n".join(lines) + "\n").encode()
+    elif kind == 10:  # finite as read, past float32 (inf once stored)
+        cells = lines[i].split(",")
+        cells[rng.randrange(1, len(cells))] = rng.choice(["1e39", "-1e308", "3.5e38", "1e300"])
+        lines[i] = ",".join(cells)
+    elif kind == 11:  # one data row, or a few
+        lines = lines[: rng.choice([2, 2, 3, 4])]
+    elif kind == 12:  # compressed, intact or cut short
+        packed = rng.choice([gzip.compress, bz2.compress, lzma.compress])(text.encode())
+        return kind, packed if rng.random() < 0.5 else packed[: rng.randrange(6, len(packed))]
+    else:  # a path that is a directory
+        return kind, None
+    return kind, ("\n".join(lines) + "\n").encode()
 
 
 @pytest.mark.parametrize("seed", range(N_CASES))
 def test_corrupted_csv_fails_cleanly_or_parses(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
     path = tmp_path / f"case{seed}.csv"
-    path.write_bytes(corrupt(valid_csv(rng), rng))
+    kind, data = corrupt(valid_csv(rng), rng)
+    if data is None:
+        path.mkdir()
+    else:
+        path.write_bytes(data)
     entry = {"kind": "csv", "path": str(path), "split": {"ratios": [0.5, 0.2, 0.3]}}
     try:
         meta = prepare(entry, tmp_path / "out", name="fuzz")
-    except DataError as exc:
+    except SeqcompError as exc:
         assert str(path) in str(exc) or "datasets.fuzz" in str(exc), str(exc)
+        assert kind not in CAUSES or re.search(CAUSES[kind], str(exc)), str(exc)
         assert not (tmp_path / "out" / "series.parquet").exists()
         return
+    assert kind in range(10) or kind == 12, f"corruption {kind} was read as data"
     frame = pl.read_parquet(tmp_path / "out" / "series.parquet")
     values = frame.select(meta["channels"]).to_numpy()
     assert np.isfinite(values).all() and frame.height == meta["n_rows"]
     assert frame["date"].is_sorted() and frame["date"].n_unique() == frame.height
+
+
+DAY_OR_MONTH_FIRST = ["%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M", "%d.%m.%Y %H:%M:%S", "%m-%d-%y %H:%M", "%d/%m/%YT%H:%M"]
+YEAR_FIRST = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y/%m/%d %H:%M", "%Y-%m-%d %H:%M:%S.%f"]
+COMPRESS = {"none": lambda b: b, "gzip": gzip.compress, "bzip2": bz2.compress, "xz": lzma.compress}
+
+
+def dated_series(rng: random.Random) -> tuple[list[datetime], list[tuple[str, str]]]:
+    start = datetime(rng.randrange(2016, 2023), rng.randrange(1, 13), rng.randrange(1, 29), rng.randrange(24))
+    step = timedelta(minutes=rng.choice([15, 60, 60 * 24]))
+    n = rng.randrange(30, 90)
+    return [start + k * step for k in range(n)], [(f"{rng.gauss(0, 1):.4f}", f"{rng.gauss(5, 2):.4f}") for _ in range(n)]
+
+
+def csv_text(dates: list[datetime], values: list[tuple[str, str]], fmt: str, sep: str) -> str:
+    lines = [sep.join(["date", "a", "b"])] + [sep.join([d.strftime(fmt), *v]) for d, v in zip(dates, values)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(N_REWRITES))
+def test_rewritten_csv_reads_the_same_or_asks_for_the_date_format(tmp_path: Path, seed: int) -> None:
+    """Another date format, separator or compression: the same series, or (only for dates both
+    day-first and month-first read into different times) a refusal naming date_format."""
+    rng = random.Random(seed)
+    fmt = rng.choice(DAY_OR_MONTH_FIRST + YEAR_FIRST)
+    sep, packing = rng.choice([",", ";", "\t", "|"]), rng.choice(list(COMPRESS))
+    dates, values = dated_series(rng)
+    reference, path = tmp_path / "reference.csv", tmp_path / "rewritten.csv"
+    reference.write_text(csv_text(dates, values, "%Y-%m-%d %H:%M:%S", ","))
+    path.write_bytes(COMPRESS[packing](csv_text(dates, values, fmt, sep).encode()))
+
+    def read(csv: Path, **keys) -> pl.DataFrame:
+        out = tmp_path / f"out-{csv.stem}-{len(keys)}"
+        prepare({"kind": "csv", "path": str(csv), "split": {"ratios": [0.5, 0.2, 0.3]}, **keys}, out, name="fuzz")
+        return pl.read_parquet(out / "series.parquet")
+
+    expected = read(reference)
+    ambiguous = fmt in DAY_OR_MONTH_FIRST and all(d.day <= 12 for d in dates) and any(d.day != d.month for d in dates)
+    if ambiguous:
+        with pytest.raises(DataError, match=r"column 'date': ambiguous dates: .*datasets.fuzz.date_format"):
+            read(path)
+        assert read(path, date_format=fmt).equals(expected)
+    else:
+        assert read(path).equals(expected), (fmt, sep, packing)

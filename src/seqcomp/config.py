@@ -138,6 +138,18 @@ def _check_key(cfg: dict[str, Any], base_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """'line L, column C: problem (context at line L')', 1-based, without yaml's source excerpts."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return str(exc)
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    context = getattr(exc, "context_mark", None)
+    if context is not None and exc.context:
+        text += f" ({exc.context} at line {context.line + 1})"
+    return text
+
+
 def load_config(
     source: str | Path | dict[str, Any], base_dir: str | Path = ".", memo_dir: str | Path | None = None
 ) -> dict[str, Any]:
@@ -156,7 +168,7 @@ def load_config(
         try:
             source = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     cfg = validate_schema(source)
     base = Path(base_dir)
     memo = Path(memo_dir) / f"{cfg['name']}.json" if memo_dir is not None else None
