@@ -100,7 +100,7 @@ def dataset_windows(cfg: dict[str, Any], dataset: str, lookbacks: list[int], bas
 def _check_series(cfg: dict[str, Any], base_dir: Path) -> None:
     """Load every series dataset as its data job would (parse, split, fit the scaler), so a bad
     value or a constant channel fails ``validate`` and the DAG build, not a job."""
-    from seqcomp.data.prepare import check_series
+    from seqcomp.data import check_series
 
     for name, entry in cfg["datasets"].items():
         check_series(entry, base_dir, f"datasets.{name}")

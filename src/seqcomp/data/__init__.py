@@ -62,6 +62,14 @@ def sample_shape(entry: dict[str, Any], base_dir: Path, where: str = "dataset") 
     return source.shape
 
 
+def check_series(entry: dict[str, Any], base_dir: Path, where: str = "dataset") -> None:
+    """Refuse at config time (``validate``, the DAG build) what ``prepare`` would refuse, before any job runs."""
+    from seqcomp.data.prepare import fit_series
+
+    if sample_shape(entry, base_dir, where) is None:
+        fit_series(build_source(entry, base_dir, where), entry, where)
+
+
 def window_counts(
     entry: dict[str, Any], base_dir: Path, lookback: int, horizon: int, where: str = "dataset"
 ) -> dict[str, int]:

@@ -65,12 +65,6 @@ def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
     return FittedSeries(frame, load_info, borders, scaled, mean, std)
 
 
-def check_series(entry: dict[str, Any], base_dir: str | Path, where: str) -> None:
-    """Refuse at config time (``validate``, the DAG build) what ``prepare`` would refuse, before any job runs."""
-    if sample_shape(entry, Path(base_dir), where) is None:
-        fit_series(build_source(entry, Path(base_dir), where), entry, where)
-
-
 def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = ".", name: str = "dataset") -> dict:
     """Write ``series.parquet`` and ``meta.json`` for one config dataset entry into ``out_dir``."""
     where = f"datasets.{name}"
