@@ -40,8 +40,8 @@ test: setup  ## unit tests + end-to-end runs of the real workflow on config/smok
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow"
 
-ui: setup  ## MLflow UI over the project's store, on 127.0.0.1 only
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port 5000
+ui: setup  ## MLflow UI over the project's store, on 127.0.0.1 only; one worker is plenty for one person
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port 5000 --workers 1
 
 clean:
 	rm -rf results .snakemake

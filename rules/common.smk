@@ -12,6 +12,9 @@ except SeqcompError as exc:
 P = jobs.paths(C)
 TRACKING_ARG = f"--tracking-uri {C['tracking_uri']}" if C["tracking_uri"] else ""
 JOB = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
+# What the console says of a job (a rule's `message:` replaces Snakemake's listing of its inputs,
+# which for our jobs is mostly the package files they depend on).
+JOB_MESSAGE = "{wildcards.dataset}/{wildcards.model} L{wildcards.lookback}-H{wildcards.horizon} seed{wildcards.seed}"
 
 
 wildcard_constraints:

@@ -18,6 +18,8 @@ rule compress:
         uri=TRACKING_ARG,
     log:
         f"{P['logs']}/compress/{JOB}/{{passname}}.log",
+    message:
+        f"compress {JOB_MESSAGE} {{wildcards.passname}}"
     threads: 1
     resources:
         mem_mb=4000,

@@ -14,6 +14,8 @@ rule prepare_data:
         out=lambda w, output: os.path.dirname(output.series),
     log:
         f"{P['logs']}/data/{{dataset}}.log",
+    message:
+        "data {wildcards.dataset}"
     threads: 1
     resources:
         mem_mb=2000,
@@ -45,6 +47,8 @@ rule tracking_init:
         uri=TRACKING_ARG,
     log:
         f"{P['logs']}/tracking_init.log",
+    message:
+        "tracking_init: MLflow experiment {params.experiment}"
     localrule: True
     conda:
         "../envs/seqcomp.yaml"

@@ -50,6 +50,8 @@ rule summarize:
         uri=TRACKING_ARG,
     log:
         f"{P['logs']}/summarize.log",
+    message:
+        "summary of {params.experiment}: tables and plots"
     threads: 1
     resources:
         mem_mb=2000,

@@ -19,6 +19,8 @@ rule train:
         config=P["config"],  # written by onstart (rules/data.smk); a record, not an input
     log:
         f"{P['logs']}/train/{JOB}.log",
+    message:
+        f"train {JOB_MESSAGE}"
     threads: 1
     resources:
         mem_mb=4000,

@@ -229,3 +229,11 @@ def test_a_train_job_logs_to_a_remote_tracking_server(tiny_data: Path, tmp_path:
     assert not (tmp_path / "results").exists()
     stored = {p.name for p in (tmp_path / "server-artifacts").rglob("*") if p.is_file()}
     assert {"config.yaml", "model.pt", "MLmodel", "input_example.json"} <= stored
+
+
+def test_run_names_tell_the_jobs_of_a_grid_apart() -> None:
+    from seqcomp.cli import run_name
+
+    spec = {"dataset": "ett", "model": "lstm", "lookback": 96, "horizon": 24, "seed": 2}
+    assert run_name("train", spec) == "train/ett/lstm/L96-H24/seed2"
+    assert run_name("evaluate", {**spec, "pass": "int8_dynamic"}) == "evaluate/ett/lstm/L96-H24/seed2/int8_dynamic"

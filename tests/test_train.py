@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from seqcomp.errors import SeqcompError
 from seqcomp.io import read_json
 from seqcomp.models import MODELS
 from seqcomp.tracking import Run, client, resolve_uri
-from seqcomp.train import train
+from seqcomp.train import epoch_line, train
 
 SETTINGS = {"max_epochs": 3, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,
             "loss": "mse", "limit_train_batches": 3, "accelerator": "cpu", "precision": "auto"}
@@ -48,6 +49,24 @@ def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Pat
     assert c.get_run(run.run_id).info.status == "FINISHED"
     assert read_json(tmp_path / "out" / "run.json")["run_id"] == run.run_id
     assert isinstance(load_model(tmp_path / "out" / "model.pt"), torch.nn.Module)
+
+
+def test_each_epoch_logs_one_line_and_lightning_stays_quiet(tiny_data: Path, tmp_path: Path, caplog, recwarn) -> None:  # noqa: ANN001
+    s = spec("dlinear", patience=3)
+    with caplog.at_level(logging.INFO, logger="seqcomp"):
+        train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    lines = [r.getMessage() for r in caplog.records if r.name == "seqcomp.train"]
+    assert lines[0].startswith("fitting dlinear:") and "train windows" in lines[0]
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == ["1/3", "2/3", "3/3"]
+    assert all("train/loss" in line and "val/mse" in line and line.endswith(" s") for line in epochs)
+    noisy = [str(w.message) for w in recwarn if "lightning" in w.filename]
+    assert not [m for m in noisy if any(n in m for n in ("exists and is not empty", "logging interval", "srun"))], noisy
+
+
+def test_epoch_line_format() -> None:
+    line = epoch_line({"epoch": 0, "train/loss": 0.51234, "val/mse": 0.4, "train/lr": 0.01}, 20, 1.234)
+    assert line == "epoch 1/20  train/loss 0.5123  val/mse 0.4  1.2 s"
 
 
 def test_lr_decay_multiplies_the_rate_every_epoch(tiny_data: Path, tmp_path: Path) -> None:

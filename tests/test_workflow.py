@@ -117,6 +117,35 @@ def test_mlflow_holds_the_run_tree(smoke_run: Path) -> None:
     assert params == {"params.hidden": "16"}
 
 
+def test_runs_are_named_by_their_job_and_evaluations_carry_their_record(smoke_run: Path) -> None:
+    db = sqlite3.connect(smoke_run / "results" / "mlflow.db")
+    names = {name for (name,) in db.execute("select name from runs")}
+    assert "train/tiny/lstm/L24-H8/seed0" in names
+    assert "evaluate/tiny/lstm/L24-H8/seed0/int8_dynamic" in names
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{smoke_run / 'results' / 'mlflow.db'}")
+    (run_id,) = db.execute("select run_uuid from runs where name = 'evaluate/tiny/lstm/L24-H8/seed0/fp32'").fetchone()
+    assert {"metrics.json", "forecast_examples.json"} <= {a.path for a in client.list_artifacts(run_id)}
+
+
+def test_training_logs_one_line_per_epoch_and_no_noise(smoke_run: Path) -> None:
+    log = (smoke_run / "results" / "smoke" / "logs" / "train" / "tiny" / "lstm" / "L24-H8" / "seed0.log").read_text()
+    epochs = [line for line in log.splitlines() if " epoch " in line]
+    assert len(epochs) == smoke_config()["train"]["max_epochs"], log
+    assert "train/loss" in epochs[0] and "val/mse" in epochs[0] and epochs[0].endswith(" s")
+    for noise in ("Tip:", "GPU available", "exists and is not empty", "Pickle", "deprecated", "srun"):
+        assert noise not in log, noise
+
+
+def test_the_console_names_jobs_without_their_input_lists(smoke_run: Path) -> None:
+    result = snakemake(smoke_run, "-n", "--forcerun", "evaluate")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "evaluate tiny/lstm L24-H8 seed0 fp32" in out
+    assert "input:" not in out and "src/seqcomp" not in out
+
+
 def test_second_invocation_has_nothing_to_do(smoke_run: Path) -> None:
     result = snakemake(smoke_run, "-n")
     assert result.returncode == 0, result.stderr[-3000:]

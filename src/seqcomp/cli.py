@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -62,11 +63,18 @@ def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = 
 
     wildcards = {k: spec[k] for k in ("dataset", "model", "lookback", "horizon", "seed", "pass") if k in spec}
     job = "/".join([stage, *(str(v) for v in wildcards.values())])
-    name = f"{stage}/{spec['model']}" + (f"/{spec['pass']}" if "pass" in spec else "")
+    name = run_name(stage, spec)
     # Tagged with Snakemake's own names (the rule is the stage; ``pass`` is the ``passname`` wildcard).
     tags = {"seqcomp.stage": stage, **snakemake_tags(stage, {"passname" if k == "pass" else k: v
                                                              for k, v in wildcards.items()})}
     return Run.start(resolve_uri(args.tracking_uri), spec["experiment"], name, job, tags, parent=parent)
+
+
+def run_name(stage: str, spec: dict) -> str:
+    """The job as its results path names it: ``train/ett/lstm/L96-H24/seed0`` (``/<pass>`` after
+    compress and evaluate), so runs of a grid tell themselves apart in the MLflow UI."""
+    name = f"{stage}/{spec['dataset']}/{spec['model']}/L{spec['lookback']}-H{spec['horizon']}/seed{spec['seed']}"
+    return name + (f"/{spec['pass']}" if "pass" in spec else "")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -164,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     faulthandler.enable()  # a crash in native code (torch, sqlite) still leaves a traceback in the job log
+    # Progress lines (one per training epoch) go to stderr, i.e. the job's log, with a time stamp.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("seqcomp").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         args.fn(args)

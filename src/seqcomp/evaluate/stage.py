@@ -69,6 +69,10 @@ def run_evaluate(
         run.log_metrics(flat)
         run.set_tags({"seqcomp.simulated": str(report["simulated"]).lower()})
         write_json(out_path, metrics)
+        # what a person browsing the run wants beside its numbers: the whole record and the forecasts
+        run.log_artifact(out_path)
+        if "examples" in metrics:
+            run.log_dict(metrics["examples"], "forecast_examples.json")
     return metrics
 
 

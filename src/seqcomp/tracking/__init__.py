@@ -220,9 +220,11 @@ class Run:
         # An explicit logged-model entity: without one MLflow files it under the default experiment.
         model = retry(lambda: self.client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id))
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
-        # create=True: should a later MLflow rename these, logging still works (only slower)
+        # create=True: should a later MLflow rename these, logging still works (only slower).
+        # Its warning about pickle serialization is about the choice explained above: not repeated per job.
         with (mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches", create=True),
-              mock.patch("mlflow.pyfunc.warn_dependency_requirement_mismatches", create=True)):
+              mock.patch("mlflow.pyfunc.warn_dependency_requirement_mismatches", create=True),
+              quiet_logger("mlflow.pytorch")):
             info = retry(lambda: mlflow.pytorch.log_model(
                 net, name=name, model_id=model.model_id, run_id=self.run_id, input_example=example,
                 signature=infer_signature(example, output), serialization_format="pickle",
@@ -236,6 +238,20 @@ class Run:
 
     def finish(self, status: str = "FINISHED") -> None:
         retry(lambda: self.client.set_terminated(self.run_id, status))
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger ``name`` while the body runs."""
+    import logging
+
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @contextmanager

@@ -9,8 +9,13 @@ early stopping on ``val/mse`` (``val/ce`` for classification tasks); closed-form
 
 from __future__ import annotations
 
+import logging
 import shutil
+import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,16 @@ from seqcomp.models.cycle import cycle_of
 from seqcomp.tracking import Run, redact, tracked
 from seqcomp.train.module import Forecaster
 
+log = logging.getLogger(__name__)
+
+# Lightning's messages that say nothing about this job, or advise on things we chose on purpose:
+# its `srun` hint (a Slurm job step runs one process: no srun needed), its own deprecation
+# notices (not ours to act on), and the step-logging interval (we log per epoch only).
+QUIET_LIGHTNING = (
+    r"The `srun` command is available",
+    r".*is deprecated",
+    r"The number of training batches .* is smaller than the logging interval",
+)
 
 def resolve_device(settings: dict[str, Any]) -> tuple[str, str]:
     """(accelerator, precision) for Lightning: bf16 mixed precision on CUDA, fp32 on CPU."""
@@ -42,7 +57,8 @@ def resolve_device(settings: dict[str, Any]) -> tuple[str, str]:
 
 
 class _History(L.Callback):
-    """Collects epoch-level metrics for history.csv (the MLflow logger records them too).
+    """Collects epoch-level metrics for history.csv (the MLflow logger records them too) and
+    writes one line per epoch to the job's log, so a long grid shows where each job stands.
 
     Its rows are saved in Lightning checkpoints, so a resumed run keeps the epochs it ran
     before it was killed.
@@ -51,6 +67,7 @@ class _History(L.Callback):
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
         self.samples_this_process = 0  # for throughput: a resumed run only times what it ran
+        self.epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         self.samples_this_process += batch[0].shape[0]
@@ -61,11 +78,21 @@ class _History(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_start = time.perf_counter()
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Runs after the epoch's validation, so train and val metrics of one epoch share a row.
         row = {"epoch": trainer.current_epoch}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k})
         self.rows.append(row)
+        log.info("%s", epoch_line(row, trainer.max_epochs, time.perf_counter() - self.epoch_start))
+
+
+def epoch_line(row: dict[str, float], max_epochs: int, seconds: float) -> str:
+    """``epoch 3/20  train/loss 0.4123  val/mse 0.3981  val/mae 0.4012  1.9 s`` (epochs counted from 1)."""
+    metrics = "  ".join(f"{k} {v:.4g}" for k, v in sorted(row.items()) if k != "epoch" and k != "train/lr")
+    return f"epoch {int(row['epoch']) + 1}/{max_epochs}  {metrics}  {seconds:.1f} s"
 
 
 class EpochShuffle(torch.utils.data.Sampler):
@@ -98,13 +125,21 @@ class _EpochSeed(L.Callback):
 
 
 def resumable_checkpoint(ckpt_dir: Path, spec: dict[str, Any]) -> str | None:
-    """``last.ckpt`` of an interrupted run of the *same* job spec, else None (and a clean dir)."""
-    spec_file, last = ckpt_dir / "job_spec.json", ckpt_dir / "last.ckpt"
+    """``last.ckpt`` of an interrupted run of the *same* job spec, else None (and no checkpoints).
+
+    The spec is kept beside the folder, not in it: Lightning warns about a non-empty
+    checkpoint folder on a fresh run.
+    """
+    spec_file, last = resume_spec_file(ckpt_dir), ckpt_dir / "last.ckpt"
     if last.is_file() and spec_file.is_file() and read_json(spec_file) == spec:
         return str(last)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     write_json(spec_file, spec)
     return None
+
+
+def resume_spec_file(ckpt_dir: Path) -> Path:
+    return ckpt_dir.with_name(ckpt_dir.name + ".spec.json")
 
 
 def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], dict]:  # noqa: ANN001
@@ -129,26 +164,32 @@ def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], d
     module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"], task=series.task,
                         lr_decay=settings["lr_decay"])
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=module.monitor, mode="min", save_last=True)
-    trainer = L.Trainer(
-        max_epochs=settings["max_epochs"],
-        accelerator=accelerator,
-        devices=1,
-        precision=precision,
-        gradient_clip_val=settings["grad_clip"],
-        limit_train_batches=settings["limit_train_batches"] or 1.0,
-        callbacks=[
-            EarlyStopping(module.monitor, patience=settings["patience"], mode="min"),
-            checkpoint,
-            history,
-            _EpochSeed(spec["seed"]),
-        ],
-        logger=logger,
-        deterministic=accelerator == "cpu",
-        enable_progress_bar=False,
-        num_sanity_val_steps=0,
-    )
-    start = time.perf_counter()
-    trainer.fit(module, *loaders, ckpt_path=resume_from)
+    with quiet_lightning():  # Lightning checks its environment (Slurm, devices) when the Trainer is built
+        trainer = L.Trainer(
+            max_epochs=settings["max_epochs"],
+            accelerator=accelerator,
+            devices=1,
+            precision=precision,
+            gradient_clip_val=settings["grad_clip"],
+            limit_train_batches=settings["limit_train_batches"] or 1.0,
+            callbacks=[
+                EarlyStopping(module.monitor, patience=settings["patience"], mode="min"),
+                checkpoint,
+                history,
+                _EpochSeed(spec["seed"]),
+            ],
+            logger=logger,
+            deterministic=accelerator == "cpu",
+            enable_progress_bar=sys.stderr.isatty(),  # a terminal gets Lightning's bar; a job log, one line per epoch
+            enable_model_summary=False,  # the parameter count is in the start line and the run's params
+            log_every_n_steps=1,  # every metric is logged per epoch; this only silences the interval warning
+            num_sanity_val_steps=0,
+        )
+        log.info("fitting %s: %d train windows in %d batches, %d val windows, %s %s, up to %d epochs%s",
+                 spec["model"], len(train_ds), len(loaders[0]), len(val_ds), accelerator, precision,
+                 settings["max_epochs"], f", resumed from {resume_from}" if resume_from else "")
+        start = time.perf_counter()
+        trainer.fit(module, *loaders, ckpt_path=resume_from)
     wall = time.perf_counter() - start
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
@@ -162,6 +203,24 @@ def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], d
         "train_samples_per_s": seen / wall if wall > 0 else None,
     }
     return history.rows, info
+
+
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's INFO lines (devices, tips, "fit stopped") and the warnings in QUIET_LIGHTNING
+    off; every other warning still reaches the job's log."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        for pattern in QUIET_LIGHTNING:
+            warnings.filterwarnings("ignore", message=pattern)
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
 
 
 def fit(net, series, spec: dict[str, Any], out_dir: Path, logger) -> tuple[list[dict], dict]:  # noqa: ANN001
@@ -246,4 +305,6 @@ def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any
 def discard_checkpoints(out_dir: str | Path) -> None:
     """Remove Lightning's working checkpoints (after a failure or a finished fit): nothing stale
     may look like a result or be resumed by a later run of the same spec."""
-    shutil.rmtree(Path(out_dir) / "checkpoints", ignore_errors=True)
+    ckpt_dir = Path(out_dir) / "checkpoints"
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    resume_spec_file(ckpt_dir).unlink(missing_ok=True)
