@@ -17,7 +17,7 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/compress.smk"
 include: "rules/evaluate.smk"
-include: "rules/report.smk"
+include: "rules/summary.smk"
 
 
 rule all:

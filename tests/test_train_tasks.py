@@ -102,7 +102,7 @@ def test_ar_metrics_carry_the_optimal_error(tmp_path: Path, store: str) -> None:
 
 
 def test_summary_takes_accuracy_rows_beside_mse_rows(tmp_path: Path) -> None:
-    from seqcomp.report import summarize
+    from seqcomp.summary import run_summary
 
     common = {"lookback": 12, "horizon": 2, "seed": 0, "pass": "fp32", "pass_kind": "fp32", "simulated": False,
               "size_bytes": 400, "file_bytes": 900, "fp32_bytes": 400, "compression_ratio": 1.0, "quantized_fraction": 0.0,
@@ -117,13 +117,13 @@ def test_summary_takes_accuracy_rows_beside_mse_rows(tmp_path: Path) -> None:
     for i, row in enumerate(rows):
         paths.append(tmp_path / f"m{i}.json")
         paths[-1].write_text(json.dumps(row))
-    table = summarize([str(p) for p in paths], [], [], tmp_path / "summary", tmp_path / "plots")
+    table = run_summary([str(p) for p in paths], [], [], tmp_path / "summary", tmp_path / "plots")
     by_dataset = {r["dataset"]: r for r in table.iter_rows(named=True)}
     assert by_dataset["copy"]["accuracy"] == pytest.approx(0.9) and by_dataset["copy"]["mse"] is None
     assert by_dataset["ar"]["mse_over_optimal"] == pytest.approx(1.1) and by_dataset["ar"]["accuracy"] is None
     assert "accuracy" in (tmp_path / "summary" / "results.md").read_text()
     # and with classification rows only (no MSE anywhere)
-    summarize([str(paths[0])], [], [], tmp_path / "summary2", tmp_path / "plots2")
+    run_summary([str(paths[0])], [], [], tmp_path / "summary2", tmp_path / "plots2")
 
 
 def test_small_mamba_learns_selective_copying() -> None:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from seqcomp.report import PLOTS
+from seqcomp.summary import PLOTS
 
 pytestmark = pytest.mark.slow
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
@@ -159,7 +159,7 @@ def test_changing_one_model_reruns_only_its_jobs(smoke_run: Path) -> None:
     changed.write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(snakemake(smoke_run, "-n", config=changed))
     n_passes = len(cfg["passes"])
-    assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summarize": 1, "all": 1}
+    assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summary": 1, "all": 1}
 
 
 def test_changing_one_pass_reruns_only_that_pass(smoke_run: Path) -> None:
@@ -169,14 +169,14 @@ def test_changing_one_pass_reruns_only_that_pass(smoke_run: Path) -> None:
     changed.write_text(yaml.safe_dump(cfg))
     planned = jobs_planned(snakemake(smoke_run, "-n", config=changed))
     n = len(cfg["models"])
-    assert planned == {"compress": n, "evaluate": n, "summarize": 1, "all": 1}
+    assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
 
 
 def test_editing_a_model_file_reruns_only_that_model(smoke_run: Path) -> None:
     with edited(ROOT / "src" / "seqcomp" / "models" / "lstm.py"):
         planned = jobs_planned(snakemake(smoke_run, "-n"))
     n_passes = len(smoke_config()["passes"])
-    assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summarize": 1, "all": 1}
+    assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summary": 1, "all": 1}
 
 
 def test_editing_compression_code_skips_training(smoke_run: Path) -> None:
@@ -184,7 +184,7 @@ def test_editing_compression_code_skips_training(smoke_run: Path) -> None:
         planned = jobs_planned(snakemake(smoke_run, "-n"))
     cfg = smoke_config()
     n = len(cfg["models"]) * len(cfg["passes"])
-    assert planned == {"compress": n, "evaluate": n, "summarize": 1, "all": 1}
+    assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
 
 
 def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:

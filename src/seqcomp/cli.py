@@ -118,13 +118,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"test {scores} over {metrics['n_' + unit]} {unit}")
 
 
-def cmd_summarize(args: argparse.Namespace) -> None:
-    from seqcomp.report import summarize
+def cmd_summary(args: argparse.Namespace) -> None:
+    from seqcomp.summary import run_summary
     from seqcomp.tracking import Run, resolve_uri, snakemake_tags
 
-    tags = {"seqcomp.stage": "summary", **snakemake_tags("summarize", {})}
+    tags = {"seqcomp.stage": "summary", **snakemake_tags("summary", {})}
     run = Run.start(resolve_uri(args.tracking_uri), args.experiment, "summary", "summary", tags)
-    summarize(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run)
+    run_summary(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--config-file", default=None, help="resolved config, logged as an artifact")
         p.add_argument("--out", required=True)
         p.set_defaults(fn=fn)
-    p = sub.add_parser("summarize", help="results table and plots from metrics.json files")
+    p = sub.add_parser("summary", help="results table and plots from metrics.json files")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--histories", nargs="*", default=[])
     p.add_argument("--reports", nargs="*", default=[], help="compress report.json files (per-layer sensitivity)")
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None)
     p.add_argument("--out", required=True, help="folder of results.csv / .md / .html")
     p.add_argument("--plots", required=True, help="folder of the plots")
-    p.set_defaults(fn=cmd_summarize)
+    p.set_defaults(fn=cmd_summary)
     return parser
 
 

@@ -130,7 +130,7 @@ def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None 
         "train": ["data/windows.py", "train", "evaluate/metrics.py"],
         "compress": ["data/windows.py", "compress"],
         "evaluate": ["data/windows.py", "compress", "evaluate"],
-        "summarize": ["report"],
+        "summary": ["summary"],
     }[stage]
     files: list[Path] = [PKG / f for f in shared]
     for entry in stage_files:

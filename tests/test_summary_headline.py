@@ -7,7 +7,7 @@ import itertools
 import polars as pl
 import pytest
 
-from seqcomp.report.headline import choose_lookbacks, headline
+from seqcomp.summary.headline import choose_lookbacks, headline
 
 
 def frame(rows: list[dict]) -> pl.DataFrame:

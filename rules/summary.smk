@@ -1,19 +1,19 @@
 # Stage 5: the results table (CSV, markdown, HTML) and plots over every evaluation, logged to MLflow.
 # Outputs wrapped in report() make up `snakemake --report results/report.html`; their captions
-# are workflow/report/<name>.rst. Plot names match seqcomp.report.PLOTS.
+# are workflow/report/<name>.rst. Plot names match seqcomp.summary.PLOTS.
 
 TRADE_OFFS = "Compression trade-offs"
 QUALITY = "Forecast quality"
 
 
-rule summarize:
+rule summary:
     input:
         metrics=jobs.evaluation_targets(C),
         histories=jobs.train_targets(C, "history.csv"),
         runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
         tracking=P["tracking"],
-        code=jobs.code_files("summarize"),
+        code=jobs.code_files("summary"),
     output:
         csv=f"{P['summary']}/results.csv",
         md=f"{P['summary']}/results.md",
@@ -49,7 +49,7 @@ rule summarize:
         experiment=f"seqcomp/{C['name']}",
         uri=TRACKING_ARG,
     log:
-        f"{P['logs']}/summarize.log",
+        f"{P['logs']}/summary.log",
     message:
         "summary of {params.experiment}: tables and plots"
     threads: 1
@@ -59,6 +59,6 @@ rule summarize:
     conda:
         "../envs/seqcomp.yaml"
     shell:
-        "python -m seqcomp summarize --metrics {input.metrics} --histories {input.histories}"
+        "python -m seqcomp summary --metrics {input.metrics} --histories {input.histories}"
         " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} {params.uri}"
         " --out {params.out} --plots {params.plots} > {log} 2>&1"

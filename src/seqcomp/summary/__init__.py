@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import html
 import re
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from seqcomp.io import atomic_path, read_json
-from seqcomp.report import plots
-from seqcomp.report.headline import headline
+from seqcomp.summary import plots
+from seqcomp.summary.headline import headline
 from seqcomp.tracking import Run, tracked
 
 LATENCY = re.compile(r"latency_b\d+_ms")
@@ -25,7 +26,8 @@ JOB_PATH = r"{stage}/(?P<dataset>[^/]+)/(?P<model>[^/]+)/L(?P<lookback>\d+)-H(?P
 # Task-specific scores carried into the table when present: AR data's optimal error, and the
 # classification tasks' accuracies (their rows have no MSE).
 TASK_SCORES = ("optimal_mse", "mse_over_optimal", "accuracy", "seq_accuracy", "chance_accuracy")
-# plot file names (without .png) under results/<name>/plots/; rules/report.smk lists the same names
+# plot file names (without .png) under results/<name>/plots/; rules/summary.smk lists the same names
+TABLES = ("results.csv", "results.md", "headline.md", "results.html")
 PLOTS = ("pareto", "error_vs_bits", "error_per_step", "training_curves", "forecasts", "latency", "sensitivity")
 
 
@@ -182,7 +184,7 @@ def headline_markdown(frame: pl.DataFrame, title: str) -> str:
             + (to_markdown(tests) if tests.height else "no forecasting results\n"))
 
 
-def summarize(
+def run_summary(
     metrics: list[str],
     histories: list[str],
     reports: list[str],
@@ -193,8 +195,23 @@ def summarize(
 ) -> pl.DataFrame:
     """Write results.csv (every run), results.md / results.html (mean over seeds) and every plot.
 
-    With ``run``, the tables and plots are also logged to that MLflow run.
+    With ``run``, the tables and plots are also logged to that MLflow run, which ends FAILED if
+    any step raises (a crashed job must not leave it RUNNING).
     """
+    with tracked(run) if run is not None else nullcontext():
+        table = _write_summary(metrics, histories, reports, out_dir, plots_dir, title)
+        if run is not None:
+            run.log_params({"config": title, "evaluations": len(metrics)})
+            for name in TABLES:
+                run.log_artifact(out_dir / name, "summary")
+            for name in PLOTS:
+                run.log_artifact(plots_dir / f"{name}.png", "plots")
+    return table
+
+
+def _write_summary(
+    metrics: list[str], histories: list[str], reports: list[str], out_dir: Path, plots_dir: Path, title: str
+) -> pl.DataFrame:
     rows = [read_json(p) for p in metrics]
     frame = with_baseline(metrics_frame(rows))
     if histories:
@@ -206,9 +223,9 @@ def summarize(
                "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table)),
                "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
                "results.html": lambda tmp: tmp.write_text(to_html(table, heading))}
-    for name, write in written.items():
+    for name in TABLES:
         with atomic_path(out_dir / name) as tmp:
-            write(tmp)
+            written[name](tmp)
     figures = {
         "pareto": lambda: plots.pareto_figure(scored),
         "error_vs_bits": lambda: plots.bits_figure(scored),
@@ -223,11 +240,4 @@ def summarize(
         with atomic_path(plots_dir / f"{name}.png") as tmp:
             fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
         plots.plt.close(fig)  # figures are held by pyplot until closed
-    if run is not None:
-        with tracked(run):
-            run.log_params({"config": title, "evaluations": len(metrics)})
-            for name in written:
-                run.log_artifact(out_dir / name, "summary")
-            for name in PLOTS:
-                run.log_artifact(plots_dir / f"{name}.png", "plots")
     return table

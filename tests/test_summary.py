@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 import pytest
 
-from seqcomp.report import (
+from seqcomp.summary import (
     PLOTS,
     aggregate,
     forecast_examples,
@@ -19,11 +19,11 @@ from seqcomp.report import (
     load_histories,
     load_metrics,
     step_errors,
-    summarize,
+    run_summary,
     to_html,
     to_markdown,
 )
-from seqcomp.report import plots
+from seqcomp.summary import plots
 
 HORIZON, LOOKBACK = 8, 24
 # model -> (fp32 mse, fp32 bytes); naive has no weights
@@ -116,8 +116,8 @@ def test_metrics_join_their_fp32_baseline(frame: pl.DataFrame) -> None:
     assert table.filter(pl.col("model") == "naive")["bits_per_weight"].is_null().all()
 
 
-def test_summarize_writes_tables_and_every_plot(tmp_path: Path) -> None:
-    summarize(fake_metrics(tmp_path), fake_history(tmp_path), fake_report(tmp_path, True),
+def test_summary_writes_tables_and_every_plot(tmp_path: Path) -> None:
+    run_summary(fake_metrics(tmp_path), fake_history(tmp_path), fake_report(tmp_path, True),
               tmp_path / "summary", tmp_path / "plots")
     md = (tmp_path / "summary" / "results.md").read_text()
     assert md.count("\n| d |") == 9 and "mse_std" in md
@@ -129,6 +129,24 @@ def test_summarize_writes_tables_and_every_plot(tmp_path: Path) -> None:
     assert "paired t-test" in headline and "| d | lstm |" in headline
     joined = pl.read_csv(tmp_path / "summary" / "results.csv").filter(pl.col("val_mse").is_not_null())
     assert set(joined["model"]) == {"lstm"} and set(joined["lookback"]) == {LOOKBACK} and set(joined["val_mse"]) == {0.7}
+
+
+class RecordedRun:
+    """Stands in for seqcomp.tracking.Run: records how the run was ended."""
+
+    def __init__(self) -> None:
+        self.status: str | None = None
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.status = status
+
+
+def test_a_crashed_summary_ends_its_run_failed(tmp_path: Path) -> None:
+    run = RecordedRun()
+    with pytest.raises(FileNotFoundError):
+        run_summary([str(tmp_path / "missing" / "metrics.json")], [], [], tmp_path / "summary", tmp_path / "plots",
+                    run=run)  # type: ignore[arg-type]
+    assert run.status == "FAILED"
 
 
 def test_job_keys_are_parsed_from_paths(tmp_path: Path) -> None:
@@ -256,7 +274,7 @@ def test_sensitivity_figure_skips_reports_without_it(tmp_path: Path) -> None:
 def test_runs_frame_matches_the_metrics_files(frame: pl.DataFrame) -> None:
     """The notebook's frame from MLflow runs equals the summary's frame from metrics.json files."""
     pd = pytest.importorskip("pandas")
-    from seqcomp.report.runs import runs_frame
+    from seqcomp.summary.runs import runs_frame
 
     records = []
     for row in frame.iter_rows(named=True):
