@@ -10,7 +10,6 @@ except SeqcompError as exc:
     sys.exit(f"seqcomp: invalid config: {exc}")
 
 P = jobs.paths(C)
-TRACKING_ARG = f"--tracking-uri {C['tracking_uri']}" if C["tracking_uri"] else ""
 JOB = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 # What the console says of a job (a rule's `message:` replaces Snakemake's listing of its inputs,
 # which for our jobs is mostly the package files they depend on).

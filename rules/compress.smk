@@ -4,7 +4,6 @@
 rule compress:
     input:
         model=f"{P['train']}/model.pt",
-        run=f"{P['train']}/run.json",
         series=f"{P['data']}/series.parquet",  # calibration windows come from the train split
         code=lambda w: jobs.code_files("compress", C, w.model),
     output:
@@ -15,7 +14,7 @@ rule compress:
         data=lambda w, input: os.path.dirname(input.series),
         train_dir=lambda w, input: os.path.dirname(input.model),
         out=lambda w, output: os.path.dirname(output.model),
-        uri=TRACKING_ARG,
+        journal=P["journal"],
     log:
         f"{P['logs']}/compress/{JOB}/{{passname}}.log",
     message:
@@ -28,4 +27,4 @@ rule compress:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp compress --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
-        " --out {params.out} {params.uri} > {log} 2>&1"
+        " --out {params.out} --journal {params.journal} > {log} 2>&1"

@@ -1,4 +1,4 @@
-# Stage 1: one prepared (split + train-scaled) parquet per dataset, and the MLflow experiment.
+# Stage 1: one prepared (split + train-scaled) parquet per dataset; the workflow's start and end (tracking).
 
 
 
@@ -31,26 +31,26 @@ rule prepare_data:
 # the DAG: as a declared input of training it would rerun every model on any config edit
 # (mtime), and as ancient() it would hide real spec changes (Snakemake then skips the params
 # check of jobs downstream of a job that reruns).
+#
+# Jobs write their MLflow calls to journals (results/<name>/tracking/journal); this process
+# replays them into the store every ~2 s from a thread, and once more at the end, so only one
+# process opens the store (docs/design.md, "Tracking"). Journals a killed workflow left are
+# replayed by the next run's start, or by `python -m seqcomp track --results results/<name>`.
 onstart:
     from seqcomp.tracking import write_resolved_config
+    from seqcomp.tracking.replay import start_live
 
     write_resolved_config(C, P["config"])
+    start_live(P["journal"], C["tracking_uri"])
 
 
-rule tracking_init:
-    # Creates the MLflow experiment (and the SQLite schema) once, before jobs fan out:
-    # concurrent first-time creation races (PITFALLS.md section 4).
-    output:
-        P["tracking"],
-    params:
-        experiment=f"seqcomp/{C['name']}",
-        uri=TRACKING_ARG,
-    log:
-        f"{P['logs']}/tracking_init.log",
-    message:
-        "tracking_init: MLflow experiment {params.experiment}"
-    localrule: True
-    conda:
-        "../envs/seqcomp.yaml"
-    shell:
-        "python -m seqcomp track-init --experiment {params.experiment:q} {params.uri} --out {output} > {log} 2>&1"
+onsuccess:
+    from seqcomp.tracking.replay import drain_live
+
+    drain_live()
+
+
+onerror:
+    from seqcomp.tracking.replay import drain_live
+
+    drain_live()

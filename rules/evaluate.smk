@@ -15,7 +15,7 @@ rule evaluate:
         data=lambda w, input: os.path.dirname(input.series),
         train_dir=lambda w, input: os.path.dirname(input.train),
         compressed=lambda w, input: os.path.dirname(input.compressed),
-        uri=TRACKING_ARG,
+        journal=P["journal"],
     log:
         f"{P['logs']}/evaluate/{JOB}/{{passname}}.log",
     message:
@@ -28,4 +28,4 @@ rule evaluate:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp evaluate --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
-        " --compressed {params.compressed} --out {output} {params.uri} > {log} 2>&1"
+        " --compressed {params.compressed} --out {output} --journal {params.journal} > {log} 2>&1"

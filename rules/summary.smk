@@ -12,7 +12,6 @@ rule summary:
         histories=jobs.train_targets(C, "history.csv"),
         runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
-        tracking=P["tracking"],
         code=jobs.code_files("summary"),
     output:
         csv=f"{P['summary']}/results.csv",
@@ -47,7 +46,7 @@ rule summary:
         plots=lambda w, output: os.path.dirname(output.pareto),
         title=C["name"],
         experiment=f"seqcomp/{C['name']}",
-        uri=TRACKING_ARG,
+        journal=P["journal"],
     log:
         f"{P['logs']}/summary.log",
     message:
@@ -60,5 +59,5 @@ rule summary:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp summary --metrics {input.metrics} --histories {input.histories}"
-        " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} {params.uri}"
+        " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} --journal {params.journal}"
         " --out {params.out} --plots {params.plots} > {log} 2>&1"

@@ -5,7 +5,6 @@ rule train:
     input:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",
-        tracking=P["tracking"],
         code=lambda w: jobs.code_files("train", C, w.model),
     output:
         model=f"{P['train']}/model.pt",
@@ -15,7 +14,7 @@ rule train:
         spec=spec_param(jobs.train_spec, *TRAIN_KEYS),
         data=lambda w, input: os.path.dirname(input.series),
         out=lambda w, output: os.path.dirname(output.model),
-        uri=TRACKING_ARG,
+        journal=P["journal"],
         config=P["config"],  # written by onstart (rules/data.smk); a record, not an input
     log:
         f"{P['logs']}/train/{JOB}.log",
@@ -30,4 +29,4 @@ rule train:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp train --spec {params.spec:q} --data {params.data} --out {params.out}"
-        " --threads {threads} --config-file {params.config} {params.uri} > {log} 2>&1"
+        " --threads {threads} --config-file {params.config} --journal {params.journal} > {log} 2>&1"

@@ -1,8 +1,10 @@
-"""MLflow record keeping: nesting across processes, superseded reruns, parallel SQLite writers,
-the training run's record (data, code, config, model), a remote tracking server."""
+"""Record keeping: jobs write journals without MLflow; one replayer applies them to the store
+(nesting by job key, superseded reruns, statuses, the training record, idempotent replay after a
+crash at any point, live replay in a thread, a remote tracking server)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,13 +18,42 @@ from pathlib import Path
 import pytest
 
 from seqcomp.tracking import (
-    Run, client, ensure_experiment, file_sha256, flatten, git_state, redact, resolve_uri, snakemake_tags,
+    Run, file_sha256, flatten, git_state, job_key, redact, resolve_uri, snakemake_tags, tracked,
     write_resolved_config,
 )
+from seqcomp.tracking.replay import STATE_SUFFIX, Replayer, client, drain_live, start_live
+
+EXP = "seqcomp/t"
 
 
 def uri(tmp_path: Path) -> str:
     return resolve_uri(f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def replay(journals: Path, u: str, final: bool = False) -> list[str]:
+    return Replayer(journals, u).replay(final=final)
+
+
+def runs_of(u: str, experiment: str = EXP) -> dict[str, object]:
+    """{seqcomp.journal id: run} of every run in ``experiment``."""
+    c = client(u)
+    exp = c.get_experiment_by_name(experiment)
+    return {r.data.tags["seqcomp.journal"]: r for r in c.search_runs([exp.experiment_id], max_results=1000)}
+
+
+def job(journals: Path, stage: str, spec: dict, parent: str | None = None, finish: bool = True) -> Run:
+    """A stand-in job: starts a run, logs params and three metric steps, finishes unless told not to."""
+    run = Run.start(journals, EXP, f"{stage}/x", job_key(stage, spec), {"seqcomp.stage": stage},
+                    parent=job_key(parent, spec) if parent else None)
+    run.log_params({"spec": spec})
+    for step in range(3):
+        run.log_metrics({"loss": 1.0 / (step + 1)}, step=step)
+    if finish:
+        run.finish()
+    return run
+
+
+SPEC = {"dataset": "tiny", "model": "linear", "lookback": 24, "horizon": 8, "seed": 0, "pass": "fp32"}
 
 
 def test_sqlite_uri_gets_a_busy_timeout(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -32,71 +63,105 @@ def test_sqlite_uri_gets_a_busy_timeout(tmp_path: Path, monkeypatch) -> None:  #
     assert resolve_uri("sqlite:///x.db") == "http://127.0.0.1:5999"
 
 
-def test_nesting_and_superseded_reruns(tmp_path: Path) -> None:
-    u = uri(tmp_path)
-    ensure_experiment(u, "seqcomp/t")
-    parent = Run.start(u, "seqcomp/t", "train/x", "train/a", {"seqcomp.stage": "train"})
-    child = Run.start(u, "seqcomp/t", "compress/x", "compress/a", {"seqcomp.stage": "compress"}, parent=parent.run_id)
-    child.log_params({"pass": {"bits": 4}})
-    child.finish()
-    again = Run.start(u, "seqcomp/t", "compress/x", "compress/a", {"seqcomp.stage": "compress"}, parent=parent.run_id)
-    c = client(u)
-    assert c.get_run(child.run_id).data.tags["seqcomp.superseded"] == "true"
-    assert c.get_run(again.run_id).data.tags["mlflow.parentRunId"] == parent.run_id
-    assert "seqcomp.superseded" not in c.get_run(again.run_id).data.tags
-    assert c.get_run(child.run_id).data.params == {"pass.bits": "4"}
-
-
 def test_flatten_nested_params() -> None:
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": "1", "a.c": "[1, 2]", "d": "None"}
 
 
-WRITER = """
-import sys
-from seqcomp.tracking import Run
-uri, i = sys.argv[1], sys.argv[2]
-run = Run.start(uri, "seqcomp/p", f"job{i}", f"train/{i}", {"seqcomp.stage": "train"})
-run.log_params({"i": i, "x": {"y": 1}})
-for step in range(20):
-    run.log_metrics({"m": step}, step=step)
-run.finish()
-"""
+def test_job_keys_name_the_stage_and_its_wildcards() -> None:
+    assert job_key("train", SPEC) == "train/tiny/linear/24/8/0"  # a compress spec names its training job
+    assert job_key("evaluate", SPEC) == "evaluate/tiny/linear/24/8/0/fp32"
 
 
-def test_parallel_writers_lose_no_run(tmp_path: Path) -> None:
-    u = uri(tmp_path)
-    ensure_experiment(u, "seqcomp/p")
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, u, str(i)]) for i in range(6)]
-    assert [p.wait(timeout=300) for p in procs] == [0] * 6
-    c = client(u)
-    runs = c.search_runs([c.get_experiment_by_name("seqcomp/p").experiment_id])
-    assert sorted(r.data.params["i"] for r in runs) == [str(i) for i in range(6)]
-    assert all(r.info.status == "FINISHED" and len(c.get_metric_history(r.info.run_id, "m")) == 20 for r in runs)
+def test_nesting_by_job_key_and_superseded_reruns(tmp_path: Path) -> None:
+    journals, u = tmp_path / "journal", uri(tmp_path)
+    train = job(journals, "train", SPEC)
+    first = job(journals, "compress", SPEC, parent="train")
+    assert replay(journals, u) == []
+    again = job(journals, "compress", SPEC, parent="train")  # a rerun, replayed later
+    assert replay(journals, u) == []
+    runs = runs_of(u)
+    t, old, new = (runs[r.path.stem] for r in (train, first, again))
+    assert old.data.tags["mlflow.parentRunId"] == new.data.tags["mlflow.parentRunId"] == t.info.run_id
+    assert old.data.tags["seqcomp.superseded"] == "true" and "seqcomp.superseded" not in new.data.tags
+    assert new.data.params == {f"spec.{k}": str(v) for k, v in SPEC.items()}
+    assert new.data.tags["seqcomp.job"] == "compress/tiny/linear/24/8/0/fp32" and new.info.status == "FINISHED"
+    assert len(client(u).get_metric_history(new.info.run_id, "loss")) == 3
 
 
-def train_linear(tiny_data: Path, tmp_path: Path, uri: str) -> tuple[Run, dict]:
-    """The closed-form linear model trained through the real stage: the cheapest full record."""
-    from seqcomp.train import train
+def test_failed_and_killed_jobs_get_their_status(tmp_path: Path) -> None:
+    journals, u = tmp_path / "journal", uri(tmp_path)
+    with pytest.raises(RuntimeError), tracked(job(journals, "train", SPEC, finish=False)):
+        raise RuntimeError("diverged")
+    killed = job(journals, "compress", SPEC, parent="train", finish=False)  # its process was killed
+    replay(journals, u)
+    assert runs_of(u)[killed.path.stem].info.status == "RUNNING"
+    job(journals, "compress", SPEC, parent="train")  # Snakemake reruns the killed job
+    replay(journals, u)
+    statuses = {r.data.tags["seqcomp.job"] + ("/old" if r.data.tags.get("seqcomp.superseded") else ""): r.info.status
+                for r in runs_of(u).values()}
+    assert statuses == {"train/tiny/linear/24/8/0": "FAILED", "compress/tiny/linear/24/8/0/fp32/old": "KILLED",
+                        "compress/tiny/linear/24/8/0/fp32": "FINISHED"}
 
-    settings = {"max_epochs": 1, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0,
-                "grad_clip": 1.0, "loss": "mse", "limit_train_batches": 2, "accelerator": "cpu", "precision": "auto"}
-    spec = {"experiment": "seqcomp/rec", "dataset": "tiny", "model": "linear", "kind": "linear", "params": {},
-            "train": settings, "lookback": 24, "horizon": 8, "seed": 0}
-    config = tmp_path / "config.yaml"
+
+def test_replay_resumes_and_is_idempotent_after_a_crash_at_any_point(tmp_path: Path) -> None:
+    journals, u = tmp_path / "journal", uri(tmp_path)
+    run = job(journals, "train", SPEC, finish=False)  # a job still running
+    replay(journals, u)
+    run.log_metrics({"loss": 0.1}, step=3)
+    run.set_tags({"seqcomp.note": "x"})
+    run.finish()
+    replay(journals, u)  # picks up at its offset
+    state = run.path.with_name(run.path.name + STATE_SUFFIX)
+    assert json.loads(state.read_text())["offset"] == run.path.stat().st_size
+    # A crash after the run was created and lines applied, before any progress was recorded:
+    state.unlink()
+    replay(journals, u)
+    replay(journals, u)
+    (record,) = runs_of(u).values()
+    assert [m.step for m in client(u).get_metric_history(record.info.run_id, "loss")] == [0, 1, 2, 3]
+    assert record.info.status == "FINISHED" and record.data.tags["seqcomp.note"] == "x"
+
+
+def test_a_child_waits_for_its_parent_unless_the_replay_is_final(tmp_path: Path) -> None:
+    journals, u = tmp_path / "journal", uri(tmp_path)
+    orphan = job(journals, "compress", SPEC, parent="train")  # its training job was tracked elsewhere
+    (problem,) = replay(journals, u)
+    assert "train/tiny/linear/24/8/0 has no run yet" in problem
+    assert replay(journals, u, final=True) == []
+    assert "mlflow.parentRunId" not in runs_of(u)[orphan.path.stem].data.tags
+
+
+def train_record(journals: Path, tiny_data: Path, out: Path) -> Run:
+    """What a training job records (the calls of seqcomp.train), for a linear model saved as model.pt."""
+    from seqcomp.artifacts import save_model
+    from seqcomp.data.windows import PreparedSeries
+    from seqcomp.models import SeriesShape, build_model
+
+    series = PreparedSeries.load(tiny_data)
+    shape = SeriesShape(24, 8, series.channels)
+    net = build_model("linear", {}, shape)
+    out.mkdir(parents=True)
+    save_model(net, "linear", {}, shape, out / "model.pt")
+    config = out / "config.yaml"
     config.write_text("name: rec\n")
-    tags = snakemake_tags("train", {"model": "linear"})
-    run = Run.start(uri, spec["experiment"], "train/linear", "train/tiny/linear", tags)
-    return run, train(spec, tiny_data, tmp_path / "out", run, config_file=config)
+    spec = {**{k: v for k, v in SPEC.items() if k != "pass"}, "experiment": EXP}
+    run = Run.start(journals, EXP, "train/x", job_key("train", spec), snakemake_tags("train", {"model": "linear"}))
+    with tracked(run):
+        run.log_params(spec)
+        run.log_dict(spec, "job_spec.json")
+        run.log_artifact(config)
+        run.log_input("tiny", tiny_data / "series.parquet", {"source": series.meta["source"], "rows": 1})
+        run.log_artifact(out / "model.pt")
+        run.log_model(out / "model.pt", series.windows("val", 24, 8)[0][0][None].numpy())
+    return run
 
 
 SECRET = "s3cr3t-value-never-logged"
 
 
-def test_training_run_holds_data_code_config_and_a_loadable_model(
+def test_a_training_record_holds_data_code_config_and_a_loadable_model(
     tiny_data: Path, tmp_path: Path, monkeypatch  # noqa: ANN001
 ) -> None:
-    import json
-
     import mlflow.pytorch
     import torch
 
@@ -105,42 +170,100 @@ def test_training_run_holds_data_code_config_and_a_loadable_model(
 
     for name in ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_PASSWORD", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, SECRET)
-    u = uri(tmp_path)
-    run, summary = train_linear(tiny_data, tmp_path, u)
+    journals, u = tmp_path / "journal", uri(tmp_path)
+    run = train_record(journals, tiny_data, tmp_path / "out")
+    (tmp_path / "out" / "model.pt").unlink()  # the run holds the file as it was logged, not as it is now
+    assert replay(journals, u) == []
     c = client(u)
-    record = c.get_run(run.run_id)
+    record = runs_of(u)[run.path.stem]
     assert record.info.status == "FINISHED"
+    assert not run.files.exists(), "files beside a replayed journal are kept after replay"
 
-    # the dataset: content hash of the file the job read, split sizes, no copy of the data
+    # the dataset: content hash of the file the job read, its profile, no copy of the data
     (inp,) = record.inputs.dataset_inputs
     profile = json.loads(inp.dataset.profile)
-    assert profile["sha256"] == file_sha256(tiny_data / "series.parquet")
+    assert profile == {"sha256": file_sha256(tiny_data / "series.parquet"), "source": profile["source"], "rows": 1}
     assert inp.dataset.digest == profile["sha256"][:32] and inp.dataset.name == "tiny"
-    meta = PreparedSeries.load(tiny_data).meta
-    assert sum(profile["rows"].values()) == meta["n_rows"] and profile["source"] == meta["source"]
-    assert profile["windows"]["val"] == len(PreparedSeries.load(tiny_data).windows("val", 24, 8))
     assert {t.key: t.value for t in inp.tags} == {"mlflow.data.context": "training"}
 
     # code, config and Snakemake job
     tags = record.data.tags
     assert len(tags["seqcomp.git_commit"]) == 40 and tags["seqcomp.git_dirty"] in ("True", "False")
     assert tags["snakemake.rule"] == "train" and tags["snakemake.wildcard.model"] == "linear"
-    artifacts = {a.path for a in c.list_artifacts(run.run_id)}
-    assert {"config.yaml", "job_spec.json", "model.pt", "history.csv"} <= artifacts
+    assert {"config.yaml", "job_spec.json", "model.pt"} <= {a.path for a in c.list_artifacts(record.info.run_id)}
 
-    # the MLflow model predicts what model.pt predicts
-    x = PreparedSeries.load(tiny_data).windows("test", 24, 8).tensors()[0][:5]
-    logged = mlflow.pytorch.load_model(summary["model_uri"])
-    with torch.no_grad():
-        assert torch.allclose(logged(x), load_model(tmp_path / "out" / "model.pt")(x))
+    # the MLflow model predicts what model.pt predicts; replaying it again logs no second model
     (model,) = c.search_logged_models([record.info.experiment_id])
-    assert model.source_run_id == run.run_id and model.status == "READY"
+    assert model.source_run_id == record.info.run_id and "READY" in str(model.status)
+    run.path.with_name(run.path.name + STATE_SUFFIX).unlink()
+    replay(journals, u)
+    assert len(c.search_logged_models([record.info.experiment_id])) == 1
+    x = PreparedSeries.load(tiny_data).windows("test", 24, 8).tensors()[0][:5]
+    logged = mlflow.pytorch.load_model(f"models:/{model.model_id}")
+    stored = Path(c.download_artifacts(record.info.run_id, "model.pt", str(tmp_path / "dl")))
+    with torch.no_grad():
+        assert torch.allclose(logged(x), load_model(stored)(x))
 
     # nothing secret in params, tags or the text artifacts
     texts = [json.dumps(record.data.params), json.dumps(tags), inp.dataset.source, inp.dataset.profile]
-    texts += [Path(c.download_artifacts(run.run_id, name, str(tmp_path / "dl"))).read_text()
+    texts += [Path(c.download_artifacts(record.info.run_id, name, str(tmp_path / "dl"))).read_text()
               for name in ("config.yaml", "job_spec.json")]
     assert not [t for t in texts if SECRET in t]
+
+
+JOB = """
+import sys
+from seqcomp.tracking import Run, tracked
+journals, i = sys.argv[1], sys.argv[2]
+run = Run.start(journals, "seqcomp/p", f"job{i}", f"train/{i}", {"seqcomp.stage": "train"})
+with tracked(run):
+    run.log_params({"i": i, "x": {"y": 1}})
+    for step in range(20):
+        run.log_metrics({"m": step}, step=step)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("mlflow", "pandas", "lightning", "sqlalchemy"))
+assert not heavy, heavy
+"""
+
+
+def test_parallel_jobs_import_no_mlflow_and_lose_no_run(tmp_path: Path) -> None:
+    journals, u = tmp_path / "journal", uri(tmp_path)
+    procs = [subprocess.Popen([sys.executable, "-c", JOB, str(journals), str(i)], stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 4, [p.stderr.read()[-2000:] for p in procs]
+    assert not (tmp_path / "mlflow.db").exists()
+    replay(journals, u)
+    runs = runs_of(u, "seqcomp/p").values()
+    assert sorted(r.data.params["i"] for r in runs) == [str(i) for i in range(4)]
+    c = client(u)
+    assert all(r.info.status == "FINISHED" and len(c.get_metric_history(r.info.run_id, "m")) == 20 for r in runs)
+
+
+def test_live_replay_shows_runs_while_the_workflow_runs(tmp_path: Path) -> None:
+    journals, u = tmp_path / "journal", uri(tmp_path)
+    start_live(journals, u)
+    try:
+        running = job(journals, "train", SPEC, finish=False)
+        deadline = time.time() + 120  # the thread imports MLflow first (seconds on a loaded box)
+        while time.time() < deadline and not (tmp_path / "mlflow.db").exists():
+            time.sleep(0.5)
+        while time.time() < deadline and running.path.stem not in runs_of(u):
+            time.sleep(0.5)
+        assert runs_of(u)[running.path.stem].info.status == "RUNNING"
+        running.finish()
+    finally:
+        drain_live()
+    assert runs_of(u)[running.path.stem].info.status == "FINISHED"
+
+
+def test_track_command_replays_and_names_a_missing_folder(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from seqcomp.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["track", "--results", "results/none"]) == 2
+    job(tmp_path / "results" / "x" / "tracking" / "journal", "train", SPEC)
+    assert main(["track", "--results", "results/x"]) == 0
+    assert len(runs_of(resolve_uri())) == 1  # the default store: results/mlflow.db
 
 
 def test_git_state_outside_a_checkout_is_unknown(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
@@ -189,8 +312,6 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 
 def rest(base: str, path: str, body: dict | None = None) -> dict:
-    import json
-
     request = urllib.request.Request(
         f"{base}/api/2.0/mlflow/{path}", method="POST" if body is not None else "GET",
         data=json.dumps(body).encode() if body is not None else None, headers={"Content-Type": "application/json"},
@@ -200,33 +321,24 @@ def rest(base: str, path: str, body: dict | None = None) -> dict:
 
 
 @pytest.mark.slow
-def test_a_train_job_logs_to_a_remote_tracking_server(tiny_data: Path, tmp_path: Path) -> None:
-    import json
-
-    spec = {"experiment": "seqcomp/remote", "dataset": "tiny", "model": "linear", "kind": "linear", "params": {},
-            "train": {"max_epochs": 1, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0,
-                      "grad_clip": 1.0, "loss": "mse", "limit_train_batches": 2, "accelerator": "cpu",
-                      "precision": "auto"}, "lookback": 24, "horizon": 8, "seed": 0}
-    (tmp_path / "config.yaml").write_text("name: remote\n")
+def test_journals_replay_into_a_remote_tracking_server(tiny_data: Path, tmp_path: Path) -> None:
+    results = tmp_path / "work" / "results" / "remote"
+    train_record(results / "tracking" / "journal", tiny_data, tmp_path / "out")
     with mlflow_server(tmp_path) as base:
         env = {**os.environ, "MLFLOW_TRACKING_URI": base}
-        job = subprocess.run(
-            [sys.executable, "-m", "seqcomp", "train", "--spec", json.dumps(spec), "--data", str(tiny_data),
-             "--out", str(tmp_path / "out"), "--config-file", str(tmp_path / "config.yaml")],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-        )
-        assert job.returncode == 0, job.stderr[-3000:]
-        experiment = rest(base, "experiments/get-by-name?experiment_name=seqcomp/remote")["experiment"]
+        track = subprocess.run([sys.executable, "-m", "seqcomp", "track", "--results", str(results)],
+                               cwd=tmp_path / "work", env=env, capture_output=True, text=True, timeout=600)
+        assert track.returncode == 0, track.stderr[-3000:]
+        experiment = rest(base, f"experiments/get-by-name?experiment_name={EXP}")["experiment"]
         (run,) = rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         run_id = run["info"]["run_id"]
         assert run["info"]["status"] == "FINISHED" and run["inputs"]["dataset_inputs"][0]["dataset"]["name"] == "tiny"
         listed = rest(base, f"artifacts/list?run_id={run_id}")["files"]
-        assert {"config.yaml", "model.pt", "history.csv", "job_spec.json"} <= {f["path"] for f in listed}
-        model_id = json.loads((tmp_path / "out" / "run.json").read_text())["model_uri"].removeprefix("models:/")
-        model = rest(base, f"logged-models/{model_id}")["model"]
+        assert {"config.yaml", "model.pt", "job_spec.json"} <= {f["path"] for f in listed}
+        (model,) = rest(base, "logged-models/search", {"experiment_ids": [experiment["experiment_id"]]})["models"]
         assert model["info"]["source_run_id"] == run_id and model["info"]["status"] == "LOGGED_MODEL_READY"
     # nothing went to a local store; the artifacts went through the server to its destination
-    assert not (tmp_path / "results").exists()
+    assert not (tmp_path / "work" / "results" / "mlflow.db").exists()
     stored = {p.name for p in (tmp_path / "server-artifacts").rglob("*") if p.is_file()}
     assert {"config.yaml", "model.pt", "MLmodel", "input_example.json"} <= stored
 

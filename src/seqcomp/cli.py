@@ -16,6 +16,9 @@ from pathlib import Path
 from seqcomp.errors import SeqcompError
 
 
+JOURNAL_HELP = "folder of the tracking journals (results/<name>/tracking/journal), replayed into MLflow by the workflow"
+
+
 def _spec(text: str) -> dict:
     return json.loads(text)
 
@@ -49,25 +52,41 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     print(f"prepared {name}: {meta['n_rows']} rows, channels {meta['channels']}, borders {meta['borders']}")
 
 
-def cmd_track_init(args: argparse.Namespace) -> None:
-    from seqcomp.io import write_json
-    from seqcomp.tracking import ensure_experiment, redact, resolve_uri
+def cmd_track(args: argparse.Namespace) -> None:
+    from seqcomp.tracking import redact, resolve_uri
+    from seqcomp.tracking.replay import Replayer
 
-    uri = resolve_uri(args.tracking_uri)
-    exp_id = ensure_experiment(uri, args.experiment)
-    write_json(args.out, {"experiment": args.experiment, "experiment_id": exp_id, "tracking_uri": redact(uri)})
+    results = Path(args.results)
+    journal_dir = results / "tracking" / "journal"
+    if not journal_dir.is_dir():
+        raise SeqcompError(f"{journal_dir}: no journals (is --results a workflow's results/<name> folder?)")
+    uri = resolve_uri(args.tracking_uri or config_tracking_uri(results / "tracking" / "config.yaml"))
+    problems = Replayer(journal_dir, uri).replay(final=True)
+    for line in problems:
+        print(f"seqcomp: not replayed: {line}", file=sys.stderr)
+    if problems:
+        raise SeqcompError(f"{len(problems)} journal(s) not replayed into {redact(uri)}")
+    print(f"{journal_dir}: replayed into {redact(uri)}")
+
+
+def config_tracking_uri(resolved_config: Path) -> str | None:
+    """The ``tracking_uri`` of the workflow's resolved config (written by its ``onstart``), if any."""
+    import yaml
+
+    return yaml.safe_load(resolved_config.read_text()).get("tracking_uri") if resolved_config.is_file() else None
 
 
 def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = None):  # noqa: ANN202
-    from seqcomp.tracking import Run, resolve_uri, snakemake_tags
+    """The job's run (a journal under ``--journal``); ``parent``: the parent stage, whose job key
+    comes from the same spec."""
+    from seqcomp.tracking import Run, job_key, snakemake_tags
 
     wildcards = {k: spec[k] for k in ("dataset", "model", "lookback", "horizon", "seed", "pass") if k in spec}
-    job = "/".join([stage, *(str(v) for v in wildcards.values())])
-    name = run_name(stage, spec)
     # Tagged with Snakemake's own names (the rule is the stage; ``pass`` is the ``passname`` wildcard).
     tags = {"seqcomp.stage": stage, **snakemake_tags(stage, {"passname" if k == "pass" else k: v
                                                              for k, v in wildcards.items()})}
-    return Run.start(resolve_uri(args.tracking_uri), spec["experiment"], name, job, tags, parent=parent)
+    return Run.start(args.journal, spec["experiment"], run_name(stage, spec), job_key(stage, spec), tags,
+                     parent=job_key(parent, spec) if parent else None)
 
 
 def run_name(stage: str, spec: dict) -> str:
@@ -92,22 +111,18 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> None:
     from seqcomp.compress.stage import run_compress
-    from seqcomp.io import read_json
 
     spec = _spec(args.spec)
-    parent = read_json(Path(args.train_dir) / "run.json")["run_id"]
-    run = _run(args, "compress", spec, parent=parent)
+    run = _run(args, "compress", spec, parent="train")
     report = run_compress(spec, Path(args.train_dir) / "model.pt", Path(args.data), Path(args.out), run)
     print(f"{spec['pass']}: {report['size']['bytes']} bytes stored, {report['fp32_bytes']} bytes in fp32")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from seqcomp.evaluate.stage import run_evaluate
-    from seqcomp.io import read_json
 
     spec = _spec(args.spec)
-    parent = read_json(Path(args.compressed) / "report.json")["run_id"]
-    run = _run(args, "evaluate", spec, parent=parent)
+    run = _run(args, "evaluate", spec, parent="compress")
     metrics = run_evaluate(
         spec, Path(args.train_dir) / "model.pt", Path(args.compressed), Path(args.data), Path(args.out), run
     )
@@ -120,10 +135,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_summary(args: argparse.Namespace) -> None:
     from seqcomp.summary import run_summary
-    from seqcomp.tracking import Run, resolve_uri, snakemake_tags
+    from seqcomp.tracking import Run, snakemake_tags
 
     tags = {"seqcomp.stage": "summary", **snakemake_tags("summary", {})}
-    run = Run.start(resolve_uri(args.tracking_uri), args.experiment, "summary", "summary", tags)
+    run = Run.start(args.journal, args.experiment, "summary", "summary", tags)
     run_summary(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run)
 
 
@@ -138,16 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help="JSON of the dataset entry plus its name")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_prepare)
-    p = sub.add_parser("track-init", help="create the MLflow experiment (and store) once")
-    p.add_argument("--experiment", required=True)
-    p.add_argument("--tracking-uri", default=None)
-    p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_track_init)
+    p = sub.add_parser("track", help="replay a workflow's tracking journals into MLflow (what its run did not)")
+    p.add_argument("--results", required=True, help="the workflow's results/<name> folder")
+    p.add_argument("--tracking-uri", default=None,
+                   help="default: $MLFLOW_TRACKING_URI, else the config's tracking_uri, else sqlite:///results/mlflow.db")
+    p.set_defaults(fn=cmd_track)
     for name, fn in (("train", cmd_train), ("compress", cmd_compress), ("evaluate", cmd_evaluate)):
         p = sub.add_parser(name, help=f"{name} stage of one job")
         p.add_argument("--spec", required=True, help="JSON job spec (built by seqcomp.jobs)")
         p.add_argument("--data", required=True, help="prepared dataset folder")
-        p.add_argument("--tracking-uri", default=None)
+        p.add_argument("--journal", required=True, help=JOURNAL_HELP)
         p.add_argument("--threads", type=int, default=1)
         if name != "train":
             p.add_argument("--train-dir", required=True)
@@ -163,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports", nargs="*", default=[], help="compress report.json files (per-layer sensitivity)")
     p.add_argument("--title", default="seqcomp")
     p.add_argument("--experiment", required=True, help="MLflow experiment of the summary run")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--journal", required=True, help=JOURNAL_HELP)
     p.add_argument("--out", required=True, help="folder of results.csv / .md / .html")
     p.add_argument("--plots", required=True, help="folder of the plots")
     p.set_defaults(fn=cmd_summary)

@@ -28,7 +28,8 @@ def paths(cfg: dict[str, Any]) -> dict[str, str]:
     r = results_dir(cfg)
     return {
         "data": f"{r}/data/{{dataset}}",
-        "tracking": f"{r}/tracking/experiment.json",
+        # a job's MLflow calls, replayed into the store by the workflow (seqcomp.tracking); no rule reads them
+        "journal": f"{r}/tracking/journal",
         "config": f"{r}/tracking/config.yaml",  # the resolved config, logged by every training run
         "train": f"{r}/train/{WILDCARDS}",
         "compress": f"{r}/compress/{WILDCARDS}/{{passname}}",

@@ -51,7 +51,7 @@ def run_compress(spec: dict[str, Any], model_path: Path, data_dir: Path, out_dir
                 "fp32_bytes": baseline,
                 # A parameter-free model (naive) stores nothing: no ratio to report.
                 "compression_ratio": baseline / size["bytes"] if size["bytes"] else None,
-                "run_id": run.run_id,
+                "job": run.job,  # the MLflow run: tag seqcomp.job (its newest run)
             }
         )
         run.log_metrics({"size_bytes": size["bytes"], "fp32_bytes": baseline})

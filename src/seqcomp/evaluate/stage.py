@@ -56,7 +56,7 @@ def run_evaluate(
                 "compression_ratio": report["compression_ratio"],
                 "latency": latency,
                 "latency_device": "cpu",
-                "run_id": run.run_id,
+                "job": run.job,  # the MLflow run: tag seqcomp.job (its newest run)
             }
         )
         if series.task == "forecast":  # three fixed test windows of the last channel, for the forecast plot

@@ -1,19 +1,18 @@
-"""MLflow record keeping across Snakemake jobs, each its own process.
+"""Record keeping of one job: its MLflow calls, written as a journal that one process replays.
 
-Design (see ../shared/PITFALLS.md section 4-5): every job talks to MLflow through an explicit
-``MlflowClient`` with an explicit tracking URI and run id (the fluent API keeps its run stack
-per process, and Lightning's logger reads its default URI at import time). Nesting across
-processes uses the ``mlflow.parentRunId`` tag; each stage logs into its own run because params
-are write-once. The default store is SQLite with a busy timeout so parallel jobs wait for the
-lock instead of failing; the experiment (and the database schema) is created once by the
-``tracking_init`` rule before jobs fan out.
+A job imports no MLflow (importing its client and store costs a small job most of its time,
+see docs/design.md "Tracking: journals, replayed"). ``Run`` has the interface of an MLflow run
+(params, metrics with steps, artifacts, a dataset input, a logged model, tags, a final status)
+and appends each call as one JSON line to ``<journal dir>/<job key>/<journal id>.jsonl``; files
+it logs are hard-linked (copied across file systems) beside the journal at that moment, so a
+later rewrite of an output cannot change what the run holds. ``seqcomp.tracking.replay``
+applies journals to the store (the Snakemake main process does it live, and
+``python -m seqcomp track`` on demand).
 
-A training run also records its dataset (an MLflow input: sha256 and split sizes), the git
-commit, the resolved config file and an MLflow model (``Run.log_input``, ``Run.log_model``).
-
-Reruns: every run carries ``seqcomp.job`` (stage + wildcards). Starting a run marks earlier
-runs of the same job ``seqcomp.superseded=true`` (and KILLED if a killed job left one
-RUNNING), so the UI can hide stale duplicates.
+A run names its parent by job key (``seqcomp.job``: stage + wildcards), not by MLflow run id,
+which does not exist yet when the job runs. Reruns: each attempt of a job writes its own
+journal; replaying a newer one marks the job's earlier runs ``seqcomp.superseded=true`` (and
+KILLED if a killed job left one RUNNING), so the UI can hide stale duplicates.
 """
 
 from __future__ import annotations
@@ -21,17 +20,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from seqcomp.config import PROJECT_ROOT
-
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # as seqcomp.config's, without importing jsonschema
 SQLITE_TIMEOUT_S = 120
-T = TypeVar("T")
+FILES_SUFFIX = ".files"  # beside <id>.jsonl: the files the journal's artifacts and model point to
 
 
 def resolve_uri(config_uri: str | None = None) -> str:
@@ -49,42 +49,12 @@ def experiment_name(cfg: dict[str, Any]) -> str:
     return f"seqcomp/{cfg['name']}"
 
 
-def client(uri: str):  # noqa: ANN201 - mlflow imported lazily: it costs seconds
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def retry(fn: Callable[[], T], attempts: int = 5, transient: tuple[str, ...] = ("locked", "busy")) -> T:
-    """Retry a tracking call on transient store errors (a locked SQLite file, a busy server):
-    errors whose message contains one of ``transient``."""
-    for i in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - mlflow wraps store errors in several types
-            if i == attempts - 1 or not any(word in str(exc).lower() for word in transient):
-                raise
-            time.sleep(0.5 * 2**i)
-    raise AssertionError("unreachable")
-
-
-def ensure_experiment(uri: str, name: str) -> str:
-    """Get or create the experiment; artifacts go beside the SQLite store, under results/."""
-    c = client(uri)
-    found = c.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    artifacts = None
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///").split("?")[0])
-        artifacts = (db.parent / "mlartifacts").resolve().as_uri()
-    try:
-        return c.create_experiment(name, artifact_location=artifacts)
-    except Exception:  # noqa: BLE001 - another process created it first
-        found = c.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+def job_key(stage: str, spec: dict[str, Any]) -> str:
+    """``train/ett/lstm/96/24/0`` (``/<pass>`` for compress and evaluate): the ``seqcomp.job`` tag,
+    by which reruns supersede and children find their parent (a compress job's parent is
+    ``job_key("train", its spec)``)."""
+    keys = ("dataset", "model", "lookback", "horizon", "seed") + (("pass",) if stage in ("compress", "evaluate") else ())
+    return "/".join([stage, *(str(spec[k]) for k in keys)])
 
 
 def git_state() -> dict[str, str]:
@@ -126,132 +96,99 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
     return {prefix.rstrip("."): str(obj)[:6000]}
 
 
-class Run:
-    """One MLflow run of one job: open it with ``Run.start``, log, then ``finish``."""
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
-    def __init__(self, uri: str, run_id: str):
-        self.uri, self.run_id = uri, run_id
-        self.client = client(uri)
+
+class Run:
+    """One job's run, as a journal: open it with ``Run.start``, log, then ``finish`` (or use ``tracked``).
+
+    ``job`` is the run's ``seqcomp.job`` key; ``path`` its journal file.
+    """
+
+    def __init__(self, path: Path, job: str):
+        self.path, self.job = path, job
+        self.files = path.with_suffix(FILES_SUFFIX)
+        self._n_files = 0
+        self._out = path.open("a", encoding="utf-8")
 
     @classmethod
     def start(
-        cls, uri: str, experiment: str, run_name: str, job: str, tags: dict[str, str], parent: str | None = None
+        cls, journal_dir: str | Path, experiment: str, run_name: str, job: str, tags: dict[str, str],
+        parent: str | None = None,
     ) -> "Run":
-        c = client(uri)
-        exp_id = retry(lambda: ensure_experiment(uri, experiment))
-        all_tags = {"seqcomp.job": job, **git_state(), **tags}
-        if parent:
-            all_tags["mlflow.parentRunId"] = parent
-        for old in retry(lambda: c.search_runs([exp_id], f"tags.`seqcomp.job` = '{job}'", max_results=1000)):
-            if old.data.tags.get("seqcomp.superseded") != "true":
-                retry(lambda: c.set_tag(old.info.run_id, "seqcomp.superseded", "true"))
-            if old.info.status == "RUNNING":  # its process was killed: it will never finish
-                retry(lambda: c.set_terminated(old.info.run_id, "KILLED"))
-        run = retry(lambda: c.create_run(exp_id, run_name=run_name, tags=all_tags))
-        return cls(uri, run.info.run_id)
+        """A new journal under ``journal_dir`` for job key ``job``; ``parent``: the parent job's key.
+
+        The journal id starts with the time in ns, so sorting ids orders attempts of a job (and
+        parents before children) without reading the files.
+        """
+        journal_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
+        path = Path(journal_dir) / job / f"{journal_id}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run = cls(path, job)
+        run._write({"op": "start", "id": journal_id, "experiment": experiment, "run_name": run_name, "job": job,
+                    "tags": {"seqcomp.job": job, **git_state(), **tags}, "parent": parent, "time": now_ms()})
+        return run
+
+    def _write(self, record: dict[str, Any]) -> None:
+        # One write per line, flushed: a killed job leaves whole lines (the replayer ignores a
+        # partial last line until it is complete).
+        self._out.write(json.dumps(record, default=str) + "\n")
+        self._out.flush()
+
+    def _keep(self, path: str | Path) -> str:
+        """Hard-link (or copy) ``path`` beside the journal; returns its name there, relative to ``files``."""
+        name = f"{self._n_files}/{Path(path).name}"
+        self._n_files += 1
+        target = self.files / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(path, target)
+        return name
 
     def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in flatten(params).items()]
-        for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-            retry(lambda: self.client.log_batch(self.run_id, params=items[i : i + 100]))
+        self._write({"op": "params", "params": flatten(params)})
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
-        retry(lambda: self.client.log_batch(self.run_id, metrics=items))
+        self._write({"op": "metrics", "metrics": {k: float(v) for k, v in metrics.items()}, "step": step or 0,
+                     "time": now_ms()})
 
     def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
-        retry(lambda: self.client.log_artifact(self.run_id, str(path), folder))
+        self._write({"op": "artifact", "file": self._keep(path), "folder": folder})
 
     def log_dict(self, obj: dict[str, Any], name: str) -> None:
-        retry(lambda: self.client.log_dict(self.run_id, obj, name))
+        self._write({"op": "dict", "obj": obj, "name": name})
 
     def log_input(self, name: str, path: Path, profile: dict[str, Any], context: str = "training") -> None:
         """Record a dataset file as the run's input: its sha256 as digest, no copy of the data.
 
         ``profile`` (split sizes, source identity) is shown with the dataset in the UI.
         """
-        from mlflow.data.sources import LocalArtifactDatasetSource
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+        self._write({"op": "input", "name": name, "source": str(Path(path).resolve()), "sha256": file_sha256(path),
+                     "profile": profile, "context": context})
 
-        sha256 = file_sha256(path)
-        # MLflow caps a digest at 36 characters; the full hash goes into the profile.
-        record = MetaDataset(LocalArtifactDatasetSource(str(Path(path).resolve())), name=name, digest=sha256[:32])
-        d = record.to_dict()
-        entity = Dataset(d["name"], d["digest"], d["source_type"], d["source"], d.get("schema"),
-                         json.dumps({"sha256": sha256, **profile}))
-        inputs = [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT, context)])]
-        # Parallel jobs race to create the shared dataset row (MLflow checks, then inserts): the
-        # loser's insert violates the unique key; on retry it finds the row and links to it.
-        retry(lambda: self.client.log_inputs(self.run_id, datasets=inputs),
-              transient=("locked", "busy", "unique constraint", "duplicate"))
+    def log_model(self, model_file: str | Path, example: Any, name: str = "model") -> None:
+        """Log the model saved by ``seqcomp.artifacts.save_model`` at ``model_file`` as an MLflow
+        model (pytorch flavour) of this run, when the journal is replayed.
 
-    def log_model(self, net: Any, example: Any, name: str = "model") -> str:
-        """Log a torch module as an MLflow model (pytorch flavour) of this run; returns its URI.
-
-        ``example`` is one input batch (numpy, (1, L, C)); the signature comes from it.
-        Pickle serialization (loading needs seqcomp importable): pt2 would run torch.export in
-        every job (1.7 s for the smoke LSTM, 12 s for S4D on the loaded 2-core machine).
-        Explicit pip requirements, pinned to this environment: MLflow would otherwise load the
-        model in a subprocess to infer them, and its check that they match the environment (it
-        maps every installed distribution's files, 1-2 s per job, twice: on saving, and on
-        reloading the model to serve the example) cannot fail, so it is skipped. MLflow's
-        ``log_model`` resolves its store from the process-wide URI, so it is set here: each job
-        is its own process.
+        ``example`` is one input batch (numpy, (1, L, C)); the signature comes from it. The
+        model's URI exists only after replay: find it through the run (its logged models).
         """
-        from unittest import mock
+        import numpy as np
 
-        import mlflow
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        net = net.cpu().eval()
-        with torch.no_grad():
-            output = net(torch.from_numpy(example)).numpy()
-        mlflow.set_tracking_uri(self.uri)
-        experiment_id = retry(lambda: self.client.get_run(self.run_id)).info.experiment_id
-        # An explicit logged-model entity: without one MLflow files it under the default experiment.
-        model = retry(lambda: self.client.create_logged_model(experiment_id, name=name, source_run_id=self.run_id))
-        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
-        # create=True: should a later MLflow rename these, logging still works (only slower).
-        # Its warning about pickle serialization is about the choice explained above: not repeated per job.
-        with (mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches", create=True),
-              mock.patch("mlflow.pyfunc.warn_dependency_requirement_mismatches", create=True),
-              quiet_logger("mlflow.pytorch")):
-            info = retry(lambda: mlflow.pytorch.log_model(
-                net, name=name, model_id=model.model_id, run_id=self.run_id, input_example=example,
-                signature=infer_signature(example, output), serialization_format="pickle",
-                pip_requirements=requirements,
-            ))
-        return info.model_uri
+        example_file = self.files / f"{name}-example.npy"
+        example_file.parent.mkdir(parents=True, exist_ok=True)
+        np.save(example_file, np.asarray(example))
+        self._write({"op": "model", "file": self._keep(model_file), "example": example_file.name, "name": name})
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for k, v in tags.items():
-            retry(lambda: self.client.set_tag(self.run_id, k, v))
+        self._write({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def finish(self, status: str = "FINISHED") -> None:
-        retry(lambda: self.client.set_terminated(self.run_id, status))
-
-
-@contextmanager
-def quiet_logger(name: str) -> Iterator[None]:
-    """Only errors from logger ``name`` while the body runs."""
-    import logging
-
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+        self._write({"op": "finish", "status": status, "time": now_ms()})
+        self._out.close()
 
 
 @contextmanager
