@@ -181,7 +181,7 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
             log_every_n_steps=1,  # every metric is logged per epoch; this only silences the interval warning
             num_sanity_val_steps=0,
         )
-            limit = settings["limit_train_batches"]
+        limit = settings["limit_train_batches"]
         log.info("fitting %s: %d train windows in %d batches%s, %d val windows, %s %s, up to %d epochs%s",
                  spec["model"], len(train_ds), len(loaders[0]), f" (at most {limit} per epoch)" if limit else "",
                  len(val_ds), accelerator, precision, settings["max_epochs"],
