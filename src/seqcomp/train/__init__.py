@@ -19,12 +19,11 @@ from typing import Any
 import torch
 
 from seqcomp.artifacts import save_model
-from seqcomp.data.windows import PreparedSeries
+from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.errors import SeqcompError
 from seqcomp.evaluate.metrics import HEADLINE, scores
 from seqcomp.io import atomic_path, write_json
 from seqcomp.models import SeriesShape, build_model
-from seqcomp.models.cycle import cycle_of
 from seqcomp.tracking import Run, redact, tracked
 
 EpochHook = Callable[[dict[str, float]], None]
@@ -36,7 +35,7 @@ def fit(net, series, spec: dict[str, Any], out_dir: Path, on_epoch: EpochHook | 
     epoch's metrics row). Returns (history rows, info)."""
     if hasattr(net, "fit_closed_form"):
         start = time.perf_counter()
-        x, y = series.windows("train", spec["lookback"], spec["horizon"], cycle_of(net)).tensors()
+        x, y = job_windows(series, spec, "train").tensors()
         if series.task == "classification":  # least squares on one-hot targets: a linear classifier
             y = torch.nn.functional.one_hot(y, series.channels).float()
         net.fit_closed_form(x, y)
@@ -76,7 +75,7 @@ def train(
         run.log_input(spec["dataset"], data_dir / "series.parquet", dataset_profile(series, shape))
         rows, info = fit(net, series, spec, out_dir, on_epoch=lambda row: run.log_metrics(
             {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])))
-        val = scores(net.eval(), series.windows("val", shape.lookback, shape.horizon, cycle_of(net)), series.task)
+        val = scores(net.eval(), job_windows(series, spec, "val"), series.task)
         val = {k: val[k] for k in HEADLINE[series.task]}  # mse, mae | accuracy, seq_accuracy
         if not rows:
             rows = [{"epoch": 0, **{f"val/{k}": v for k, v in val.items()}}]
@@ -90,7 +89,7 @@ def train(
             pl.DataFrame(rows).write_csv(tmp)
         for name in ("model.pt", "history.csv"):
             run.log_artifact(out_dir / name)
-        example = series.windows("val", shape.lookback, shape.horizon, cycle_of(net))[0][0][None].numpy()  # (1, L, C)
+        example = job_windows(series, spec, "val")[0][0][None].numpy()  # (1, L, C)
         summary["model_uri"] = run.log_model(net, example)
         write_json(out_dir / "run.json", summary)
     # Checkpoints exist to resume a killed run. Kept after success, they would be "resumed" by

@@ -20,10 +20,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from seqcomp.data.windows import PreparedSeries
+from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.errors import SeqcompError
 from seqcomp.io import read_json, write_json
-from seqcomp.models.cycle import cycle_of
 from seqcomp.train.module import Forecaster
 
 log = logging.getLogger("seqcomp.train")
@@ -144,8 +143,7 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
     its tracking run: MLflow sees the epochs as they come, with no Lightning logger)."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    L_, H = spec["lookback"], spec["horizon"]
-    train_ds, val_ds = (series.windows(split, L_, H, cycle_of(net)) for split in ("train", "val"))
+    train_ds, val_ds = (job_windows(series, spec, split) for split in ("train", "val"))
     loaders = (
         # Own generator: each new loader iterator draws a base seed, which must not consume the
         # global RNG that dropout uses (it would shift masks between fresh and resumed runs).
