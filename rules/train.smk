@@ -19,7 +19,7 @@ rule train:
     log:
         f"{P['logs']}/train/{JOB}.log",
     message:
-        f"train {JOB_MESSAGE}"
+        f"train {JOB_MESSAGE} gpus={{resources.gpu}}"
     threads: 1
     resources:
         mem_mb=4000,

@@ -64,6 +64,19 @@ def test_cycle_windows_carry_each_rows_phase() -> None:
     assert torch.equal(xs[4], x) and xs.shape[-1] == 3 and ys.shape[-1] == 2
 
 
+def test_a_jobs_windows_follow_its_spec_not_its_model() -> None:
+    from seqcomp.data.windows import job_windows
+
+    values = torch.arange(200, dtype=torch.float32)[:, None].repeat(1, 2)
+    series = PreparedSeries(values=values, borders=(120, 160, 200), meta={})
+    spec = {"lookback": 30, "horizon": 6, "params": {"hidden": 8}}
+    plain = job_windows(series, spec, "test")
+    cyc = job_windows(series, {**spec, "params": {"cycle": 24}}, "test")
+    assert plain[0][0].shape == (30, 2) and cyc[0][0].shape == (30, 3)
+    # the first test window forecasts rows 160-165 from rows 130-159 (its lookback reaches into val)
+    assert torch.equal(cyc[0][0][:, 2].long(), values[130:160, 0].long() % 24)
+
+
 def test_ratio_split_matches_time_series_library() -> None:
     assert split_borders({"ratios": [0.7, 0.1, 0.2]}, 1000) == (700, 800, 1000)
     assert count_windows((700, 800, 1000), 96, 48) == {"train": 557, "val": 53, "test": 153}

@@ -20,7 +20,8 @@ from seqcomp.errors import SeqcompError
 from seqcomp.io import read_json
 from seqcomp.models import MODELS
 from seqcomp.tracking import Run, client, resolve_uri
-from seqcomp.train import epoch_line, train
+from seqcomp.train import train
+from seqcomp.train.sgd import epoch_line
 
 SETTINGS = {"max_epochs": 3, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,
             "loss": "mse", "limit_train_batches": 3, "accelerator": "cpu", "precision": "auto"}

@@ -12,17 +12,16 @@ from typing import Any
 import torch
 
 from seqcomp.compress import compress, fp32_model_bytes, stored_size
-from seqcomp.data.windows import PreparedSeries
+from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.io import atomic_path, write_json
 from seqcomp.tracking import Run, tracked
 from seqcomp.artifacts import load_model
-from seqcomp.models.cycle import cycle_of
 
 
-def calibration_windows(series: PreparedSeries, lookback: int, horizon: int, n: int, seed: int,
-                        cycle: int | None = None) -> torch.Tensor:
-    """A seeded random sample of ``n`` training windows (N, L, C): never val or test data."""
-    train = series.windows("train", lookback, horizon, cycle)
+def calibration_windows(series: PreparedSeries, spec: dict[str, Any]) -> torch.Tensor:
+    """A seeded random sample of the spec's ``calibration.windows`` training windows (N, L, C):
+    never val or test data."""
+    train, n, seed = job_windows(series, spec, "train"), spec["calibration"]["windows"], spec["seed"]
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
     return torch.stack([train[int(i)][0] for i in idx])
 
@@ -31,11 +30,9 @@ def run_compress(spec: dict[str, Any], model_path: Path, data_dir: Path, out_dir
     """Compress the trained model at ``model_path`` with ``spec['pass']`` into ``out_dir``."""
     net = load_model(model_path)
     series = PreparedSeries.load(data_dir)
-    cycle = cycle_of(net)
-    calib = calibration_windows(series, spec["lookback"], spec["horizon"], spec["calibration"]["windows"], spec["seed"],
-                                cycle)
+    calib = calibration_windows(series, spec)
     # labeled val windows, given only to passes that choose among candidates on them (mixed precision)
-    validation = series.windows("val", spec["lookback"], spec["horizon"], cycle).tensors()
+    validation = job_windows(series, spec, "val").tensors()
     with tracked(run):
         run.log_params(spec)
         _, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib, validation=validation)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +57,13 @@ class PreparedSeries:
         # Exact small integers in float32: the phase column travels with the values.
         phase = (torch.arange(len(self.values)) % cycle).to(self.values.dtype)[:, None]  # (T, 1)
         return WindowDataset(self.values, starts, lookback, horizon, inputs=torch.cat([self.values, phase], dim=1))
+
+
+def job_windows(series: "PreparedSeries | PreparedSamples", spec: dict[str, Any], split: str) -> "WindowDataset | SampleDataset":
+    """``split``'s windows as a job's model takes them: the spec's lookback and horizon and, for a
+    model with ``cycle: P`` (a model-level key of the spec's ``params``), each step's phase as a
+    last input column. The job spec decides the data's shape, never the built model."""
+    return series.windows(split, spec["lookback"], spec["horizon"], spec["params"].get("cycle"))
 
 
 class WindowDataset(Dataset):

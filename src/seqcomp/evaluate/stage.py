@@ -8,13 +8,12 @@ from typing import Any
 import torch
 
 from seqcomp.compress import load_compressed
-from seqcomp.data.windows import PreparedSeries
+from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.evaluate.examples import forecast_examples
 from seqcomp.evaluate.metrics import HEADLINE, latency_ms, scores
 from seqcomp.io import read_json, write_json
 from seqcomp.tracking import Run, tracked
 from seqcomp.artifacts import load_model
-from seqcomp.models.cycle import cycle_of
 
 
 def run_evaluate(
@@ -24,10 +23,9 @@ def run_evaluate(
     report = read_json(compressed_dir / "report.json")
     stored = torch.load(compressed_dir / "model.pt", map_location="cpu", weights_only=True)
     trained = load_model(train_model)
-    cycle = cycle_of(trained)  # before the pass: it may wrap or replace modules
     model = load_compressed(spec["pass_kind"], spec["pass_params"], trained, stored).eval()
     series = PreparedSeries.load(data_dir)
-    test = series.windows("test", spec["lookback"], spec["horizon"], cycle)
+    test = job_windows(series, spec, "test")
     ev = spec["evaluate"]
     with tracked(run):
         run.log_params(spec)

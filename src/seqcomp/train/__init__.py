@@ -3,240 +3,49 @@
 Outputs (all written atomically into ``out_dir``): ``model.pt`` (architecture + best weights,
 loadable with ``weights_only=True``), ``history.csv`` (per-epoch metrics), ``run.json``
 (MLflow run id for the later stages, timings). Gradient models go through Lightning with
-early stopping on ``val/mse`` (``val/ce`` for classification tasks); closed-form models
-(``fit_closed_form``) and parameter-free ones (naive) skip SGD but are validated the same way.
+early stopping on ``val/mse`` (``val/ce`` for classification tasks; :mod:`seqcomp.train.sgd`);
+closed-form models (``fit_closed_form``) and parameter-free ones (naive) skip SGD, and
+Lightning's import, but are validated the same way.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
-import sys
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from seqcomp.artifacts import save_model
-from seqcomp.data.windows import PreparedSeries
+from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.errors import SeqcompError
 from seqcomp.evaluate.metrics import HEADLINE, scores
-from seqcomp.io import atomic_path, read_json, write_json
+from seqcomp.io import atomic_path, write_json
 from seqcomp.models import SeriesShape, build_model
-from seqcomp.models.cycle import cycle_of
 from seqcomp.tracking import Run, redact, tracked
-from seqcomp.train.module import Forecaster
 
-log = logging.getLogger(__name__)
-
-# Lightning's messages that say nothing about this job, or advise on things we chose on purpose:
-# its `srun` hint (a Slurm job step runs one process: no srun needed), its own deprecation
-# notices (not ours to act on), and the step-logging interval (we log per epoch only).
-QUIET_LIGHTNING = (
-    r"The `srun` command is available",
-    r".*is deprecated",
-    r"The number of training batches .* is smaller than the logging interval",
-)
-
-def resolve_device(settings: dict[str, Any]) -> tuple[str, str]:
-    """(accelerator, precision) for Lightning: bf16 mixed precision on CUDA, fp32 on CPU."""
-    if settings["accelerator"] == "gpu" and not torch.cuda.is_available():
-        raise SeqcompError("train.accelerator is 'gpu' but no CUDA device is visible; use 'auto' or 'cpu'")
-    cuda = torch.cuda.is_available() and settings["accelerator"] in ("auto", "gpu")
-    accelerator = "gpu" if cuda else "cpu"
-    precision = settings["precision"]
-    if precision == "auto":
-        precision = "bf16-mixed" if cuda else "32-true"
-    return accelerator, precision
+EpochHook = Callable[[dict[str, float]], None]
 
 
-class _History(L.Callback):
-    """Collects epoch-level metrics for history.csv (the MLflow logger records them too) and
-    writes one line per epoch to the job's log, so a long grid shows where each job stands.
-
-    Its rows are saved in Lightning checkpoints, so a resumed run keeps the epochs it ran
-    before it was killed.
-    """
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-        self.samples_this_process = 0  # for throughput: a resumed run only times what it ran
-        self.epoch_start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-        self.samples_this_process += batch[0].shape[0]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.rows = list(state_dict["rows"])
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.epoch_start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Runs after the epoch's validation, so train and val metrics of one epoch share a row.
-        row = {"epoch": trainer.current_epoch}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k})
-        self.rows.append(row)
-        log.info("%s", epoch_line(row, trainer.max_epochs, time.perf_counter() - self.epoch_start))
-
-
-def epoch_line(row: dict[str, float], max_epochs: int, seconds: float) -> str:
-    """``epoch 3/20  train/loss 0.4123  val/mse 0.3981  val/mae 0.4012  1.9 s`` (epochs counted from 1)."""
-    metrics = "  ".join(f"{k} {v:.4g}" for k, v in sorted(row.items()) if k != "epoch" and k != "train/lr")
-    return f"epoch {int(row['epoch']) + 1}/{max_epochs}  {metrics}  {seconds:.1f} s"
-
-
-class EpochShuffle(torch.utils.data.Sampler):
-    """Shuffles with a permutation seeded by (seed, epoch). Lightning calls ``set_epoch`` before
-    each epoch, so a run resumed at epoch k draws the same batches as an uninterrupted one
-    (Lightning checkpoints do not hold RNG state)."""
-
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):  # noqa: ANN204
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=gen).tolist())
-
-
-class _EpochSeed(L.Callback):
-    """Reseeds torch's global RNG (dropout) from (seed, epoch) at each epoch start, for the same reason."""
-
-    def __init__(self, seed: int):
-        self.seed = seed
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        torch.manual_seed(self.seed * 100_003 + trainer.current_epoch)
-
-
-def resumable_checkpoint(ckpt_dir: Path, spec: dict[str, Any]) -> str | None:
-    """``last.ckpt`` of an interrupted run of the *same* job spec, else None (and no checkpoints).
-
-    The spec is kept beside the folder, not in it: Lightning warns about a non-empty
-    checkpoint folder on a fresh run.
-    """
-    spec_file, last = resume_spec_file(ckpt_dir), ckpt_dir / "last.ckpt"
-    if last.is_file() and spec_file.is_file() and read_json(spec_file) == spec:
-        return str(last)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    write_json(spec_file, spec)
-    return None
-
-
-def resume_spec_file(ckpt_dir: Path) -> Path:
-    return ckpt_dir.with_name(ckpt_dir.name + ".spec.json")
-
-
-def fit_sgd(net, series, spec, settings, out_dir, logger) -> tuple[list[dict], dict]:  # noqa: ANN001
-    """Lightning fit with early stopping; returns (history rows, timing info) and leaves the best
-    weights in ``net``. ``logger``: the Lightning logger (the pipeline passes MLflow's; a
-    benchmark on a machine without MLflow passes ``False``)."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    L_, H = spec["lookback"], spec["horizon"]
-    train_ds, val_ds = (series.windows(split, L_, H, cycle_of(net)) for split in ("train", "val"))
-    loaders = (
-        # Own generator: each new loader iterator draws a base seed, which must not consume the
-        # global RNG that dropout uses (it would shift masks between fresh and resumed runs).
-        DataLoader(train_ds, batch_size=settings["batch_size"], sampler=EpochShuffle(len(train_ds), spec["seed"]),
-                   generator=torch.Generator().manual_seed(spec["seed"])),
-        DataLoader(val_ds, batch_size=max(settings["batch_size"], 256), shuffle=False),
-    )
-    accelerator, precision = resolve_device(settings)
-    ckpt_dir = out_dir / "checkpoints"
-    resume_from = resumable_checkpoint(ckpt_dir, spec)
-    history = _History()
-    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"], task=series.task,
-                        lr_decay=settings["lr_decay"])
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=module.monitor, mode="min", save_last=True)
-    with quiet_lightning():  # Lightning checks its environment (Slurm, devices) when the Trainer is built
-        trainer = L.Trainer(
-            max_epochs=settings["max_epochs"],
-            accelerator=accelerator,
-            devices=1,
-            precision=precision,
-            gradient_clip_val=settings["grad_clip"],
-            limit_train_batches=settings["limit_train_batches"] or 1.0,
-            callbacks=[
-                EarlyStopping(module.monitor, patience=settings["patience"], mode="min"),
-                checkpoint,
-                history,
-                _EpochSeed(spec["seed"]),
-            ],
-            logger=logger,
-            deterministic=accelerator == "cpu",
-            enable_progress_bar=sys.stderr.isatty(),  # a terminal gets Lightning's bar; a job log, one line per epoch
-            enable_model_summary=False,  # the parameter count is in the start line and the run's params
-            log_every_n_steps=1,  # every metric is logged per epoch; this only silences the interval warning
-            num_sanity_val_steps=0,
-        )
-        log.info("fitting %s: %d train windows in %d batches, %d val windows, %s %s, up to %d epochs%s",
-                 spec["model"], len(train_ds), len(loaders[0]), len(val_ds), accelerator, precision,
-                 settings["max_epochs"], f", resumed from {resume_from}" if resume_from else "")
-        start = time.perf_counter()
-        trainer.fit(module, *loaders, ckpt_path=resume_from)
-    wall = time.perf_counter() - start
-    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(best["state_dict"])
-    seen = history.samples_this_process
-    info = {
-        "accelerator": accelerator,
-        "precision": precision,
-        "epochs": trainer.current_epoch,
-        "resumed_from": resume_from,
-        "fit_wall_s": wall,
-        "train_samples_per_s": seen / wall if wall > 0 else None,
-    }
-    return history.rows, info
-
-
-@contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Lightning's INFO lines (devices, tips, "fit stopped") and the warnings in QUIET_LIGHTNING
-    off; every other warning still reaches the job's log."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
-        for pattern in QUIET_LIGHTNING:
-            warnings.filterwarnings("ignore", message=pattern)
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
-
-
-def fit(net, series, spec: dict[str, Any], out_dir: Path, logger) -> tuple[list[dict], dict]:  # noqa: ANN001
+def fit(net, series, spec: dict[str, Any], out_dir: Path, on_epoch: EpochHook | None = None) -> tuple[list[dict], dict]:  # noqa: ANN001
     """Fit ``net`` on the train windows as its kind asks: closed form, nothing (no trainable
-    parameters) or SGD (:func:`fit_sgd` with ``logger``). Returns (history rows, info)."""
+    parameters) or SGD (:func:`seqcomp.train.sgd.fit_sgd`, which calls ``on_epoch`` with each
+    epoch's metrics row). Returns (history rows, info)."""
     if hasattr(net, "fit_closed_form"):
         start = time.perf_counter()
-        x, y = series.windows("train", spec["lookback"], spec["horizon"], cycle_of(net)).tensors()
+        x, y = job_windows(series, spec, "train").tensors()
         if series.task == "classification":  # least squares on one-hot targets: a linear classifier
             y = torch.nn.functional.one_hot(y, series.channels).float()
         net.fit_closed_form(x, y)
         return [], {"method": "closed form", "fit_wall_s": time.perf_counter() - start, "epochs": 0}
     if not any(p.requires_grad for p in net.parameters()):
         return [], {"method": "no trainable parameters", "fit_wall_s": 0.0, "epochs": 0}
+    from seqcomp.train.sgd import fit_sgd
+
     try:
-        rows, info = fit_sgd(net, series, spec, spec["train"], out_dir, logger)
+        rows, info = fit_sgd(net, series, spec, spec["train"], out_dir, on_epoch)
     except SeqcompError:
         discard_checkpoints(out_dir)  # a diverged run leaves nothing that looks like a result
         raise
@@ -253,7 +62,7 @@ def train(
     """
     torch.set_num_threads(threads)
     out_dir, data_dir = Path(out_dir), Path(data_dir)
-    L.seed_everything(spec["seed"], workers=True, verbose=False)
+    seed_everything(spec["seed"])  # the model's initial weights
     series = PreparedSeries.load(data_dir)
     shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
     net = build_model(spec["kind"], spec["params"], shape, where=f"models.{spec['model']}")
@@ -264,11 +73,9 @@ def train(
         if config_file is not None:
             run.log_artifact(config_file)
         run.log_input(spec["dataset"], data_dir / "series.parquet", dataset_profile(series, shape))
-        from lightning.pytorch.loggers import MLFlowLogger
-
-        logger = MLFlowLogger(experiment_name=spec["experiment"], tracking_uri=run.uri, run_id=run.run_id)
-        rows, info = fit(net, series, spec, out_dir, logger)
-        val = scores(net.eval(), series.windows("val", shape.lookback, shape.horizon, cycle_of(net)), series.task)
+        rows, info = fit(net, series, spec, out_dir, on_epoch=lambda row: run.log_metrics(
+            {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])))
+        val = scores(net.eval(), job_windows(series, spec, "val"), series.task)
         val = {k: val[k] for k in HEADLINE[series.task]}  # mse, mae | accuracy, seq_accuracy
         if not rows:
             rows = [{"epoch": 0, **{f"val/{k}": v for k, v in val.items()}}]
@@ -282,13 +89,25 @@ def train(
             pl.DataFrame(rows).write_csv(tmp)
         for name in ("model.pt", "history.csv"):
             run.log_artifact(out_dir / name)
-        example = series.windows("val", shape.lookback, shape.horizon, cycle_of(net))[0][0][None].numpy()  # (1, L, C)
+        example = job_windows(series, spec, "val")[0][0][None].numpy()  # (1, L, C)
         summary["model_uri"] = run.log_model(net, example)
         write_json(out_dir / "run.json", summary)
     # Checkpoints exist to resume a killed run. Kept after success, they would be "resumed" by
     # the rerun that a code change asks for (same spec, new code), returning the old model.
     discard_checkpoints(out_dir)
     return summary
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, NumPy's and torch's generators (CPU and CUDA), as Lightning's ``seed_everything``
+    does, without importing Lightning."""
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any]:
@@ -307,4 +126,4 @@ def discard_checkpoints(out_dir: str | Path) -> None:
     may look like a result or be resumed by a later run of the same spec."""
     ckpt_dir = Path(out_dir) / "checkpoints"
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    resume_spec_file(ckpt_dir).unlink(missing_ok=True)
+    ckpt_dir.with_name(ckpt_dir.name + ".spec.json").unlink(missing_ok=True)  # see sgd.resumable_checkpoint
