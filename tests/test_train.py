@@ -19,7 +19,8 @@ from seqcomp.artifacts import load_model
 from seqcomp.errors import SeqcompError
 from seqcomp.io import read_json
 from seqcomp.models import MODELS
-from seqcomp.tracking import Run, client, resolve_uri
+from seqcomp.tracking import Run, resolve_uri
+from seqcomp.tracking.replay import Replayer
 from seqcomp.train import train
 from seqcomp.train.sgd import epoch_line
 
@@ -33,7 +34,16 @@ def spec(model: str, seed: int = 0, **train) -> dict:
 
 
 def run_for(tmp_path: Path, s: dict) -> Run:
-    return Run.start(resolve_uri(f"sqlite:///{tmp_path}/mlflow.db"), s["experiment"], "t", f"train/{s['model']}", {})
+    return Run.start(tmp_path / "journal", s["experiment"], "t", f"train/{s['model']}", {})
+
+
+def replayed(tmp_path: Path, run: Run):  # noqa: ANN201 - (MLflow client, the run as the store holds it)
+    """Replay the test's journals into a SQLite store; the store's record of ``run``."""
+    replayer = Replayer(tmp_path / "journal", resolve_uri(f"sqlite:///{tmp_path}/mlflow.db"))
+    assert replayer.replay() == []
+    exp = replayer.client.get_experiment_by_name("seqcomp/t").experiment_id
+    (record,) = replayer.client.search_runs([exp], f"tags.`seqcomp.journal` = '{run.path.stem}'")
+    return replayer.client, record
 
 
 def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Path) -> None:
@@ -45,10 +55,10 @@ def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Pat
     assert {"epoch", "train/loss", "val/mse", "val/mae"} <= set(history.columns)
     # the saved model is the best checkpoint: its val MSE is the best epoch's
     assert summary["best_val_mse"] == pytest.approx(history["val/mse"].min(), rel=1e-4)
-    c = client(run.uri)
-    assert len(c.get_metric_history(run.run_id, "val/mse")) == history.height
-    assert c.get_run(run.run_id).info.status == "FINISHED"
-    assert read_json(tmp_path / "out" / "run.json")["run_id"] == run.run_id
+    c, record = replayed(tmp_path, run)
+    assert [m.step for m in c.get_metric_history(record.info.run_id, "val/mse")] == history["epoch"].to_list()
+    assert record.info.status == "FINISHED"
+    assert read_json(tmp_path / "out" / "run.json")["job"] == run.job
     assert isinstance(load_model(tmp_path / "out" / "model.pt"), torch.nn.Module)
 
 
@@ -118,7 +128,7 @@ def test_nan_loss_fails_clearly_and_marks_the_run(tiny_data: Path, tmp_path: Pat
     with pytest.raises(SeqcompError, match="training loss became"):
         train(s, tiny_data, tmp_path / "out", run)
     assert not (tmp_path / "out" / "model.pt").exists()
-    assert client(run.uri).get_run(run.run_id).info.status == "FAILED"
+    assert replayed(tmp_path, run)[1].info.status == "FAILED"
 
 
 CHILD = """
@@ -132,8 +142,8 @@ def slow_step(self, batch, i):  # slow enough that the parent can kill it mid-tr
     time.sleep(0.05)
     return step(self, batch, i)
 module.Forecaster.training_step = slow_step
-spec, data, out, uri = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-train(spec, data, out, Run.start(uri, spec["experiment"], "t", "train/kill", {}))
+spec, data, out, journal = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+train(spec, data, out, Run.start(journal, spec["experiment"], "t", "train/kill", {}))
 """
 
 
@@ -141,8 +151,7 @@ def test_killed_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: P
     s = spec("tsmixer", seed=2, max_epochs=5, patience=10, limit_train_batches=None)
     uninterrupted = train(s, tiny_data, tmp_path / "a", run_for(tmp_path, s))
     out = tmp_path / "b"
-    uri = resolve_uri(f"sqlite:///{tmp_path}/mlflow.db")
-    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(s), str(tiny_data), str(out), uri])
+    child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(s), str(tiny_data), str(out), str(tmp_path / "journal")])
     deadline = time.time() + 120
     while not (out / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.time() < deadline:
         time.sleep(0.01)

@@ -267,7 +267,6 @@ class Replayer:
         from unittest import mock
 
         import mlflow
-        import mlflow.pytorch
         import numpy as np
         import torch
         from mlflow.models import infer_signature
@@ -282,6 +281,7 @@ class Replayer:
         net, example = load_model(model_file), np.load(example_file)
         with torch.no_grad():
             output = net(torch.from_numpy(example)).numpy()
+        pytorch_flavour = import_mlflow_pytorch()
         mlflow.set_tracking_uri(self.uri)  # log_model resolves the store from the process-wide URI
         model = retry(lambda: c.create_logged_model(experiment_id, name=name, source_run_id=run_id))
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
@@ -289,11 +289,33 @@ class Replayer:
         with (mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches", create=True),
               mock.patch("mlflow.pyfunc.warn_dependency_requirement_mismatches", create=True),
               quiet_logger("mlflow.pytorch")):
-            retry(lambda: mlflow.pytorch.log_model(
+            retry(lambda: pytorch_flavour.log_model(
                 net, name=name, model_id=model.model_id, run_id=run_id, input_example=example,
                 signature=infer_signature(example, output), serialization_format="pickle",
                 pip_requirements=requirements,
             ))
+
+
+def import_mlflow_pytorch():  # noqa: ANN201 - the mlflow.pytorch module
+    """``mlflow.pytorch`` without Lightning. Its optional Lightning-autologging module calls
+    ``logging.basicConfig`` (a root handler: in the Snakemake process every Snakemake log line
+    would be printed twice) and then imports pytorch_lightning (8-16 s of CPU here), inside a
+    ``try/except ImportError``: the import is blocked and the root logger restored."""
+    import importlib
+    import sys
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    block = "pytorch_lightning" not in sys.modules
+    if block:
+        sys.modules["pytorch_lightning"] = None  # type: ignore[assignment] - makes its import raise ImportError
+    try:
+        return importlib.import_module("mlflow.pytorch")
+    finally:
+        if block:
+            del sys.modules["pytorch_lightning"]
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 @contextmanager
@@ -320,6 +342,10 @@ class Live:
 
     def _open(self) -> Replayer:
         if self.replayer is None:  # in the thread: importing MLflow takes seconds
+            import mlflow  # noqa: F401 - it sets its loggers' levels on import; ours come after
+
+            for name in ("mlflow", "alembic"):  # store creation and migration notes, on the workflow's console
+                logging.getLogger(name).setLevel(logging.WARNING)
             self.replayer = Replayer(self.journal_dir, resolve_uri(self.config_uri))
         return self.replayer
 
