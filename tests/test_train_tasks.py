@@ -20,7 +20,7 @@ from seqcomp.evaluate.metrics import classification_scores
 from seqcomp.evaluate.stage import run_evaluate
 from seqcomp.io import read_json
 from seqcomp.models import SeriesShape, build_model
-from seqcomp.tracking import Run, resolve_uri
+from seqcomp.tracking import Run
 from seqcomp.train import train
 from seqcomp.train.module import token_cross_entropy
 
@@ -32,34 +32,34 @@ COPY = {"kind": "selective_copying", "length": 12, "n_tokens": 2, "vocab": 5, "n
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One MLflow store for the module: creating a SQLite store (its migrations) takes seconds."""
-    return resolve_uri(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The journal folder of the module's runs (tracking itself is tested in test_tracking.py)."""
+    return tmp_path_factory.mktemp("journal")
 
 
-def _run(uri: str, stage: str) -> Run:
-    return Run.start(uri, "seqcomp/t", stage, stage, {})
+def _run(journal: Path, stage: str) -> Run:
+    return Run.start(journal, "seqcomp/t", stage, stage, {})
 
 
-def _pipeline(model: str, params: dict, data: Path, tmp_path: Path, uri: str) -> tuple[dict, dict]:
+def _pipeline(model: str, params: dict, data: Path, tmp_path: Path, journal: Path) -> tuple[dict, dict]:
     meta = read_json(data / "meta.json")
     spec = {"experiment": "seqcomp/t", "dataset": "copy", "model": model, "kind": model, "params": params,
             "train": SETTINGS, "lookback": meta["length"], "horizon": meta["targets"], "seed": 0}
-    summary = train(spec, data, tmp_path / model / "train", _run(uri, "train"))
+    summary = train(spec, data, tmp_path / model / "train", _run(journal, "train"))
     passes = {"pass": "fp32", "pass_kind": "fp32", "pass_params": {}}
     base = {k: v for k, v in spec.items() if k != "train"}
     run_compress({**base, **passes, "calibration": {"windows": 8}}, tmp_path / model / "train" / "model.pt", data,
-                 tmp_path / model / "fp32", _run(uri, "compress"))
+                 tmp_path / model / "fp32", _run(journal, "compress"))
     metrics = run_evaluate({**base, **passes, "evaluate": EVALUATE}, tmp_path / model / "train" / "model.pt",
-                           tmp_path / model / "fp32", data, tmp_path / model / "metrics.json", _run(uri, "evaluate"))
+                           tmp_path / model / "fp32", data, tmp_path / model / "metrics.json", _run(journal, "evaluate"))
     return summary, metrics
 
 
-@pytest.mark.slow  # ~11 s, most of it creating the MLflow store
-def test_classification_task_runs_through_every_stage(tmp_path: Path, store: str) -> None:
+@pytest.mark.slow
+def test_classification_task_runs_through_every_stage(tmp_path: Path, journal: Path) -> None:
     data = tmp_path / "data"
     prepare(COPY, data, name="copy")
-    summary, metrics = _pipeline("lstm", {"hidden": 8}, data, tmp_path, store)
+    summary, metrics = _pipeline("lstm", {"hidden": 8}, data, tmp_path, journal)
     history = pl.read_csv(tmp_path / "lstm" / "train" / "history.csv")
     assert {"train/loss", "val/ce", "val/accuracy"} <= set(history.columns) and "val/mse" not in history.columns
     assert summary["method"] == "sgd" and 0 <= summary["best_val_accuracy"] <= 1 and "best_val_mse" not in summary
@@ -76,23 +76,23 @@ def test_classification_task_runs_through_every_stage(tmp_path: Path, store: str
     # a closed-form model fits one-hot targets by least squares: a linear classifier
     spec = {"experiment": "seqcomp/t", "dataset": "copy", "model": "linear", "kind": "linear", "params": {},
             "train": SETTINGS, "lookback": 12, "horizon": 2, "seed": 0}
-    summary = train(spec, data, tmp_path / "linear", _run(store, "train"))
+    summary = train(spec, data, tmp_path / "linear", _run(journal, "train"))
     assert summary["method"] == "closed form" and 0 <= summary["best_val_accuracy"] <= 1
 
 
-def test_ar_metrics_carry_the_optimal_error(tmp_path: Path, store: str) -> None:
+def test_ar_metrics_carry_the_optimal_error(tmp_path: Path, journal: Path) -> None:
     data = tmp_path / "data"
     prepare({"kind": "ar", "n_steps": 3000, "coefficients": [0.8], "seed": 1}, data, name="ar")
     meta = read_json(data / "meta.json")
     spec = {"experiment": "seqcomp/t", "dataset": "ar", "model": "linear", "kind": "linear", "params": {},
             "train": SETTINGS, "lookback": 16, "horizon": 4, "seed": 0}
-    train(spec, data, tmp_path / "train", _run(store, "train"))
+    train(spec, data, tmp_path / "train", _run(journal, "train"))
     base = {k: v for k, v in spec.items() if k != "train"}
     passes = {"pass": "fp32", "pass_kind": "fp32", "pass_params": {}}
     run_compress({**base, **passes, "calibration": {"windows": 8}}, tmp_path / "train" / "model.pt", data,
-                 tmp_path / "fp32", _run(store, "compress"))
+                 tmp_path / "fp32", _run(journal, "compress"))
     m = run_evaluate({**base, **passes, "evaluate": EVALUATE}, tmp_path / "train" / "model.pt", tmp_path / "fp32", data,
-                     tmp_path / "metrics.json", _run(store, "evaluate"))
+                     tmp_path / "metrics.json", _run(journal, "evaluate"))
     assert m["optimal_mse_per_step"] == meta["optimal_mse_per_step"][:4]
     assert m["optimal_mse"] == pytest.approx(sum(meta["optimal_mse_per_step"][:4]) / 4)
     assert m["mse_over_optimal"] == pytest.approx(m["mse"] / m["optimal_mse"])
@@ -152,20 +152,20 @@ def test_small_mamba_learns_selective_copying() -> None:
     ("linear", {"cycle": 12}, "int8_dynamic", {}),
     ("dlinear", {"cycle": 12, "revin": True}, "rtn_weight_sim", {"bits": 4}),
 ])
-def test_cycle_model_gets_its_phases_in_every_stage(tmp_path: Path, store: str, model: str, params: dict,
+def test_cycle_model_gets_its_phases_in_every_stage(tmp_path: Path, journal: Path, model: str, params: dict,
                                                     pass_kind: str, pass_params: dict) -> None:
     data = tmp_path / "data"
     prepare({"kind": "synthetic", "n_steps": 600, "channels": 3, "seed": 1, "split": {"ratios": [0.6, 0.2, 0.2]}},
             data, name="syn")
     spec = {"experiment": "seqcomp/t", "dataset": "syn", "model": model, "kind": model, "params": params,
             "train": SETTINGS, "lookback": 24, "horizon": 8, "seed": 0}
-    summary = train(spec, data, tmp_path / "train", _run(store, "train"))
+    summary = train(spec, data, tmp_path / "train", _run(journal, "train"))
     base = {k: v for k, v in spec.items() if k != "train"}
     passes = {"pass": "p", "pass_kind": pass_kind, "pass_params": pass_params}
     run_compress({**base, **passes, "calibration": {"windows": 8}}, tmp_path / "train" / "model.pt", data,
-                 tmp_path / "p", _run(store, "compress"))
+                 tmp_path / "p", _run(journal, "compress"))
     m = run_evaluate({**base, **passes, "evaluate": EVALUATE}, tmp_path / "train" / "model.pt", tmp_path / "p", data,
-                     tmp_path / "metrics.json", _run(store, "evaluate"))
+                     tmp_path / "metrics.json", _run(journal, "evaluate"))
     # the evaluated model saw the phases: its error is the trained model's on the same windows
     trained = load_model(tmp_path / "train" / "model.pt").eval()
     x, y = PreparedSeries.load(data).windows("test", 24, 8, cycle=12).tensors()

@@ -106,6 +106,10 @@ def test_mlflow_holds_the_run_tree(smoke_run: Path) -> None:
     assert stages.count("compress") == stages.count("evaluate") == n_models * n_passes
     assert stages.count("summary") == 1
     assert set(runs.values()) == {"FINISHED"}
+    # one run per job journal, every journal replayed by the time Snakemake returned (onsuccess)
+    journal = smoke_run / "results" / "smoke" / "tracking" / "journal"
+    assert sorted(t["seqcomp.journal"] for t in tags.values()) == sorted(p.stem for p in journal.rglob("*.jsonl"))
+    assert not list(journal.rglob("*.files")), "files of a journal not replayed"
     for run, t in tags.items():
         parent = t.get("mlflow.parentRunId")
         expected_parent = {"train": None, "compress": "train", "evaluate": "compress", "summary": None}[t["seqcomp.stage"]]
