@@ -21,7 +21,7 @@ from seqcomp.tracking import (
     Run, file_sha256, flatten, git_state, job_key, redact, resolve_uri, snakemake_tags, tracked,
     write_resolved_config,
 )
-from seqcomp.tracking.replay import STATE_SUFFIX, Replayer, client, drain_live, start_live
+from seqcomp.tracking.replay import STATE_SUFFIX, Progress, Replayer, client, drain_live, start_live
 
 EXP = "seqcomp/t"
 
@@ -239,20 +239,20 @@ def test_parallel_jobs_import_no_mlflow_and_lose_no_run(tmp_path: Path) -> None:
 
 
 def test_live_replay_shows_runs_while_the_workflow_runs(tmp_path: Path) -> None:
-    journals, u = tmp_path / "journal", uri(tmp_path)
-    start_live(journals, u)
+    journals = tmp_path / "journal"
+    live = start_live(journals, uri(tmp_path))
     try:
         running = job(journals, "train", SPEC, finish=False)
-        deadline = time.time() + 120  # the thread imports MLflow first (seconds on a loaded box)
-        while time.time() < deadline and not (tmp_path / "mlflow.db").exists():
+        deadline = time.time() + 300  # the thread imports MLflow first (seconds on a loaded box)
+        while time.time() < deadline and Progress.load(running.path).run_id is None:
             time.sleep(0.5)
-        while time.time() < deadline and running.path.stem not in runs_of(u):
-            time.sleep(0.5)
-        assert runs_of(u)[running.path.stem].info.status == "RUNNING"
+        # through the replayer's own store: a second store on the SQLite file in this process could
+        # wait on the thread's write lock
+        assert live.replayer.client.get_run(Progress.load(running.path).run_id).info.status == "RUNNING"
         running.finish()
     finally:
         drain_live()
-    assert runs_of(u)[running.path.stem].info.status == "FINISHED"
+    assert runs_of(uri(tmp_path))[running.path.stem].info.status == "FINISHED"
 
 
 def test_track_command_replays_and_names_a_missing_folder(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

@@ -375,11 +375,12 @@ class Live:
 _live: Live | None = None
 
 
-def start_live(journal_dir: str | Path, config_uri: str | None) -> None:
+def start_live(journal_dir: str | Path, config_uri: str | None) -> Live:
     """Replay the journals under ``journal_dir`` from now on (called once by the workflow's ``onstart``)."""
     global _live
     _live = Live(journal_dir, config_uri)
     _live.thread.start()
+    return _live
 
 
 def drain_live() -> None:
