@@ -2,7 +2,7 @@
 
 
 
-rule prepare_data:
+rule data:
     input:
         source=dataset_files,
         code=lambda w: jobs.code_files("data", C, dataset=w.dataset),
@@ -23,7 +23,7 @@ rule prepare_data:
     conda:
         "../envs/seqcomp.yaml"
     shell:
-        "python -m seqcomp prepare --spec {params.spec:q} --out {params.out} > {log} 2>&1"
+        "python -m seqcomp data --spec {params.spec:q} --out {params.out} > {log} 2>&1"
 
 
 # The resolved config (defaults filled in, config files merged), logged by every training run

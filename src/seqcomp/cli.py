@@ -37,7 +37,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(f"{args.config}: valid; {len(grid(cfg))} evaluations in experiment seqcomp/{cfg['name']}")
 
 
-def cmd_prepare(args: argparse.Namespace) -> None:
+def cmd_data(args: argparse.Namespace) -> None:
     from seqcomp.data.prepare import prepare
 
     spec = _spec(args.spec)
@@ -134,10 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config file as the workflow would")
     p.add_argument("config")
     p.set_defaults(fn=cmd_validate)
-    p = sub.add_parser("prepare", help="split + scale one dataset into parquet + meta.json")
+    p = sub.add_parser("data", help="data stage: split + scale one dataset into parquet + meta.json")
     p.add_argument("--spec", required=True, help="JSON of the dataset entry plus its name")
     p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_prepare)
+    p.set_defaults(fn=cmd_data)
     p = sub.add_parser("track-init", help="create the MLflow experiment (and store) once")
     p.add_argument("--experiment", required=True)
     p.add_argument("--tracking-uri", default=None)
