@@ -2,7 +2,7 @@
 
 Every candidate is GPTQ at 4 bits with fp8 (double-quantized) scales and fp16 for what stays
 unquantized, as in config/etth1_compress.yaml; they differ in which parameter groups are coded
-(R recurrent, S ssm, L linear, O other; see seqcomp.compress.groups) and at which bits
+(R recurrent, S ssm, L linear, O other; see seqcomp.compress.quant.groups) and at which bits
 (``group_bits``). Calibration: 256 seeded train windows, as the compress stage draws them;
 test MSE over all test windows; sizes are every stored byte (seqcomp.compress.stored_size).
 
