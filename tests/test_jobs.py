@@ -95,6 +95,13 @@ def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
     }
 
 
+def test_each_pass_lives_in_the_file_named_as_its_registry_key() -> None:
+    passes = ROOT / "src" / "seqcomp" / "compress" / "passes"
+    assert {p.stem for p in passes.glob("*.py")} - {"__init__"} == set(PASSES.names())
+    for key in PASSES.names():
+        assert PASSES.source_file(key) == passes / f"{key}.py"
+
+
 def test_no_pass_imports_another_pass() -> None:
     """Passes share code through compress/quant/ and run each other through the registry only,
     so that editing one pass reruns only its jobs."""
