@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -68,18 +67,10 @@ def to_fp8(model: nn.Module) -> tuple[list[str], list[str]]:
 
 @torch.no_grad()
 def latency(fn, example: torch.Tensor, warmup: int = 10, repeats: int = 50) -> float:  # noqa: ANN001
-    """Median ms per call, the GPU synchronised around each call."""
-    sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
-    for _ in range(warmup):
-        fn(example)
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(example)
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    """Median ms per call, the GPU synchronised around each call (the package's timer)."""
+    from seqcomp.evaluate.metrics import call_ms
+
+    return statistics.median(call_ms([lambda: fn(example)], warmup, repeats, cuda=example.is_cuda)[0])
 
 
 def gemm_tflops(n: int, device: str) -> dict:

@@ -19,7 +19,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -28,15 +27,10 @@ from torch import nn
 
 @torch.no_grad()
 def paired_latency(a: nn.Module, b: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median ms per call of ``a`` and ``b`` on ``x``, calls interleaved."""
-    for _ in range(warmup):
-        a(x), b(x)
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for model, out in ((a, times[0]), (b, times[1])):
-            start = time.perf_counter()
-            model(x)
-            out.append((time.perf_counter() - start) * 1e3)
+    """Median ms per call of ``a`` and ``b`` on ``x``, calls interleaved (the package's timer)."""
+    from seqcomp.evaluate.metrics import call_ms
+
+    times = call_ms([lambda: a(x), lambda: b(x)], warmup, repeats)
     return statistics.median(times[0]), statistics.median(times[1])
 
 

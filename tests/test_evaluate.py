@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.evaluate.metrics import forecast_errors, latency_ms
+from seqcomp.evaluate.metrics import call_ms, forecast_errors, latency_ms
 
 
 class Shift(torch.nn.Module):
@@ -46,6 +47,16 @@ def test_latency_reports_median_with_fixed_threads() -> None:
     model = torch.nn.Linear(16, 16)
     out = latency_ms(model, torch.randn(4, 16), warmup=2, repeats=5, threads=1)
     assert out["min_ms"] <= out["median_ms"] <= out["max_ms"] and out["threads"] == 1 and out["repeats"] == 5
+
+
+def test_the_timer_interleaves_paired_calls_and_stops_at_its_budget() -> None:
+    order: list[str] = []
+    times = call_ms([lambda: order.append("a"), lambda: order.append("b")], warmup=1, repeats=3)
+    assert order == ["a", "b"] * 4 and [len(t) for t in times] == [3, 3] and min(times[0]) >= 0
+    # each call sleeps >= 10 ms: past a 20 ms budget after at most 3 rounds, and at least 1 round runs
+    (slept,) = call_ms([lambda: time.sleep(0.01)], warmup=0, repeats=100, budget_s=0.02)
+    assert 1 <= len(slept) <= 3 and min(slept) >= 10
+    assert len(call_ms([lambda: None], warmup=0, repeats=5, budget_s=-1.0)[0]) == 1
 
 
 def test_forecast_examples_keep_fixed_windows_of_one_channel(tiny_data: Path) -> None:

@@ -243,7 +243,7 @@ def test_companion_convolution_equals_recurrence() -> None:
 
 
 def test_companion_parameters_are_tagged_recurrent() -> None:
-    from seqcomp.compress.groups import named_groups
+    from seqcomp.compress.quant.groups import named_groups
 
     model = build_model("spacetime", {}, SHAPES[0])
     groups = {name.rsplit(".", 1)[-1]: g for name, _, _, _, g in named_groups(model) if ".layers.0." in f".{name}"}

@@ -179,12 +179,19 @@ def test_editing_a_model_file_reruns_only_that_model(smoke_run: Path) -> None:
     assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summary": 1, "all": 1}
 
 
-def test_editing_compression_code_skips_training(smoke_run: Path) -> None:
-    with edited(ROOT / "src" / "seqcomp" / "compress" / "fp32.py"):
+def test_editing_shared_compression_code_reruns_every_pass_but_no_training(smoke_run: Path) -> None:
+    with edited(ROOT / "src" / "seqcomp" / "compress" / "quant" / "uniform.py"):
         planned = jobs_planned(snakemake(smoke_run, "-n"))
     cfg = smoke_config()
     n = len(cfg["models"]) * len(cfg["passes"])
     assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
+
+
+def test_editing_one_pass_file_reruns_only_that_pass(smoke_run: Path) -> None:
+    with edited(ROOT / "src" / "seqcomp" / "compress" / "passes" / "rtn_weight_sim.py"):
+        planned = jobs_planned(snakemake(smoke_run, "-n"))
+    n = len(smoke_config()["models"])  # one pass of kind rtn_weight_sim in the smoke config
+    assert planned == {"compress": n, "evaluate": n, "summarize": 1, "all": 1}
 
 
 def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:

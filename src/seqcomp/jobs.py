@@ -9,6 +9,7 @@ inputs because Snakemake does not track modules a command imports (snakemake#219
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from seqcomp.config import PROJECT_ROOT, dataset_windows, model_axes, model_params, train_settings
 
 PKG = PROJECT_ROOT / "src" / "seqcomp"
+PASSES_DIR = PKG / "compress" / "passes"  # one file per pass: a job depends only on its own (pass_files)
 WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 
 
@@ -111,13 +113,14 @@ def evaluate_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, 
 
 
 def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
-               dataset: str | None = None) -> list[str]:
+               dataset: str | None = None, passname: str | None = None) -> list[str]:
     """Package files (absolute paths) whose edit must rerun ``stage``.
 
     A job depends on its stage's code, on its own model's file (training, compression and
-    evaluation) or its own dataset kind's file (data preparation), and on the files of the
-    data and models packages those import; not on other models or dataset kinds, so editing
-    one model reruns only its jobs and adding a dataset kind retrains nothing.
+    evaluation) or its own dataset kind's file (data preparation), on its own pass's files
+    (compression and evaluation: see :func:`pass_files`), and on the files of the data and
+    models packages those import; not on other models, passes or dataset kinds, so editing
+    one model or pass reruns only its jobs and adding a dataset kind retrains nothing.
     """
     from seqcomp.data import DATASETS
     from seqcomp.models import MODELS
@@ -135,13 +138,50 @@ def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None 
     files: list[Path] = [PKG / f for f in shared]
     for entry in stage_files:
         target = PKG / entry
-        files += sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        files += sorted(p for p in target.rglob("*.py") if PASSES_DIR not in p.parents) if target.is_dir() else [target]
+    if stage in ("compress", "evaluate"):
+        files += pass_files(cfg, passname)
     if stage == "data" and cfg is not None and dataset is not None:
         files.append(DATASETS.source_file(cfg["datasets"][dataset]["kind"]))
     if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
         models = PKG / "models"
         files += [MODELS.source_file(cfg["models"][model]["kind"]), models / "__init__.py", models / "revin.py"]
     return sorted(str(p) for p in imported_closure(files))
+
+
+def pass_files(cfg: dict[str, Any] | None, passname: str | None) -> list[Path]:
+    """The files of configured pass ``passname`` and of every pass it runs, found without importing.
+
+    A pass runs another by registry key: a nested entry ``{kind: ...}`` in its config (chain's
+    steps) or a fixed key in its code (qat_sim and mixed_precision_sim build ``rtn_weight_sim``),
+    and so on down. The rest of ``compress/`` (registry, quant/, stage) is every pass's code and
+    is listed by :func:`code_files`. Without a pass, every pass's file.
+    """
+    from seqcomp.compress import PASSES
+
+    if cfg is None or passname is None:
+        return sorted(PASSES_DIR.glob("*.py"))
+    kinds, todo = set(), [{"kind": passname, **cfg["passes"][passname]}]
+    while todo:
+        entry = todo.pop()
+        if isinstance(entry, dict):
+            if isinstance(entry.get("kind"), str) and entry["kind"] in PASSES and entry["kind"] not in kinds:
+                kinds.add(entry["kind"])
+                todo += [{"kind": key} for key in _nested_by_code(PASSES.source_file(entry["kind"]))]
+            todo += [v for k, v in entry.items() if k != "kind"]
+        elif isinstance(entry, list):
+            todo += entry
+    return [PASSES_DIR / "__init__.py", *sorted(PASSES.source_file(kind) for kind in kinds)]
+
+
+# A pass building another by a fixed registry key: ``build_pass("rtn_weight_sim", ...)``.
+_NESTED_PASS = re.compile(r"\b(?:build_pass|check_nested)\(\s*\"(\w+)\"")
+
+
+@lru_cache(maxsize=None)
+def _nested_by_code(source: Path) -> tuple[str, ...]:
+    """Registry keys that the pass in ``source`` builds by a fixed name (once per file per DAG)."""
+    return tuple(sorted(set(_NESTED_PASS.findall(source.read_text()))))
 
 
 # ``seqcomp.data.<name>`` / ``seqcomp.models.<name>`` as imported; a registry entry
