@@ -6,7 +6,7 @@ rule compress:
         model=f"{P['train']}/model.pt",
         run=f"{P['train']}/run.json",
         series=f"{P['data']}/series.parquet",  # calibration windows come from the train split
-        code=lambda w: jobs.code_files("compress", C, w.model, passname=w.passname),
+        code=lambda w: jobs.code_stamp("compress", C, w.model, passname=w.passname),
     output:
         model=f"{P['compress']}/model.pt",
         report=f"{P['compress']}/report.json",

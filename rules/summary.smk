@@ -13,7 +13,7 @@ rule summary:
         runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
         tracking=P["tracking"],
-        code=jobs.code_files("summary"),
+        code=jobs.code_stamp("summary"),
     output:
         csv=f"{P['summary']}/results.csv",
         md=f"{P['summary']}/results.md",

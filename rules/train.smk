@@ -6,7 +6,7 @@ rule train:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",
         tracking=P["tracking"],
-        code=lambda w: jobs.code_files("train", C, w.model),
+        code=lambda w: jobs.code_stamp("train", C, w.model),
     output:
         model=f"{P['train']}/model.pt",
         history=f"{P['train']}/history.csv",

@@ -133,3 +133,25 @@ def test_dataset_kinds_are_separate_code_dependencies() -> None:
     train = set(jobs.code_files("train", CFG, "lstm"))
     assert any(p.endswith("data/windows.py") for p in train)
     assert not any(p.endswith(("data/synthetic.py", "data/csv.py", "data/prepare.py")) for p in train)
+
+
+def test_code_stamp_follows_content_not_mtime(tmp_path: Path) -> None:
+    import os
+
+    stamp_of = jobs._code_stamp.__wrapped__  # uncached: each call is a new DAG build
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n"), b.write_text("y = 2\n")
+    os.utime(a, ns=(10**18, 10**18)), os.utime(b, ns=(15 * 10**17, 15 * 10**17))
+    files, folder = (str(a), str(b)), str(tmp_path / "stamps")
+    stamp = Path(stamp_of("train", files, folder))
+    assert stamp.stat().st_mtime_ns == 15 * 10**17  # the newest source's mtime
+    first = stamp.read_text()
+    os.utime(a)  # touched, same content: the stamp stays as it was
+    assert stamp_of("train", files, folder) == str(stamp) and stamp.stat().st_mtime_ns == 15 * 10**17
+    a.write_text("x = 3\n")  # a real edit: new content, new mtime
+    stamp_of("train", files, folder)
+    assert stamp.read_text() != first and stamp.stat().st_mtime_ns == a.stat().st_mtime_ns
+    a.write_text("x = 1\n")  # undone, mtime included: as before the edit
+    os.utime(a, ns=(10**18, 10**18))
+    stamp_of("train", files, folder)
+    assert stamp.read_text() == first and stamp.stat().st_mtime_ns == 15 * 10**17

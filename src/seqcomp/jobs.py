@@ -125,6 +125,21 @@ def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None 
     from seqcomp.data import DATASETS
     from seqcomp.models import MODELS
 
+    model_file = dataset_file = None
+    if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
+        model_file = MODELS.source_file(cfg["models"][model]["kind"])
+    if stage == "data" and cfg is not None and dataset is not None:
+        dataset_file = DATASETS.source_file(cfg["datasets"][dataset]["kind"])
+    passes = tuple(pass_files(cfg, passname)) if stage in ("compress", "evaluate") else ()
+    return list(_code_files(stage, model_file, dataset_file, passes))
+
+
+@lru_cache(maxsize=None)
+def _code_files(stage: str, model_file: Path | None, dataset_file: Path | None,
+                passes: tuple[Path, ...]) -> tuple[str, ...]:
+    """:func:`code_files` once per distinct (stage, model file, dataset file, passes) of a DAG:
+    a grid's jobs share a few of these, and listing and scanning the package per job made
+    building a 2,400-job DAG take tens of seconds."""
     # cli.py is left out on purpose: it only parses arguments and dispatches to these modules.
     shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "artifacts.py",
               "tracking/__init__.py"]
@@ -139,14 +154,46 @@ def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None 
     for entry in stage_files:
         target = PKG / entry
         files += sorted(p for p in target.rglob("*.py") if PASSES_DIR not in p.parents) if target.is_dir() else [target]
-    if stage in ("compress", "evaluate"):
-        files += pass_files(cfg, passname)
-    if stage == "data" and cfg is not None and dataset is not None:
-        files.append(DATASETS.source_file(cfg["datasets"][dataset]["kind"]))
-    if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
+    files += passes
+    if dataset_file is not None:
+        files.append(dataset_file)
+    if model_file is not None:
         models = PKG / "models"
-        files += [MODELS.source_file(cfg["models"][model]["kind"]), models / "__init__.py", models / "revin.py"]
-    return sorted(str(p) for p in imported_closure(files))
+        files += [model_file, models / "__init__.py", models / "revin.py"]
+    return tuple(sorted(str(p) for p in imported_closure(files)))
+
+
+def code_stamp(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
+               dataset: str | None = None, passname: str | None = None, folder: str = "results/.code") -> str:
+    """One file standing for :func:`code_files` as a job's input: ``folder/<stage>-<id>.sha256``.
+
+    Its content is the sha256 of those files' contents (and their list); it is rewritten only
+    when that changes, with the newest source file's mtime, so a real edit reruns the jobs that
+    depend on the file, a ``touch`` or a ``git checkout`` of the same content reruns nothing,
+    and undoing an edit (content and mtime) leaves nothing to do. One input instead of ~40 per
+    job keeps the console readable and the DAG cheap to build.
+    """
+    return _code_stamp(stage, tuple(code_files(stage, cfg, model, dataset, passname)), folder)
+
+
+@lru_cache(maxsize=None)
+def _code_stamp(stage: str, files: tuple[str, ...], folder: str) -> str:
+    import hashlib
+    import os
+
+    from seqcomp.io import atomic_path
+
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.encode() + b"\0" + Path(f).read_bytes() + b"\0")
+    content = f"{digest.hexdigest()}\n" + "".join(f"{f}\n" for f in files)
+    stamp = Path(folder) / f"{stage}-{hashlib.sha256(''.join(files).encode()).hexdigest()[:16]}.sha256"
+    if not stamp.is_file() or stamp.read_text() != content:
+        with atomic_path(stamp) as tmp:
+            tmp.write_text(content)
+        newest = max(Path(f).stat().st_mtime_ns for f in files)
+        os.utime(stamp, ns=(newest, newest))
+    return str(stamp)
 
 
 def pass_files(cfg: dict[str, Any] | None, passname: str | None) -> list[Path]:
