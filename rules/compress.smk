@@ -18,6 +18,8 @@ rule compress:
         uri=TRACKING_ARG,
     log:
         f"{P['logs']}/compress/{JOB}/{{passname}}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/compress/{JOB}/{{passname}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         f"compress {JOB_MESSAGE} {{wildcards.passname}}"
     threads: 1

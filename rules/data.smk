@@ -14,6 +14,8 @@ rule data:
         out=lambda w, output: os.path.dirname(output.series),
     log:
         f"{P['logs']}/data/{{dataset}}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/data/{{dataset}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         "data {wildcards.dataset}"
     threads: 1

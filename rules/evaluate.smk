@@ -18,6 +18,8 @@ rule evaluate:
         uri=TRACKING_ARG,
     log:
         f"{P['logs']}/evaluate/{JOB}/{{passname}}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/evaluate/{JOB}/{{passname}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         f"evaluate {JOB_MESSAGE} {{wildcards.passname}}"
     threads: 1  # latency is timed with evaluate.latency_threads; one job per core keeps timings clean

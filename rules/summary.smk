@@ -50,6 +50,8 @@ rule summary:
         uri=TRACKING_ARG,
     log:
         f"{P['logs']}/summary.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/summary.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         "summary of {params.experiment}: tables and plots"
     threads: 1

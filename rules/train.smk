@@ -19,6 +19,8 @@ rule train:
         config=P["config"],  # written by onstart (rules/data.smk); a record, not an input
     log:
         f"{P['logs']}/train/{JOB}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/train/{JOB}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         f"train {JOB_MESSAGE} gpus={{resources.gpu}}"
     threads: 1

@@ -10,10 +10,25 @@ import argparse
 import faulthandler
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from seqcomp.errors import SeqcompError
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): a job's start-up
+    (interpreter, imports, opening its tracking run) is measured from there."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+_READY: list[float | None] = []  # the process's age when its stage starts working (set by _run)
 
 
 def _spec(text: str) -> dict:
@@ -67,7 +82,9 @@ def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = 
     # Tagged with Snakemake's own names (the rule is the stage; ``pass`` is the ``passname`` wildcard).
     tags = {"seqcomp.stage": stage, **snakemake_tags(stage, {"passname" if k == "pass" else k: v
                                                              for k, v in wildcards.items()})}
-    return Run.start(resolve_uri(args.tracking_uri), spec["experiment"], name, job, tags, parent=parent)
+    run = Run.start(resolve_uri(args.tracking_uri), spec["experiment"], name, job, tags, parent=parent)
+    _READY.append(process_age())
+    return run
 
 
 def run_name(stage: str, spec: dict) -> str:
@@ -181,4 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     except SeqcompError as exc:
         print(f"seqcomp: error: {exc}", file=sys.stderr)
         return 2
+    if _READY and _READY[0] is not None and (total := process_age()) is not None:
+        # one parseable line per job: bench/job_costs.py adds them up over a workflow
+        logging.getLogger("seqcomp").info("job seconds: start-up %.2f (interpreter, imports, tracking run), work %.2f",
+                                          _READY[0], total - _READY[0])
     return 0
