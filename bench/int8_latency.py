@@ -45,19 +45,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from seqcomp.artifacts import load_model
+    from seqcomp.artifacts import load_model, model_spec
     from seqcomp.compress import compress
-    from seqcomp.models.cycle import cycle_of
 
     rows = []
     for path in args.models:
         net = load_model(path)
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        shape, kind = payload["shape"], payload["kind"]
+        shape = model_spec(path)
+        kind, period = shape["kind"], shape["params"].get("cycle")
         int8, _, report = compress("int8_dynamic", {}, load_model(path), None)
         for b in (int(v) for v in args.batches.split(",")):
             x = torch.randn(b, shape["lookback"], shape["channels"])
-            if (period := cycle_of(net)) is not None:  # a cycle model also takes each step's phase
+            if period is not None:  # a cycle model also takes each step's phase
                 phase = (torch.arange(shape["lookback"]) % period).float()
                 x = torch.cat([x, phase.expand(b, -1)[..., None]], dim=-1)
             fp32_ms, int8_ms = paired_latency(net.eval(), int8.eval(), x, args.warmup, args.repeats)
