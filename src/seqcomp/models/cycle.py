@@ -14,7 +14,8 @@ model's own fit on the residuals.
 The phase comes with the data, not from the values: a model built with ``cycle: P`` takes
 windows whose last column is each lookback step's phase, the row's index in the prepared
 series modulo P (``PreparedSeries.windows(..., cycle=P)``; a job's windows get them from its
-spec's ``cycle`` through ``seqcomp.data.windows.job_windows``). For hourly data starting at midnight, ``cycle: 24`` makes the phase the hour of day.
+spec's ``cycle`` through ``seqcomp.data.windows.job_windows``). For hourly data starting at
+midnight, ``cycle: 24`` makes the phase the hour of day.
 """
 
 from __future__ import annotations
