@@ -71,3 +71,30 @@ def test_forecast_examples_keep_fixed_windows_of_one_channel(tiny_data: Path) ->
     assert ex["context"][-1] == pytest.approx(x[:, -1].tolist(), abs=1e-4)
     assert ex["truth"][-1] == pytest.approx(y[:, -1].tolist(), abs=1e-4)
     assert ex["forecast"][-1] == pytest.approx([float(x[-1, -1]) + 0.1] * 8, abs=1e-4)
+
+
+def test_the_stage_cores_need_no_files_or_tracking(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """compress_job and evaluate_job take a model, a series and a spec: what a benchmark or notebook calls."""
+    from seqcomp.compress import load_compressed
+    from seqcomp.compress.core import compress_job
+    from seqcomp.data.windows import PreparedSeries, job_windows
+    from seqcomp.evaluate.core import evaluate_job
+    from seqcomp.models import SeriesShape, build_model
+
+    series = PreparedSeries.load(tiny_data)
+    monkeypatch.chdir(tmp_path / "data")  # nothing may be written anywhere: watch this folder
+    before = sorted(p.name for p in Path.cwd().iterdir())
+    spec = {"dataset": "tiny", "model": "lin", "kind": "linear", "params": {}, "lookback": 24, "horizon": 8, "seed": 0,
+            "pass": "w8", "pass_kind": "rtn_weight_sim", "pass_params": {"bits": 8}, "calibration": {"windows": 16},
+            "evaluate": {"batch_size": 64, "latency_batch_sizes": [1], "latency_warmup": 1, "latency_repeats": 2,
+                         "latency_threads": 1}}
+    net = build_model("linear", {}, SeriesShape(24, 8, series.channels))
+    net.fit_closed_form(*job_windows(series, spec, "train").tensors())
+    stored, report = compress_job(net, series, spec)
+    assert report["simulated"] and report["size"]["bytes"] < report["fp32_bytes"]
+    model = load_compressed("rtn_weight_sim", {"bits": 8}, build_model("linear", {}, SeriesShape(24, 8, series.channels)),
+                            stored)
+    metrics = evaluate_job(model.eval(), {**report, "file_bytes": 0}, series, spec)
+    assert metrics["pass"] == "w8" and metrics["n_windows"] == len(job_windows(series, spec, "test"))
+    assert 0 < metrics["mse"] < 2 and metrics["latency"]["b1"]["median_ms"] > 0
+    assert sorted(p.name for p in Path.cwd().iterdir()) == before
