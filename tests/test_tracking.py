@@ -76,7 +76,7 @@ def test_parallel_writers_lose_no_run(tmp_path: Path) -> None:
 
 def train_linear(tiny_data: Path, tmp_path: Path, uri: str) -> tuple[Run, dict]:
     """The closed-form linear model trained through the real stage: the cheapest full record."""
-    from seqcomp.train import train
+    from seqcomp.train.stage import train
 
     settings = {"max_epochs": 1, "patience": 1, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0,
                 "grad_clip": 1.0, "loss": "mse", "limit_train_batches": 2, "accelerator": "cpu", "precision": "auto"}

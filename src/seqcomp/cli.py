@@ -95,7 +95,7 @@ def run_name(stage: str, spec: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from seqcomp.train import train
+    from seqcomp.train.stage import train
 
     spec = _spec(args.spec)
     run = _run(args, "train", spec)
