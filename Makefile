@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.seqcomp-installed
 CONFIG ?= config/config.yaml
+# workflow/profiles/<PROFILE>: default (2 cores), gpu (a machine with one GPU), slurm (a cluster)
+PROFILE ?= default
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run smoke etth1 etth1-long etth1-compress test test-fast ui clean
@@ -20,19 +22,19 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup  ## the default pipeline (config/config.yaml, 2 cores)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile $(CONFIG)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile $(CONFIG)
 
 smoke: setup
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/smoke.yaml
+	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/smoke.yaml
 
 etth1: setup  ## the ETTh1 benchmark at lookback 96, every model, 4 horizons, 1 seed (CPU: < 2 h)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/etth1.yaml
+	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/etth1.yaml
 
-etth1-long: setup  ## + lookbacks 336/512/720 and 3 seeds for the headline models (GPU advised)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/etth1.yaml config/etth1_long.yaml
+etth1-long: setup  ## + lookbacks 336/512/720 and 3 seeds for the headline models (GPU advised: PROFILE=gpu)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/etth1.yaml config/etth1_long.yaml
 
 etth1-compress: setup  ## every compression pass on every ETTh1 model at horizon 96
-	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/etth1.yaml config/etth1_compress.yaml
+	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/etth1.yaml config/etth1_compress.yaml
 
 test: setup  ## unit tests + end-to-end runs of the real workflow on config/smoke.yaml
 	$(BIN)/python -m pytest

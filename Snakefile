@@ -22,6 +22,8 @@ include: "rules/summary.smk"
 
 rule all:
     default_target: True
+    message:
+        "all: the summary table and plots are up to date"
     input:
         f"{P['summary']}/results.md",
         f"{P['plots']}/pareto.png",

@@ -9,7 +9,8 @@ weight's dimensions divisible by 16: layers that are not (ETT's 7 channels: ever
 and output layer that touches them) stay in bf16, and the output lists them. Everything else
 runs under bf16 autocast, as in training.
 
-    python bench/gpu_fp8.py --series .gpu/etth1/series.pt --models .gpu/models/*.pt --out $OUT/gpu_fp8.json
+    # the GPU machine needs polars (PreparedSeries.load): install its wheel there first
+    python bench/gpu_fp8.py --data results/etth1/data/etth1 --models .gpu/models/*.pt --out $OUT/gpu_fp8.json
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -68,18 +68,10 @@ def to_fp8(model: nn.Module) -> tuple[list[str], list[str]]:
 
 @torch.no_grad()
 def latency(fn, example: torch.Tensor, warmup: int = 10, repeats: int = 50) -> float:  # noqa: ANN001
-    """Median ms per call, the GPU synchronised around each call."""
-    sync = torch.cuda.synchronize if example.is_cuda else (lambda: None)
-    for _ in range(warmup):
-        fn(example)
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(example)
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    """Median ms per call, the GPU synchronised around each call (the package's timer)."""
+    from seqcomp.evaluate.metrics import call_ms
+
+    return statistics.median(call_ms([lambda: fn(example)], warmup, repeats, cuda=example.is_cuda)[0])
 
 
 def gemm_tflops(n: int, device: str) -> dict:
@@ -96,7 +88,7 @@ def gemm_tflops(n: int, device: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--series", type=Path, required=True, help="series.pt from bench/etth1_gpu.py export")
+    parser.add_argument("--data", type=Path, required=True, help="prepared dataset folder (results/etth1/data/etth1)")
     parser.add_argument("--models", type=Path, nargs="+", required=True, help="model.pt files (L96, H96)")
     parser.add_argument("--batches", default="1,32,1024")
     parser.add_argument("--gemm-sizes", default="1024,4096,8192")
@@ -105,19 +97,16 @@ def main() -> None:
     args = parser.parse_args()
     device = args.device
 
-    from seqcomp.artifacts import load_model
-    from seqcomp.data.windows import PreparedSeries
+    from seqcomp.artifacts import load_model, model_spec
+    from seqcomp.data.windows import PreparedSeries, job_windows
     from seqcomp.evaluate.metrics import forecast_errors
-    from seqcomp.models.cycle import cycle_of
 
-    saved = torch.load(args.series, weights_only=False)
-    series = PreparedSeries(values=saved["values"], borders=tuple(saved["borders"]), meta=saved["meta"])
+    series = PreparedSeries.load(args.data)
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else device, "torch": torch.__version__,
               "gemm": [gemm_tflops(int(n), device) for n in args.gemm_sizes.split(",")], "models": []}
     for path in args.models:
-        shape = torch.load(path, map_location="cpu", weights_only=True)["shape"]
         net = load_model(path).to(device).eval()
-        test = series.windows("test", shape["lookback"], shape["horizon"], cycle_of(net))
+        test = job_windows(series, model_spec(path), "test")
         row = {"model": path.stem, "latency_ms": {}, "test_mse": {}}
         for precision in ("fp32", "bf16", "fp8"):
             if precision == "fp8":

@@ -19,7 +19,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -28,15 +27,10 @@ from torch import nn
 
 @torch.no_grad()
 def paired_latency(a: nn.Module, b: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median ms per call of ``a`` and ``b`` on ``x``, calls interleaved."""
-    for _ in range(warmup):
-        a(x), b(x)
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(repeats):
-        for model, out in ((a, times[0]), (b, times[1])):
-            start = time.perf_counter()
-            model(x)
-            out.append((time.perf_counter() - start) * 1e3)
+    """Median ms per call of ``a`` and ``b`` on ``x``, calls interleaved (the package's timer)."""
+    from seqcomp.evaluate.metrics import call_ms
+
+    times = call_ms([lambda: a(x), lambda: b(x)], warmup, repeats)
     return statistics.median(times[0]), statistics.median(times[1])
 
 
@@ -51,19 +45,18 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from seqcomp.artifacts import load_model
+    from seqcomp.artifacts import load_model, model_spec
     from seqcomp.compress import compress
-    from seqcomp.models.cycle import cycle_of
 
     rows = []
     for path in args.models:
         net = load_model(path)
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        shape, kind = payload["shape"], payload["kind"]
+        shape = model_spec(path)
+        kind, period = shape["kind"], shape["params"].get("cycle")
         int8, _, report = compress("int8_dynamic", {}, load_model(path), None)
         for b in (int(v) for v in args.batches.split(",")):
             x = torch.randn(b, shape["lookback"], shape["channels"])
-            if (period := cycle_of(net)) is not None:  # a cycle model also takes each step's phase
+            if period is not None:  # a cycle model also takes each step's phase
                 phase = (torch.arange(shape["lookback"]) % period).float()
                 x = torch.cat([x, phase.expand(b, -1)[..., None]], dim=-1)
             fp32_ms, int8_ms = paired_latency(net.eval(), int8.eval(), x, args.warmup, args.repeats)

@@ -33,19 +33,10 @@ from typing import Callable
 
 import torch
 
+from seqcomp.evaluate.memory import peak_mib
 from seqcomp.models.mamba import MambaMixer
 from seqcomp.models.s4d import S4DLayer
 from seqcomp.models.selective_scan import chunked_is_default, scan_chunked, scan_sequential
-
-HWM = Path("/proc/self/status")
-
-
-def _status_kib(field: str) -> int | None:
-    for line in HWM.read_text().splitlines() if HWM.is_file() else []:
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return None
-
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 # glibc mmaps blocks above M_MMAP_THRESHOLD (-3); by default the threshold rises with the first
@@ -54,35 +45,15 @@ LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 STEADY_MMAP_THRESHOLD = 32 * 2**20
 
 
-def peak_mib(step: Callable[[], None]) -> float | None:
-    """Resident-set growth (MiB) at the peak of one call of ``step``; None where Linux's
-    high-water-mark reset is unavailable. ``malloc_trim`` first releases the heap's free pages,
-    so memory the call reuses from earlier calls is faulted in again and counted."""
-    LIBC.malloc_trim(0)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS
-    except OSError:
-        return None
-    before = _status_kib("VmRSS")
-    step()
-    peak = _status_kib("VmHWM")
-    return None if before is None or peak is None else round((peak - before) / 1024, 1)
-
-
 def timed(step: Callable[[], None], reps: int, budget_s: float) -> dict:
-    """Min and median seconds over ``reps`` calls after one warm-up (fewer when over budget)."""
-    start = time.perf_counter()
-    step()
-    warmup = time.perf_counter() - start
-    times = []
-    for _ in range(reps):
-        if times and sum(times) + warmup > budget_s:
-            break
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return {"min_ms": round(min(times) * 1e3, 2), "median_ms": round(sorted(times)[len(times) // 2] * 1e3, 2),
-            "calls": len(times), "warmup_ms": round(warmup * 1e3, 2)}
+    """Min and median ms over ``reps`` calls after one timed warm-up (fewer when over budget),
+    with the package's timer."""
+    from seqcomp.evaluate.metrics import call_ms
+
+    (warm,) = call_ms([step], 0, 1)
+    (times,) = call_ms([step], 0, reps, budget_s - warm[0] / 1e3)
+    return {"min_ms": round(min(times), 2), "median_ms": round(sorted(times)[len(times) // 2], 2),
+            "calls": len(times), "warmup_ms": round(warm[0], 2)}
 
 
 def fwd_bwd(layer: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:

@@ -2,7 +2,7 @@
 
 Measures wall time and samples/s of a fixed number of optimizer steps, on CPU (fp32) or CUDA
 (bf16 mixed precision, the pipeline's GPU path), after an untimed warm-up, plus peak memory
-(GPU: allocated; CPU: resident-set growth over the timed steps, see seq_scaling.peak_mib).
+(GPU: allocated; CPU: resident-set growth over the timed steps, see seqcomp.evaluate.memory).
 Imports nothing beyond torch + lightning + seqcomp so it runs on a bare GPU box.
 
     python bench/train_throughput.py --device cpu --out bench/results/train_cpu.json
@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 from seqcomp.data.split import window_starts
 from seqcomp.data.synthetic import SyntheticConfig, SyntheticSource
 from seqcomp.data.windows import WindowDataset
+from seqcomp.evaluate.memory import peak_mib
 from seqcomp.models import MODELS, SeriesShape, build_model
 from seqcomp.train.module import Forecaster
-from seq_scaling import peak_mib  # bench/ is on sys.path: it is the script's folder
 
 
 def series(channels: int, n_steps: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ rule compress:
     input:
         model=f"{P['train']}/model.pt",
         series=f"{P['data']}/series.parquet",  # calibration windows come from the train split
-        code=lambda w: jobs.code_files("compress", C, w.model),
+        code=lambda w: jobs.code_stamp("compress", C, w.model, passname=w.passname),
     output:
         model=f"{P['compress']}/model.pt",
         report=f"{P['compress']}/report.json",
@@ -17,6 +17,8 @@ rule compress:
         journal=P["journal"],
     log:
         f"{P['logs']}/compress/{JOB}/{{passname}}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/compress/{JOB}/{{passname}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         f"compress {JOB_MESSAGE} {{wildcards.passname}}"
     threads: 1

@@ -2,10 +2,10 @@
 
 
 
-rule prepare_data:
+rule data:
     input:
         source=dataset_files,
-        code=lambda w: jobs.code_files("data", C, dataset=w.dataset),
+        code=lambda w: jobs.code_stamp("data", C, dataset=w.dataset),
     output:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",
@@ -14,6 +14,8 @@ rule prepare_data:
         out=lambda w, output: os.path.dirname(output.series),
     log:
         f"{P['logs']}/data/{{dataset}}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/data/{{dataset}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         "data {wildcards.dataset}"
     threads: 1
@@ -23,7 +25,7 @@ rule prepare_data:
     conda:
         "../envs/seqcomp.yaml"
     shell:
-        "python -m seqcomp prepare --spec {params.spec:q} --out {params.out} > {log} 2>&1"
+        "python -m seqcomp data --spec {params.spec:q} --out {params.out} > {log} 2>&1"
 
 
 # The resolved config (defaults filled in, config files merged), logged by every training run

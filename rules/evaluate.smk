@@ -7,7 +7,7 @@ rule evaluate:
         compressed=f"{P['compress']}/model.pt",
         report=f"{P['compress']}/report.json",
         series=f"{P['data']}/series.parquet",
-        code=lambda w: jobs.code_files("evaluate", C, w.model),
+        code=lambda w: jobs.code_stamp("evaluate", C, w.model, passname=w.passname),
     output:
         P["evaluate"],
     params:
@@ -18,6 +18,8 @@ rule evaluate:
         journal=P["journal"],
     log:
         f"{P['logs']}/evaluate/{JOB}/{{passname}}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/evaluate/{JOB}/{{passname}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         f"evaluate {JOB_MESSAGE} {{wildcards.passname}}"
     threads: 1  # latency is timed with evaluate.latency_threads; one job per core keeps timings clean

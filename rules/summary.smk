@@ -12,7 +12,7 @@ rule summary:
         histories=jobs.train_targets(C, "history.csv"),
         runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
-        code=jobs.code_files("summary"),
+        code=jobs.code_stamp("summary"),
     output:
         csv=f"{P['summary']}/results.csv",
         md=f"{P['summary']}/results.md",
@@ -49,6 +49,8 @@ rule summary:
         journal=P["journal"],
     log:
         f"{P['logs']}/summary.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/summary.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         "summary of {params.experiment}: tables and plots"
     threads: 1

@@ -5,7 +5,7 @@ rule train:
     input:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",
-        code=lambda w: jobs.code_files("train", C, w.model),
+        code=lambda w: jobs.code_stamp("train", C, w.model),
     output:
         model=f"{P['train']}/model.pt",
         history=f"{P['train']}/history.csv",
@@ -18,6 +18,8 @@ rule train:
         config=P["config"],  # written by onstart (rules/data.smk); a record, not an input
     log:
         f"{P['logs']}/train/{JOB}.log",
+    benchmark:
+        f"{P['logs']}/benchmarks/train/{JOB}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         f"train {JOB_MESSAGE} gpus={{resources.gpu}}"
     threads: 1

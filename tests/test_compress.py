@@ -23,7 +23,7 @@ from seqcomp.compress import (
     pass_config,
     stored_size,
 )
-from seqcomp.compress.bitpack import pack_bits, packed_nbytes, unpack_bits
+from seqcomp.compress.quant.bitpack import pack_bits, packed_nbytes, unpack_bits
 from seqcomp.errors import ConfigError
 
 # torch's own loader warns about TypedStorage when it rebuilds qint8 tensors.

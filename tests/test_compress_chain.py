@@ -8,7 +8,7 @@ from compress_testkit import TINY, registry_model, round_trip, windows
 from torch import nn
 
 from seqcomp.compress import compress, fp32_model_bytes, pass_config, stored_size
-from seqcomp.compress.lowrank import LowRankLinear
+from seqcomp.compress.passes.lowrank import LowRankLinear
 from seqcomp.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")

@@ -1,4 +1,4 @@
-"""Float-format weights (float_weight.py): FP8 via torch casts, FP4 e2m1 grid, sizes, FP8 activations."""
+"""Float-format weights (passes/float_weight_sim.py): FP8 via torch casts, FP4 e2m1 grid, sizes, FP8 activations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from compress_testkit import rel_err, through_disk
 from torch import nn
 
 from seqcomp.compress import compress, load_compressed, pass_config, stored_size
-from seqcomp.compress.float_weight import e2m1_codes, e2m1_values
+from seqcomp.compress.passes.float_weight_sim import e2m1_codes, e2m1_values
 from seqcomp.errors import ConfigError
 
 

@@ -1,4 +1,4 @@
-"""GPTQ (gptq.py): lower output error than RTN on correlated inputs, RTN fallback, stored form."""
+"""GPTQ (passes/gptq_weight_sim.py, quant/gptq.py): lower output error than RTN on correlated inputs, RTN fallback, stored form."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from seqcomp.compress import compress, load_compressed, pass_config, stored_size
-from seqcomp.compress.gptq import GPTQSettings, gptq_quantize
-from seqcomp.compress.rtn import dequantize, quantize
+from seqcomp.compress.quant.gptq import GPTQSettings, gptq_quantize
+from seqcomp.compress.quant.uniform import dequantize, quantize
 from seqcomp.errors import ConfigError
 
 

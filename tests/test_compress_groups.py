@@ -8,7 +8,7 @@ from compress_testkit import through_disk
 from torch import nn
 
 from seqcomp.compress import compress, load_compressed, stored_size
-from seqcomp.compress.groups import named_groups
+from seqcomp.compress.quant.groups import named_groups
 from seqcomp.models import SeriesShape, build_model
 
 SHAPE = SeriesShape(lookback=16, horizon=4, channels=3)

@@ -1,4 +1,4 @@
-"""Static W8A8 fake-quant (int8_static.py + activations.py): ranges, hooks, stored form."""
+"""Static W8A8 fake-quant (passes/int8_static_sim.py + quant/activations.py): ranges, hooks, stored form."""
 
 from __future__ import annotations
 

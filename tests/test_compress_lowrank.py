@@ -10,7 +10,7 @@ from compress_testkit import TINY, registry_model, rel_err, round_trip, windows
 from torch import nn
 
 from seqcomp.compress import build_pass, compress, fp32_model_bytes, load_compressed, pass_config, stored_size
-from seqcomp.compress.lowrank import LowRankLinear, energy_rank
+from seqcomp.compress.passes.lowrank import LowRankLinear, energy_rank
 from seqcomp.errors import ConfigError
 
 

@@ -12,9 +12,10 @@ import torch
 from compress_testkit import SHAPE, TINY, output_mse, registry_model, round_trip, windows
 from torch import nn
 
-from seqcomp.compress import build_pass, compress, mixed_precision, pass_config, stored_size
-from seqcomp.compress.bitpack import packed_nbytes
-from seqcomp.compress.mixed_precision import choose_bits, paired_p_value, task_loss
+from seqcomp.compress import build_pass, compress, pass_config, stored_size
+from seqcomp.compress.quant.bitpack import packed_nbytes
+from seqcomp.compress.passes import mixed_precision_sim as mixed_precision
+from seqcomp.compress.passes.mixed_precision_sim import choose_bits, paired_p_value, task_loss
 from seqcomp.errors import ConfigError
 from seqcomp.models import build_model
 

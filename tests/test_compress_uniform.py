@@ -8,7 +8,7 @@ from compress_testkit import rel_err, through_disk
 from torch import nn
 
 from seqcomp.compress import build_pass, compress, copy_model, load_compressed, pass_config, stored_size
-from seqcomp.compress.rtn import dequantize, quantize
+from seqcomp.compress.quant.uniform import dequantize, quantize
 from seqcomp.errors import ConfigError
 
 

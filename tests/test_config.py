@@ -57,6 +57,36 @@ def test_the_compress_overlay_merges_into_etth1_and_its_passes_validate() -> Non
     assert cfg["passes"]["w4_gptq_dq_sim"]["scale_dtype"] == "float8_e4m3" and "w4_rtn_sim" in cfg["passes"]
 
 
+PASS_OVERLAYS = ["etth1_compress.yaml", "etth1_group_bits.yaml", "etth1_mp_pareto.yaml"]
+
+
+@pytest.mark.parametrize("name", PASS_OVERLAYS)
+def test_each_pass_overlay_merges_into_etth1_and_its_passes_validate(name: str) -> None:
+    from snakemake.utils import update_config
+
+    overlay = yaml.safe_load((ROOT / "config" / name).read_text())
+    merged = yaml.safe_load((ROOT / "config" / "etth1.yaml").read_text())
+    update_config(merged, overlay)
+    cfg = load_config(merged, base_dir=ROOT)  # validates every pass's parameters
+    assert set(overlay["passes"]) <= set(cfg["passes"]) and cfg["horizons"] == [96]
+
+
+def test_pass_overlays_merge_without_conflicts_or_repeated_work() -> None:
+    """The overlays may be given together: a pass name means the same pass in each, and no pass
+    runs twice under two names (specs compared after defaults, so spelling does not hide one)."""
+    from seqcomp.compress import pass_config
+
+    entries: dict[str, dict] = {}
+    for name in ["etth1.yaml", *PASS_OVERLAYS]:
+        for pname, entry in yaml.safe_load((ROOT / "config" / name).read_text())["passes"].items():
+            assert entries.setdefault(pname, entry) == entry, f"{name}: passes.{pname} differs from another config's"
+    resolved = [(e.get("kind", p), pass_config(e.get("kind", p), {k: v for k, v in e.items() if k != "kind"}, p), p)
+                for p, e in entries.items()]
+    for i, (kind, config, pname) in enumerate(resolved):
+        same = [other for k, c, other in resolved[i + 1:] if (k, c) == (kind, config)]
+        assert not same, f"passes.{pname} and {same} are the same pass"
+
+
 def test_defaults_are_filled() -> None:
     cfg = load_config(SMOKE)
     assert cfg["train"]["lr"] == 0.001 and cfg["evaluate"]["latency_threads"] == 1

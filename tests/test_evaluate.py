@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.evaluate.metrics import forecast_errors, latency_ms
+from seqcomp.evaluate.metrics import call_ms, forecast_errors, latency_ms
 
 
 class Shift(torch.nn.Module):
@@ -48,6 +49,16 @@ def test_latency_reports_median_with_fixed_threads() -> None:
     assert out["min_ms"] <= out["median_ms"] <= out["max_ms"] and out["threads"] == 1 and out["repeats"] == 5
 
 
+def test_the_timer_interleaves_paired_calls_and_stops_at_its_budget() -> None:
+    order: list[str] = []
+    times = call_ms([lambda: order.append("a"), lambda: order.append("b")], warmup=1, repeats=3)
+    assert order == ["a", "b"] * 4 and [len(t) for t in times] == [3, 3] and min(times[0]) >= 0
+    # each call sleeps >= 10 ms: past a 20 ms budget after at most 3 rounds, and at least 1 round runs
+    (slept,) = call_ms([lambda: time.sleep(0.01)], warmup=0, repeats=100, budget_s=0.02)
+    assert 1 <= len(slept) <= 3 and min(slept) >= 10
+    assert len(call_ms([lambda: None], warmup=0, repeats=5, budget_s=-1.0)[0]) == 1
+
+
 def test_forecast_examples_keep_fixed_windows_of_one_channel(tiny_data: Path) -> None:
     from seqcomp.evaluate.examples import example_indices, forecast_examples
 
@@ -60,3 +71,30 @@ def test_forecast_examples_keep_fixed_windows_of_one_channel(tiny_data: Path) ->
     assert ex["context"][-1] == pytest.approx(x[:, -1].tolist(), abs=1e-4)
     assert ex["truth"][-1] == pytest.approx(y[:, -1].tolist(), abs=1e-4)
     assert ex["forecast"][-1] == pytest.approx([float(x[-1, -1]) + 0.1] * 8, abs=1e-4)
+
+
+def test_the_stage_cores_need_no_files_or_tracking(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """compress_job and evaluate_job take a model, a series and a spec: what a benchmark or notebook calls."""
+    from seqcomp.compress import load_compressed
+    from seqcomp.compress.core import compress_job
+    from seqcomp.data.windows import PreparedSeries, job_windows
+    from seqcomp.evaluate.core import evaluate_job
+    from seqcomp.models import SeriesShape, build_model
+
+    series = PreparedSeries.load(tiny_data)
+    monkeypatch.chdir(tmp_path / "data")  # nothing may be written anywhere: watch this folder
+    before = sorted(p.name for p in Path.cwd().iterdir())
+    spec = {"dataset": "tiny", "model": "lin", "kind": "linear", "params": {}, "lookback": 24, "horizon": 8, "seed": 0,
+            "pass": "w8", "pass_kind": "rtn_weight_sim", "pass_params": {"bits": 8}, "calibration": {"windows": 16},
+            "evaluate": {"batch_size": 64, "latency_batch_sizes": [1], "latency_warmup": 1, "latency_repeats": 2,
+                         "latency_threads": 1}}
+    net = build_model("linear", {}, SeriesShape(24, 8, series.channels))
+    net.fit_closed_form(*job_windows(series, spec, "train").tensors())
+    stored, report = compress_job(net, series, spec)
+    assert report["simulated"] and report["size"]["bytes"] < report["fp32_bytes"]
+    model = load_compressed("rtn_weight_sim", {"bits": 8}, build_model("linear", {}, SeriesShape(24, 8, series.channels)),
+                            stored)
+    metrics = evaluate_job(model.eval(), {**report, "file_bytes": 0}, series, spec)
+    assert metrics["pass"] == "w8" and metrics["n_windows"] == len(job_windows(series, spec, "test"))
+    assert 0 < metrics["mse"] < 2 and metrics["latency"]["b1"]["median_ms"] > 0
+    assert sorted(p.name for p in Path.cwd().iterdir()) == before

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import yaml
 
 from conftest import ROOT
 from seqcomp import jobs
+from seqcomp.compress import PASSES
 from seqcomp.config import load_config
 
 CFG = load_config(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
@@ -56,6 +59,59 @@ def test_code_dependencies_separate_models_and_stages() -> None:
     assert any("/compress/" in p for p in compress) and not any("/train/" in p for p in compress)
 
 
+def pass_names(files: list[str]) -> set[str]:
+    """The pass files (registry keys) among ``files``, without the passes package's __init__."""
+    return {Path(f).stem for f in files if Path(f).parent.name == "passes" and not f.endswith("__init__.py")}
+
+
+def test_a_pass_job_depends_on_its_own_pass_file_and_all_shared_machinery() -> None:
+    for stage in ("compress", "evaluate"):
+        rtn = jobs.code_files(stage, CFG, "lstm", passname="w4_rtn_sim")
+        fp32 = jobs.code_files(stage, CFG, "lstm", passname="fp32")
+        assert pass_names(rtn) == {"rtn_weight_sim"} and pass_names(fp32) == {"fp32"}
+        shared = {f for f in fp32 if "/compress/" in f and "/passes/" not in f}
+        assert any(f.endswith("compress/quant/uniform.py") for f in shared)
+        assert any(f.endswith("compress/__init__.py") for f in shared)
+        assert shared <= set(rtn)
+    # without a pass, every pass's file (the conservative answer)
+    assert pass_names(jobs.code_files("compress", CFG, "lstm")) == set(PASSES.names())
+
+
+def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
+    other = copy.deepcopy(CFG)
+    other["passes"] = {
+        "pruned_int4": {"kind": "chain", "steps": [{"kind": "prune_sim"}, {"kind": "rtn_weight_sim"}]},
+        "qat": {"kind": "qat_sim"},  # builds rtn_weight_sim by its registry key in code
+        "mp": {"kind": "mixed_precision_sim", "uniform_bits": 3},
+        "nested": {"kind": "chain", "steps": [{"kind": "qat_sim"}]},
+    }
+    cfg = load_config(other)
+    deps = {name: pass_names(jobs.code_files("compress", cfg, "lstm", passname=name)) for name in cfg["passes"]}
+    assert deps == {
+        "pruned_int4": {"chain", "prune_sim", "rtn_weight_sim"},
+        "qat": {"qat_sim", "rtn_weight_sim"},
+        "mp": {"mixed_precision_sim", "rtn_weight_sim"},
+        "nested": {"chain", "qat_sim", "rtn_weight_sim"},
+    }
+
+
+def test_each_pass_lives_in_the_file_named_as_its_registry_key() -> None:
+    passes = ROOT / "src" / "seqcomp" / "compress" / "passes"
+    assert {p.stem for p in passes.glob("*.py")} - {"__init__"} == set(PASSES.names())
+    for key in PASSES.names():
+        assert PASSES.source_file(key) == passes / f"{key}.py"
+
+
+def test_no_pass_imports_another_pass() -> None:
+    """Passes share code through compress/quant/ and run each other through the registry only,
+    so that editing one pass reruns only its jobs."""
+    passes = ROOT / "src" / "seqcomp" / "compress" / "passes"
+    for source in passes.glob("*.py"):
+        text = source.read_text()
+        assert "seqcomp.compress.passes" not in text, source.name
+        assert not re.search(r"from seqcomp\.compress import .*\b(" + "|".join(p.stem for p in passes.glob("*.py")) + r")\b", text)
+
+
 def test_a_model_can_have_its_own_lookbacks_and_seeds() -> None:
     other = copy.deepcopy(CFG)
     other["models"]["s4d"].update({"lookbacks": [24, 48], "seeds": [0, 1, 2]})
@@ -77,3 +133,25 @@ def test_dataset_kinds_are_separate_code_dependencies() -> None:
     train = set(jobs.code_files("train", CFG, "lstm"))
     assert any(p.endswith("data/windows.py") for p in train)
     assert not any(p.endswith(("data/synthetic.py", "data/csv.py", "data/prepare.py")) for p in train)
+
+
+def test_code_stamp_follows_content_not_mtime(tmp_path: Path) -> None:
+    import os
+
+    stamp_of = jobs._code_stamp.__wrapped__  # uncached: each call is a new DAG build
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n"), b.write_text("y = 2\n")
+    os.utime(a, ns=(10**18, 10**18)), os.utime(b, ns=(15 * 10**17, 15 * 10**17))
+    files, folder = (str(a), str(b)), str(tmp_path / "stamps")
+    stamp = Path(stamp_of("train", files, folder))
+    assert stamp.stat().st_mtime_ns == 15 * 10**17  # the newest source's mtime
+    first = stamp.read_text()
+    os.utime(a)  # touched, same content: the stamp stays as it was
+    assert stamp_of("train", files, folder) == str(stamp) and stamp.stat().st_mtime_ns == 15 * 10**17
+    a.write_text("x = 3\n")  # a real edit: new content, new mtime
+    stamp_of("train", files, folder)
+    assert stamp.read_text() != first and stamp.stat().st_mtime_ns == a.stat().st_mtime_ns
+    a.write_text("x = 1\n")  # undone, mtime included: as before the edit
+    os.utime(a, ns=(10**18, 10**18))
+    stamp_of("train", files, folder)
+    assert stamp.read_text() == first and stamp.stat().st_mtime_ns == 15 * 10**17

@@ -243,7 +243,7 @@ def test_companion_convolution_equals_recurrence() -> None:
 
 
 def test_companion_parameters_are_tagged_recurrent() -> None:
-    from seqcomp.compress.groups import named_groups
+    from seqcomp.compress.quant.groups import named_groups
 
     model = build_model("spacetime", {}, SHAPES[0])
     groups = {name.rsplit(".", 1)[-1]: g for name, _, _, _, g in named_groups(model) if ".layers.0." in f".{name}"}
@@ -302,13 +302,13 @@ def _cycle_series(n: int, period: int, channels: int, noise: float = 0.0) -> tor
 
 def test_cycle_wrapper_phases_line_up_with_the_data() -> None:
     from seqcomp.data.windows import PreparedSeries
-    from seqcomp.models.cycle import ResidualCycle, cycle_of
+    from seqcomp.models.cycle import ResidualCycle
 
     shape = SeriesShape(48, 12, 3)
     series = PreparedSeries(values=_cycle_series(600, 24, 3), borders=(400, 500, 600), meta={})
     model = build_model("naive", {"cycle": 24}, shape).eval()
-    assert isinstance(model, ResidualCycle) and cycle_of(model) == 24 and cycle_of(model.net) is None
-    x, y = series.windows("test", 48, 12, cycle=cycle_of(model)).tensors()
+    assert isinstance(model, ResidualCycle) and model.period == 24 and not isinstance(model.net, ResidualCycle)
+    x, y = series.windows("test", 48, 12, cycle=model.period).tensors()
     # With the true cycle as Q, the naive forecast of the residual is exact but for the level walk.
     profile = _cycle_series(600, 24, 3)[:24] - _cycle_series(600, 24, 3)[:24].mean(0)
     with torch.no_grad():

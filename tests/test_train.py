@@ -21,7 +21,7 @@ from seqcomp.io import read_json
 from seqcomp.models import MODELS
 from seqcomp.tracking import Run, resolve_uri
 from seqcomp.tracking.replay import Replayer
-from seqcomp.train import train
+from seqcomp.train.stage import train
 from seqcomp.train.sgd import epoch_line
 
 SETTINGS = {"max_epochs": 3, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,
@@ -135,7 +135,7 @@ CHILD = """
 import json, sys, time
 import seqcomp.train.module as module
 from seqcomp.tracking import Run
-from seqcomp.train import train
+from seqcomp.train.stage import train
 
 step = module.Forecaster.training_step
 def slow_step(self, batch, i):  # slow enough that the parent can kill it mid-training
@@ -183,3 +183,18 @@ def test_checkpoints_of_another_spec_are_not_resumed(tiny_data: Path, tmp_path: 
     train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
     other = spec("dlinear", max_epochs=2, lr=0.002)
     assert train(other, tiny_data, tmp_path / "out", run_for(tmp_path, other))["resumed_from"] is None
+
+
+def test_the_training_core_needs_no_tracking_and_leaves_no_files(tiny_data: Path, tmp_path: Path) -> None:
+    from seqcomp.data.windows import PreparedSeries
+    from seqcomp.train.core import build_job_model, train_job
+
+    series, work = PreparedSeries.load(tiny_data), tmp_path / "work"
+    s = spec("dlinear", max_epochs=2)
+    seen: list[dict] = []
+    result = train_job(build_job_model(series, s), series, s, work, on_epoch=seen.append)
+    assert [row["epoch"] for row in seen] == [0, 1] and result.history == seen
+    assert result.info["method"] == "sgd" and result.val["mse"] == pytest.approx(min(r["val/mse"] for r in seen), rel=1e-4)
+    assert not work.exists() or not any(work.iterdir())  # the checkpoints are gone
+    again = train_job(build_job_model(series, s), series, s, tmp_path / "again")
+    assert all(torch.equal(a, b) for a, b in zip(result.net.state_dict().values(), again.net.state_dict().values()))

@@ -21,7 +21,7 @@ from seqcomp.evaluate.stage import run_evaluate
 from seqcomp.io import read_json
 from seqcomp.models import SeriesShape, build_model
 from seqcomp.tracking import Run
-from seqcomp.train import train
+from seqcomp.train.stage import train
 from seqcomp.train.module import token_cross_entropy
 
 SETTINGS = {"max_epochs": 2, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,

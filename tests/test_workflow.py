@@ -183,12 +183,19 @@ def test_editing_a_model_file_reruns_only_that_model(smoke_run: Path) -> None:
     assert planned == {"train": 1, "compress": n_passes, "evaluate": n_passes, "summary": 1, "all": 1}
 
 
-def test_editing_compression_code_skips_training(smoke_run: Path) -> None:
-    with edited(ROOT / "src" / "seqcomp" / "compress" / "fp32.py"):
+def test_editing_shared_compression_code_reruns_every_pass_but_no_training(smoke_run: Path) -> None:
+    with edited(ROOT / "src" / "seqcomp" / "compress" / "quant" / "uniform.py"):
         planned = jobs_planned(snakemake(smoke_run, "-n"))
     cfg = smoke_config()
     n = len(cfg["models"]) * len(cfg["passes"])
     assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
+
+
+def test_editing_one_pass_file_reruns_only_that_pass(smoke_run: Path) -> None:
+    with edited(ROOT / "src" / "seqcomp" / "compress" / "passes" / "rtn_weight_sim.py"):
+        planned = jobs_planned(snakemake(smoke_run, "-n"))
+    n = len(smoke_config()["models"])  # one pass of kind rtn_weight_sim in the smoke config
+    assert planned == {"compress": n, "evaluate": n, "summarize": 1, "all": 1}
 
 
 def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:
@@ -406,18 +413,32 @@ def test_eight_parallel_jobs_on_the_sqlite_store_lose_no_run(tmp_path: Path) -> 
     assert "Traceback" not in logs
 
 
-def test_slurm_profile_resolves_and_training_asks_for_a_gpu(tmp_path: Path) -> None:
-    """Dry run with the SLURM profile (snakemake-executor-plugin-slurm; no sbatch needed for -n)."""
+def dry_run_asking_for_gpus(tmp_path: Path, profile: str) -> subprocess.CompletedProcess:
+    """The smoke config with ``accelerator: auto``, dry-run under ``profile``; every training asks for a GPU."""
     cfg = smoke_config()
     cfg["train"]["accelerator"] = "auto"
     config = tmp_path / "gpu.yaml"
     config.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--workflow-profile", str(ROOT / "workflow" / "profiles" / "slurm"), "--configfile", str(config), "-n"]
+           "--workflow-profile", str(ROOT / "workflow" / "profiles" / profile), "--configfile", str(config), "-n"]
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert jobs_planned(result)["train"] == len(cfg["models"])
-    # each job's console line (its rule's message) shows the GPUs its training asks the scheduler for
+    # each job's console line (its rule's message) shows the GPUs its training asks for
     train_lines = [line for line in result.stdout.splitlines() if ": train " in line]
     assert len(train_lines) == len(cfg["models"]) and all(line.endswith("gpus=1") for line in train_lines)
+    return result
+
+
+def test_slurm_profile_resolves_and_training_asks_for_a_gpu(tmp_path: Path) -> None:
+    """Dry run with the SLURM profile (snakemake-executor-plugin-slurm; no sbatch needed for -n)."""
+    dry_run_asking_for_gpus(tmp_path, "slurm")
+
+
+def test_gpu_profile_shares_the_gpu_between_trainings(tmp_path: Path) -> None:
+    """The one-GPU machine profile: trainings ask for gpu=1 out of the profile's slots; the rest runs on the cores."""
+    profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "gpu" / "config.yaml").read_text())
+    slots = dict(item.split("=") for item in profile["resources"])
+    assert int(slots["gpu"]) > 1 and profile["cores"] > int(slots["gpu"])
+    dry_run_asking_for_gpus(tmp_path, "gpu")

@@ -27,6 +27,13 @@ def save_model(net: torch.nn.Module, kind: str, params: dict[str, Any], shape: S
         torch.save(payload, tmp)
 
 
+def model_spec(path: str | Path) -> dict[str, Any]:
+    """The part of the job spec saved with a trained model: kind, params (``cycle`` included),
+    lookback and horizon; enough for :func:`seqcomp.data.windows.job_windows`."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return {"kind": payload["kind"], "params": payload["params"], **payload["shape"]}
+
+
 def load_model(path: str | Path) -> torch.nn.Module:
     """Rebuild a trained model saved by ``save_model`` (fp32, eval mode, CPU)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)

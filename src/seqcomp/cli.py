@@ -10,6 +10,7 @@ import argparse
 import faulthandler
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +18,20 @@ from seqcomp.errors import SeqcompError
 
 
 JOURNAL_HELP = "folder of the tracking journals (results/<name>/tracking/journal), replayed into MLflow by the workflow"
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere): a job's start-up
+    (interpreter, imports, opening its tracking run) is measured from there."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+_READY: list[float | None] = []  # the process's age when its stage starts working (set by _run)
 
 
 def _spec(text: str) -> dict:
@@ -40,7 +55,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
     print(f"{args.config}: valid; {len(grid(cfg))} evaluations in experiment seqcomp/{cfg['name']}")
 
 
-def cmd_prepare(args: argparse.Namespace) -> None:
+def cmd_data(args: argparse.Namespace) -> None:
     from seqcomp.data.prepare import prepare
 
     spec = _spec(args.spec)
@@ -85,8 +100,10 @@ def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = 
     # Tagged with Snakemake's own names (the rule is the stage; ``pass`` is the ``passname`` wildcard).
     tags = {"seqcomp.stage": stage, **snakemake_tags(stage, {"passname" if k == "pass" else k: v
                                                              for k, v in wildcards.items()})}
-    return Run.start(args.journal, spec["experiment"], run_name(stage, spec), job_key(stage, spec), tags,
-                     parent=job_key(parent, spec) if parent else None)
+    run = Run.start(args.journal, spec["experiment"], run_name(stage, spec), job_key(stage, spec), tags,
+                    parent=job_key(parent, spec) if parent else None)
+    _READY.append(process_age())
+    return run
 
 
 def run_name(stage: str, spec: dict) -> str:
@@ -97,7 +114,7 @@ def run_name(stage: str, spec: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from seqcomp.train import train
+    from seqcomp.train.stage import train
 
     spec = _spec(args.spec)
     run = _run(args, "train", spec)
@@ -149,10 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a config file as the workflow would")
     p.add_argument("config")
     p.set_defaults(fn=cmd_validate)
-    p = sub.add_parser("prepare", help="split + scale one dataset into parquet + meta.json")
+    p = sub.add_parser("data", help="data stage: split + scale one dataset into parquet + meta.json")
     p.add_argument("--spec", required=True, help="JSON of the dataset entry plus its name")
     p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_prepare)
+    p.set_defaults(fn=cmd_data)
     p = sub.add_parser("track", help="replay a workflow's tracking journals into MLflow (what its run did not)")
     p.add_argument("--results", required=True, help="the workflow's results/<name> folder")
     p.add_argument("--tracking-uri", default=None,
@@ -196,4 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     except SeqcompError as exc:
         print(f"seqcomp: error: {exc}", file=sys.stderr)
         return 2
+    if _READY and _READY[0] is not None and (total := process_age()) is not None:
+        # one parseable line per job: bench/job_costs.py adds them up over a workflow
+        logging.getLogger("seqcomp").info("job seconds: start-up %.2f (interpreter, imports, tracking run), work %.2f",
+                                          _READY[0], total - _READY[0])
     return 0

@@ -9,6 +9,7 @@ inputs because Snakemake does not track modules a command imports (snakemake#219
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from seqcomp.config import PROJECT_ROOT, dataset_windows, model_axes, model_params, train_settings
 
 PKG = PROJECT_ROOT / "src" / "seqcomp"
+PASSES_DIR = PKG / "compress" / "passes"  # one file per pass: a job depends only on its own (pass_files)
 WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 
 
@@ -112,17 +114,33 @@ def evaluate_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, 
 
 
 def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
-               dataset: str | None = None) -> list[str]:
+               dataset: str | None = None, passname: str | None = None) -> list[str]:
     """Package files (absolute paths) whose edit must rerun ``stage``.
 
     A job depends on its stage's code, on its own model's file (training, compression and
-    evaluation) or its own dataset kind's file (data preparation), and on the files of the
-    data and models packages those import; not on other models or dataset kinds, so editing
-    one model reruns only its jobs and adding a dataset kind retrains nothing.
+    evaluation) or its own dataset kind's file (data preparation), on its own pass's files
+    (compression and evaluation: see :func:`pass_files`), and on the files of the data and
+    models packages those import; not on other models, passes or dataset kinds, so editing
+    one model or pass reruns only its jobs and adding a dataset kind retrains nothing.
     """
     from seqcomp.data import DATASETS
     from seqcomp.models import MODELS
 
+    model_file = dataset_file = None
+    if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
+        model_file = MODELS.source_file(cfg["models"][model]["kind"])
+    if stage == "data" and cfg is not None and dataset is not None:
+        dataset_file = DATASETS.source_file(cfg["datasets"][dataset]["kind"])
+    passes = tuple(pass_files(cfg, passname)) if stage in ("compress", "evaluate") else ()
+    return list(_code_files(stage, model_file, dataset_file, passes))
+
+
+@lru_cache(maxsize=None)
+def _code_files(stage: str, model_file: Path | None, dataset_file: Path | None,
+                passes: tuple[Path, ...]) -> tuple[str, ...]:
+    """:func:`code_files` once per distinct (stage, model file, dataset file, passes) of a DAG:
+    a grid's jobs share a few of these, and listing and scanning the package per job made
+    building a 2,400-job DAG take tens of seconds."""
     # cli.py is left out on purpose: it only parses arguments and dispatches to these modules.
     shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "artifacts.py",
               "tracking/__init__.py"]
@@ -136,13 +154,82 @@ def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None 
     files: list[Path] = [PKG / f for f in shared]
     for entry in stage_files:
         target = PKG / entry
-        files += sorted(target.rglob("*.py")) if target.is_dir() else [target]
-    if stage == "data" and cfg is not None and dataset is not None:
-        files.append(DATASETS.source_file(cfg["datasets"][dataset]["kind"]))
-    if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
+        files += sorted(p for p in target.rglob("*.py") if PASSES_DIR not in p.parents) if target.is_dir() else [target]
+    files += passes
+    if dataset_file is not None:
+        files.append(dataset_file)
+    if model_file is not None:
         models = PKG / "models"
-        files += [MODELS.source_file(cfg["models"][model]["kind"]), models / "__init__.py", models / "revin.py"]
-    return sorted(str(p) for p in imported_closure(files))
+        files += [model_file, models / "__init__.py", models / "revin.py"]
+    return tuple(sorted(str(p) for p in imported_closure(files)))
+
+
+def code_stamp(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
+               dataset: str | None = None, passname: str | None = None, folder: str = "results/.code") -> str:
+    """One file standing for :func:`code_files` as a job's input: ``folder/<stage>-<id>.sha256``.
+
+    Its content is the sha256 of those files' contents (and their list); it is rewritten only
+    when that changes, with the newest source file's mtime, so a real edit reruns the jobs that
+    depend on the file, a ``touch`` or a ``git checkout`` of the same content reruns nothing,
+    and undoing an edit (content and mtime) leaves nothing to do. One input instead of ~40 per
+    job keeps the console readable and the DAG cheap to build.
+    """
+    return _code_stamp(stage, tuple(code_files(stage, cfg, model, dataset, passname)), folder)
+
+
+@lru_cache(maxsize=None)
+def _code_stamp(stage: str, files: tuple[str, ...], folder: str) -> str:
+    import hashlib
+    import os
+
+    from seqcomp.io import atomic_path
+
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.encode() + b"\0" + Path(f).read_bytes() + b"\0")
+    content = f"{digest.hexdigest()}\n" + "".join(f"{f}\n" for f in files)
+    stamp = Path(folder) / f"{stage}-{hashlib.sha256(''.join(files).encode()).hexdigest()[:16]}.sha256"
+    if not stamp.is_file() or stamp.read_text() != content:
+        with atomic_path(stamp) as tmp:
+            tmp.write_text(content)
+        newest = max(Path(f).stat().st_mtime_ns for f in files)
+        os.utime(stamp, ns=(newest, newest))
+    return str(stamp)
+
+
+def pass_files(cfg: dict[str, Any] | None, passname: str | None) -> list[Path]:
+    """The files of configured pass ``passname`` and of every pass it runs, found without importing.
+
+    A pass runs another by registry key: a nested entry ``{kind: ...}`` in its config (chain's
+    steps) or a fixed key in its code (qat_sim and mixed_precision_sim build ``rtn_weight_sim``),
+    and so on down. The rest of ``compress/`` (registry, quant/, stage) is every pass's code and
+    is listed by :func:`code_files`. Without a pass, every pass's file.
+    """
+    from seqcomp.compress import PASSES
+
+    if cfg is None or passname is None:
+        return sorted(PASSES_DIR.glob("*.py"))
+    kinds, todo = set(), [{"kind": passname, **cfg["passes"][passname]}]
+    while todo:
+        entry = todo.pop()
+        if isinstance(entry, dict):
+            if isinstance(entry.get("kind"), str) and entry["kind"] in PASSES and entry["kind"] not in kinds:
+                kinds.add(entry["kind"])
+                todo += [{"kind": key} for key in _nested_by_code(PASSES.source_file(entry["kind"]))]
+            todo += [v for k, v in entry.items() if k != "kind"]
+        elif isinstance(entry, list):
+            todo += entry
+    return [PASSES_DIR / "__init__.py", *sorted(PASSES.source_file(kind) for kind in kinds)]
+
+
+# A pass building another by a fixed registry key: ``build_pass("rtn_weight_sim", ...)``.
+_NESTED_PASS = re.compile(r"\b(?:build_pass|check_nested)\(\s*\"(\w+)\"")
+
+
+@lru_cache(maxsize=None)
+def _nested_by_code(source: Path) -> tuple[str, ...]:
+    """Registry keys that the pass in ``source`` builds by a fixed name (once per file per DAG)."""
+    return tuple(sorted(set(_NESTED_PASS.findall(source.read_text()))))
 
 
 # ``seqcomp.data.<name>`` / ``seqcomp.models.<name>`` as imported; a registry entry

@@ -1,4 +1,10 @@
-"""Compression passes: one file per pass, one registry.
+"""Compression passes: one file per registry key, one registry.
+
+``passes/<key>.py`` holds the pass registered as ``<key>``; ``quant/`` holds the machinery
+they share (uniform grids, coded parts, parameter groups, bit packing, sizes, activation
+ranges, the RTN grid and GPTQ's rounding). A pass never imports another pass: one that runs
+another (chain, qat_sim) builds it through this registry, so editing one pass's file reruns
+only the jobs of the passes that use it (seqcomp.jobs.code_files).
 
 A pass maps a trained fp32 model to a compressed one. Each pass class has a ``Config``
 dataclass, a class attribute ``simulated`` (True when it runs as fake-quant on fp32 kernels:
@@ -36,18 +42,18 @@ if TYPE_CHECKING:
 PASSES = Registry(
     "pass",
     {
-        "fp32": "seqcomp.compress.fp32:Identity",
-        "int8_dynamic": "seqcomp.compress.int8_dynamic:Int8Dynamic",
-        "rtn_weight_sim": "seqcomp.compress.rtn:RTNWeightSim",
-        "gptq_weight_sim": "seqcomp.compress.gptq:GPTQ",
-        "int8_static_sim": "seqcomp.compress.int8_static:Int8StaticSim",
-        "float_weight_sim": "seqcomp.compress.float_weight:FloatWeightSim",
-        "lowrank": "seqcomp.compress.lowrank:LowRank",
-        "prune_sim": "seqcomp.compress.prune:Prune",
-        "vq_sim": "seqcomp.compress.vq:VectorQuant",
-        "chain": "seqcomp.compress.chain:Chain",
-        "mixed_precision_sim": "seqcomp.compress.mixed_precision:MixedPrecision",
-        "qat_sim": "seqcomp.compress.qat:QAT",
+        "fp32": "seqcomp.compress.passes.fp32:Identity",
+        "int8_dynamic": "seqcomp.compress.passes.int8_dynamic:Int8Dynamic",
+        "rtn_weight_sim": "seqcomp.compress.passes.rtn_weight_sim:RTNWeightSim",
+        "gptq_weight_sim": "seqcomp.compress.passes.gptq_weight_sim:GPTQ",
+        "int8_static_sim": "seqcomp.compress.passes.int8_static_sim:Int8StaticSim",
+        "float_weight_sim": "seqcomp.compress.passes.float_weight_sim:FloatWeightSim",
+        "lowrank": "seqcomp.compress.passes.lowrank:LowRank",
+        "prune_sim": "seqcomp.compress.passes.prune_sim:Prune",
+        "vq_sim": "seqcomp.compress.passes.vq_sim:VectorQuant",
+        "chain": "seqcomp.compress.passes.chain:Chain",
+        "mixed_precision_sim": "seqcomp.compress.passes.mixed_precision_sim:MixedPrecision",
+        "qat_sim": "seqcomp.compress.passes.qat_sim:QAT",
     },
 )
 
@@ -88,7 +94,7 @@ def compress(
     ``model`` itself is left untouched; size the stored form with :func:`stored_size`.
     ``validation`` (x, y) reaches only the passes that use it (see :func:`apply_pass`).
     """
-    from seqcomp.compress.common import copy_model
+    from seqcomp.compress.quant.common import copy_model
 
     compression = build_pass(kind, params, where)
     compressed, report = apply_pass(compression, copy_model(model), calib, validation)
@@ -116,9 +122,9 @@ def load_compressed(
 
 
 _LAZY = {
-    "copy_model": "seqcomp.compress.common",
-    "stored_size": "seqcomp.compress.size",
-    "fp32_model_bytes": "seqcomp.compress.size",
+    "copy_model": "seqcomp.compress.quant.common",
+    "stored_size": "seqcomp.compress.quant.size",
+    "fp32_model_bytes": "seqcomp.compress.quant.size",
 }
 
 

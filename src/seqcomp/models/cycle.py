@@ -13,8 +13,9 @@ model's own fit on the residuals.
 
 The phase comes with the data, not from the values: a model built with ``cycle: P`` takes
 windows whose last column is each lookback step's phase, the row's index in the prepared
-series modulo P (``PreparedSeries.windows(..., cycle=P)``; ``cycle_of(model)`` tells the
-callers). For hourly data starting at midnight, ``cycle: 24`` makes the phase the hour of day.
+series modulo P (``PreparedSeries.windows(..., cycle=P)``; a job's windows get them from its
+spec's ``cycle`` through ``seqcomp.data.windows.job_windows``). For hourly data starting at
+midnight, ``cycle: 24`` makes the phase the hour of day.
 """
 
 from __future__ import annotations
@@ -61,7 +62,3 @@ class ResidualCycleClosedForm(ResidualCycle):
         self.cycle.copy_((means - means.mean(0)).to(self.cycle))
         self.net.fit_closed_form(values - self.cycle[phase_in], y - self.cycle[phase_out])
 
-
-def cycle_of(model: nn.Module) -> int | None:
-    """The period whose phases ``model`` expects as its input's last column, or None."""
-    return model.period if isinstance(model, ResidualCycle) else None

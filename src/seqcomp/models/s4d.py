@@ -12,7 +12,7 @@ same discretised recurrence one time step at a time.
 
 B is fixed to 1, as in the paper's S4D: B and C enter the map only through their product
 C_n B_n, so a learned B adds no function, only parameters (a third of the layer's recurrent
-group, which compression must keep in high precision: see seqcomp.compress.groups).
+group, which compression must keep in high precision: see seqcomp.compress.quant.groups).
 
 All parameters are real tensors: complex values are stored as (..., 2) real/imaginary pairs
 because quantization tooling drops imaginary parts of complex tensors.

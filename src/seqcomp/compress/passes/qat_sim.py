@@ -26,8 +26,8 @@ from torch import nn
 from torch.func import functional_call
 
 from seqcomp.compress import build_pass, check_nested
-from seqcomp.compress.common import KEPT
-from seqcomp.compress.groups import DEFAULT_GROUPS, named_groups
+from seqcomp.compress.quant.common import KEPT
+from seqcomp.compress.quant.groups import DEFAULT_GROUPS, named_groups
 from seqcomp.registry import check
 
 Targets = dict[str, tuple[nn.Parameter, str]]  # the parameters QAT quantizes: {name: (parameter, group)}

@@ -1,25 +1,10 @@
-"""Weight-only round-to-nearest (RTN) quantization, run as fake-quant on fp32 kernels.
+"""The RTN grid as a coded pass: the config, codes, stored parts and report of uniform b-bit weights.
 
-Every selected parameter (by default the ``ssm`` and ``linear`` groups of groups.py: weight
-matrices of nn.Linear, nn.Conv1d (flattened to (out, in*k)), nn.LSTM, nn.MultiheadAttention's
-raw projections, and SSM output maps such as S4D's C) is rounded on a uniform ``bits``-bit
-grid, one scale per output row or per group of ``group_size`` inputs, symmetric (restricted
-grid, no zero point) or asymmetric (zero points stored), with scales calibrated by min-max,
-percentile or MSE search (see uniform.py for the grid and its exact stored form).
-
-The model keeps running fp32 kernels on the dequantized weights, so this pass measures the
-accuracy of b-bit weights and their true stored size (bit-packed codes, fp16 scales,
-zero points), never a speed-up. ``groups`` may include ``other`` (biases, norms, embeddings:
-each coded as one flattened row, see groups.py), and ``group_bits`` ({group: bits}) sets the
-bits of some groups apart from ``bits`` (e.g. ``{recurrent: 8}``): such a weight also stores
-its bit-width as a one-byte ``.bits`` tag, and each report row says the bits it got.
-``scale_dtype: float8_e4m3`` double-quantizes the scales (FP8 codes + one fp32 unit per
-tensor, see uniform.py). ``keep_dtype: float16`` stores every tensor the pass leaves
-unquantized (biases, norms, SSM recurrent parameters...) in fp16, and the evaluated model
-uses those fp16 values (see coded.py).
-
-``quantize`` / ``dequantize`` / ``QuantizedWeight`` are re-exported from uniform.py for the
-passes that build on RTN's grid.
+rtn_weight_sim is this class as it is; gptq_weight_sim rounds on the same grid in another way
+and int8_static_sim fixes it at per-channel int8 and adds activation ranges, so all three
+share its config checks, stored form and decoding (the grid itself is uniform.py's).
+``parts_of`` / ``quantized_weight`` convert between a :class:`QuantizedWeight` and its stored
+parts, for the passes that code weights outside this class (mixed precision).
 """
 
 from __future__ import annotations
@@ -30,11 +15,11 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress.coded import KEEP_DTYPES, CodedPass, Parts, Target, real_view
-from seqcomp.compress.common import KEPT
-from seqcomp.compress.groups import DEFAULT_GROUPS, GRID_GROUPS, OTHER, check_groups
-from seqcomp.compress.size import BITS_SUFFIX, CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, ZEROS_SUFFIX
-from seqcomp.compress.uniform import (
+from seqcomp.compress.quant.coded import KEEP_DTYPES, CodedPass, Parts, Target, real_view
+from seqcomp.compress.quant.common import KEPT
+from seqcomp.compress.quant.groups import DEFAULT_GROUPS, GRID_GROUPS, OTHER, check_groups
+from seqcomp.compress.quant.size import BITS_SUFFIX, CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, ZEROS_SUFFIX
+from seqcomp.compress.quant.uniform import (
     CALIBRATIONS,
     GRID_SCALE_DTYPES,
     UNIT_SCALE_DTYPES,
@@ -44,11 +29,10 @@ from seqcomp.compress.uniform import (
 )
 from seqcomp.registry import check
 
-__all__ = ["QuantizedWeight", "RTNWeightSim", "dequantize", "quantize"]
 
-
-class RTNWeightSim(CodedPass):
-    """Weight-only b-bit RTN, stored bit-packed, evaluated as fake-quant on fp32 kernels."""
+class RTNGrid(CodedPass):
+    """Weights coded on a uniform b-bit grid (bit-packed codes + scales), rounded to nearest
+    unless a subclass overrides ``encode_targets``; subclasses set ``kind``."""
 
     @dataclass(frozen=True)
     class Config:
@@ -110,7 +94,6 @@ class RTNWeightSim(CodedPass):
             )
             check_groups(self.groups, GRID_GROUPS)
 
-    kind: ClassVar[str] = "rtn_weight_sim"
     method: ClassVar[str] = "rtn"  # the word the report's actions use
     stage: ClassVar[str] = "quantization"
     # asymmetric grids only / fp8 scales only / group_bits only: decode checks

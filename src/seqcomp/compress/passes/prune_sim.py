@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress.bitpack import pack_bits, unpack_bits
-from seqcomp.compress.coded import CodedPass, candidates, row
-from seqcomp.compress.common import KEPT, summary
-from seqcomp.compress.groups import DEFAULT_GROUPS, check_groups
+from seqcomp.compress.quant.bitpack import pack_bits, unpack_bits
+from seqcomp.compress.quant.coded import CodedPass, candidates, row
+from seqcomp.compress.quant.common import KEPT, summary
+from seqcomp.compress.quant.groups import DEFAULT_GROUPS, check_groups
 from seqcomp.registry import check
 
 MASK, INDEX, VALUES = ".mask", ".index", ".values"

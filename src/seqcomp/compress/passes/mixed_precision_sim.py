@@ -42,11 +42,11 @@ program: minimise the summed sensitivity of the choices subject to a size budget
    p-value; ``achieved.chosen_by`` names the winner. At uniform b-bit's own size the result is
    never worse on the selection data than the same quantizer at b bits everywhere.
 
-Per-layer quantizer: RTN (rtn.quantize), or with ``quantizer: gptq`` GPTQ (gptq.py, its default
+Per-layer quantizer: RTN (quant/uniform.py's quantize), or with ``quantizer: gptq`` GPTQ (quant/gptq.py, its default
 settings) for nn.Linear weights and RTN for the rest. The ILP needs every layer's candidates
 before it picks any, so its sensitivity table codes each layer with GPTQ on the inputs the fp32
 model gives it. Each candidate assignment is then quantized sequentially, as gptq_weight_sim
-does (gptq.code_in_order: each layer on the outputs of the already quantized layers before
+does (quant/gptq.py's code_in_order: each layer on the outputs of the already quantized layers before
 it), so the uniform assignment reproduces gptq_weight_sim exactly.
 
 The report's ``uniform`` rows give, for each candidate bit-width used everywhere, its average
@@ -72,13 +72,13 @@ from scipy.stats import ttest_1samp
 from torch import nn
 
 from seqcomp.compress import check_nested
-from seqcomp.compress.coded import CodedPass, Parts, Target, row
-from seqcomp.compress.common import KEPT, run_calibration, summary
-from seqcomp.compress.gptq import GPTQ, GPTQSettings, code_in_order, gptq_able, gptq_quantize, hessian
-from seqcomp.compress.groups import DEFAULT_GROUPS, OTHER, kept_reason, named_groups
-from seqcomp.compress.rtn import QuantizedWeight, dequantize, parts_of, quantize, quantized_weight
-from seqcomp.compress.size import BITS_SUFFIX, CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, stored_size
-from seqcomp.compress.uniform import GRID_SCALE_DTYPES
+from seqcomp.compress.quant.coded import CodedPass, Parts, Target, row
+from seqcomp.compress.quant.common import KEPT, run_calibration, summary
+from seqcomp.compress.quant.gptq import DEFAULT_SETTINGS, code_in_order, gptq_able, gptq_quantize, hessian
+from seqcomp.compress.quant.groups import DEFAULT_GROUPS, OTHER, kept_reason, named_groups
+from seqcomp.compress.quant.rtn import parts_of, quantized_weight
+from seqcomp.compress.quant.size import BITS_SUFFIX, CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, stored_size
+from seqcomp.compress.quant.uniform import GRID_SCALE_DTYPES, QuantizedWeight, dequantize, quantize
 from seqcomp.errors import ConfigError
 from seqcomp.registry import check
 
@@ -318,7 +318,7 @@ class MixedPrecision(CodedPass):
         return quantize(weight, bits, self.config.group_size, GRID_SCALE_DTYPES[self.config.scale_dtype])
 
     def _stored_bits(self, qw: QuantizedWeight, bits: int) -> int:
-        """Stored bits of codes + scales (+ the fp8 scales' unit), counted by size.py as for the
+        """Stored bits of codes + scales (+ the fp8 scales' unit), counted by quant/size.py as for the
         stored model; the bit tag and shape are not counted, as for rtn_weight_sim."""
         return 8 * stored_size(parts_of(qw))["bytes"]
 
@@ -342,8 +342,7 @@ class MixedPrecision(CodedPass):
 
     def _gptq(self, weight: torch.Tensor, h: torch.Tensor, bits: int) -> QuantizedWeight:
         c = self.config
-        settings = GPTQSettings(GPTQ.Config.percdamp, GPTQ.Config.act_order, GPTQ.Config.block_size)
-        return gptq_quantize(weight, h, bits, c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings)
+        return gptq_quantize(weight, h, bits, c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], DEFAULT_SETTINGS)
 
     def _stored_parts(
         self, model: nn.Module, targets: list[Target], table: list[list[QuantizedWeight]], columns: tuple[int, ...],
@@ -351,7 +350,7 @@ class MixedPrecision(CodedPass):
     ) -> list[Parts]:
         """Per layer the stored parts (with the bit tag) of the assignment ``columns``, written
         into the model: RTN's from the table; GPTQ's coded anew in forward order, each layer on
-        the already quantized layers before it (gptq.code_in_order, as gptq_weight_sim)."""
+        the already quantized layers before it (quant/gptq.py's code_in_order, as gptq_weight_sim)."""
 
         def tagged(qw: QuantizedWeight, bits: int) -> Parts:
             return {**parts_of(qw), BITS_SUFFIX: torch.tensor(bits, dtype=torch.uint8)}

@@ -41,8 +41,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress.common import KEPT, entry, run_calibration, summary
-from seqcomp.compress.groups import GROUPS, OTHER, kept_reason, named_groups
+from seqcomp.compress.quant.common import KEPT, entry, run_calibration, summary
+from seqcomp.compress.quant.groups import GROUPS, OTHER, kept_reason, named_groups
 
 SHAPE_SUFFIX = ".shape"
 _STATE_ATTR = "_seqcomp_parts"  # on the model: {state-dict key: {suffix: part}} from apply() / unpack()

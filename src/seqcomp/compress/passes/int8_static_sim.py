@@ -1,9 +1,9 @@
 """Static int8 weights + activations (W8A8), run as fake-quant on fp32 kernels.
 
 Weights of the selected groups become per-channel symmetric int8 (the RTN grid of
-uniform.py at 8 bits, scales calibrated by min-max, percentile or MSE). Every module that
+quant/uniform.py at 8 bits, scales calibrated by min-max, percentile or MSE). Every module that
 owns a quantized weight gets static per-tensor uint8 (asymmetric) ranges on its inputs,
-calibrated on the ``calib`` training windows by min-max or percentile (activations.py) after
+calibrated on the ``calib`` training windows by min-max or percentile (quant/activations.py) after
 the weights are quantized, so the ranges are those the quantized model sees.
 
 This is a simulation (``simulated: true``): the model runs fp32 kernels on dequantized
@@ -20,16 +20,16 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress import activations
-from seqcomp.compress.activations import ACT_CALIBRATIONS, UINT8
-from seqcomp.compress.coded import Target, owner_names
-from seqcomp.compress.groups import DEFAULT_GROUPS, check_groups
-from seqcomp.compress.rtn import RTNWeightSim
-from seqcomp.compress.uniform import CALIBRATIONS
+from seqcomp.compress.quant import activations
+from seqcomp.compress.quant.activations import ACT_CALIBRATIONS, UINT8
+from seqcomp.compress.quant.coded import Target, owner_names
+from seqcomp.compress.quant.groups import DEFAULT_GROUPS, check_groups
+from seqcomp.compress.quant.rtn import RTNGrid
+from seqcomp.compress.quant.uniform import CALIBRATIONS
 from seqcomp.registry import check
 
 
-class Int8StaticSim(RTNWeightSim):
+class Int8StaticSim(RTNGrid):
     """Per-channel int8 weights, static per-tensor uint8 activation ranges at their inputs."""
 
     @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from seqcomp.compress.bitpack import pack_bits, unpack_bits
+from seqcomp.compress.quant.bitpack import pack_bits, unpack_bits
 
 CALIBRATIONS = ("minmax", "percentile", "mse")
 SCALE_DTYPES = {"float16": torch.float16, "float32": torch.float32}  # scales stored as they are

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress.common import KEPT, entry, own_numel, param_modules, summary
-from seqcomp.compress.groups import param_group
+from seqcomp.compress.quant.common import KEPT, entry, own_numel, param_modules, summary
+from seqcomp.compress.quant.groups import param_group
 from seqcomp.registry import check
 
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from torch import nn
 
-from seqcomp.compress.common import is_recurrent, param_modules
+from seqcomp.compress.quant.common import is_recurrent, param_modules
 from seqcomp.registry import check
 
 GROUPS = ("recurrent", "ssm", "linear")  # the groups every pass's config may select

@@ -25,7 +25,7 @@ from torch import nn
 from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from seqcomp.compress.common import KEPT, entry, is_recurrent, own_numel, param_modules, summary
+from seqcomp.compress.quant.common import KEPT, entry, is_recurrent, own_numel, param_modules, summary
 from seqcomp.registry import check
 
 _LAYERS = {"linear": nn.Linear, "lstm": nn.LSTM}

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress.common import KEPT, entry, own_numel, param_modules, summary
+from seqcomp.compress.quant.common import KEPT, entry, own_numel, param_modules, summary
 
 
 class Identity:

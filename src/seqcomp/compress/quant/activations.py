@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from seqcomp.compress.common import run_calibration
-from seqcomp.compress.size import SCALES_SUFFIX, ZEROS_SUFFIX
+from seqcomp.compress.quant.common import run_calibration
+from seqcomp.compress.quant.size import SCALES_SUFFIX, ZEROS_SUFFIX
 
 ACT_CALIBRATIONS = ("minmax", "percentile")
 _ATTR = "_seqcomp_act"  # on the model: {module name: {input index: parts}}

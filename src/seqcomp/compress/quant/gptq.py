@@ -1,4 +1,4 @@
-"""GPTQ: second-order weight-only quantization, layer by layer, from calibration activations.
+"""GPTQ's rounding: second-order weight-only quantization of one layer from its inputs' Hessian.
 
 Paper: "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained Transformers",
 Elias Frantar, Saleh Ashkboos, Torsten Hoefler and Dan Alistarh, ICLR 2023 (arXiv:2210.17323).
@@ -11,33 +11,28 @@ the upper Cholesky factor U of H^-1 (H^-1 = U^T U) the update for column j is
 ``W[:, j:] -= (w_j - q_j) / U[j, j] * U[j, j:]``; ``block_size`` columns are updated eagerly and
 the rest lazily in one matmul per block. ``act_order`` visits columns by decreasing diag(H).
 
-Layers are processed in forward order, each on the inputs produced by the already
-quantized layers before it (the paper's sequential scheme). The grid and stored form are
-RTN's (uniform.py): the same bits, groups and scale calibration, so GPTQ and RTN differ only
-in how weights are rounded. Scales are fixed from the original weights (per channel, or per
-group with ``act_order``, the "static groups" variant so groups stay consecutive on disk);
-without ``act_order`` a group's scales are fitted when GPTQ reaches its first column, on
-the weights as updated so far, as in the paper.
+The grid and stored form are RTN's (uniform.py): the same bits, groups and scale calibration,
+so GPTQ and RTN differ only in how weights are rounded. Scales are fixed from the original
+weights (per channel, or per group with ``act_order``, the "static groups" variant so groups
+stay consecutive on disk); without ``act_order`` a group's scales are fitted when GPTQ reaches
+its first column, on the weights as updated so far, as in the paper.
 
-Only nn.Linear weights get GPTQ (their input is one tensor X). Other selected parameters
-(LSTM and attention raw weights, convolutions, SSM parameters) fall back to RTN and their
-report rows say so. Simulated: fp32 kernels on dequantized weights, no speed-up claimed.
+Shared by gptq_weight_sim (one bit-width) and mixed_precision_sim (one per layer), so that the
+two quantize the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
 
-from seqcomp.compress.coded import Parts, Target, real_view, write_back
-from seqcomp.compress.common import run_calibration
-from seqcomp.compress.rtn import RTNWeightSim, parts_of
-from seqcomp.compress.uniform import (
-    GRID_SCALE_DTYPES,
+from seqcomp.compress.quant.coded import Parts, Target, real_view, write_back
+from seqcomp.compress.quant.common import run_calibration
+from seqcomp.compress.quant.uniform import (
     QuantizedWeight,
     as_rows,
     code_max,
@@ -48,7 +43,6 @@ from seqcomp.compress.uniform import (
     scale_unit,
     scale_values,
 )
-from seqcomp.registry import check
 
 
 def hessian(model: nn.Module, layer: nn.Linear, calib: torch.Tensor) -> torch.Tensor:
@@ -108,9 +102,12 @@ def code_in_order(
 
 @dataclass(frozen=True)
 class GPTQSettings:
-    percdamp: float
-    act_order: bool
-    block_size: int
+    percdamp: float  # dampening, as a fraction of mean(diag H)
+    act_order: bool  # visit columns by decreasing diag(H)
+    block_size: int  # columns updated eagerly before one lazy matmul
+
+
+DEFAULT_SETTINGS = GPTQSettings(percdamp=0.01, act_order=False, block_size=128)
 
 
 def gptq_quantize(
@@ -166,60 +163,3 @@ def gptq_quantize(
             block[:, j:] -= errors[:, j : j + 1] * u[b0 + j, b0 + j : b1][None, :]
         w[:, b1:] -= errors @ u[b0:b1, b1:]
     return encode(codes, scales, zeros, bits, weight.shape, unit)
-
-
-class GPTQ(RTNWeightSim):
-    """RTN's grid and stored form, GPTQ's rounding for every nn.Linear weight selected."""
-
-    @dataclass(frozen=True)
-    class Config(RTNWeightSim.Config):
-        percdamp: float = 0.01  # dampening, as a fraction of mean(diag H)
-        act_order: bool = False  # visit columns by decreasing diag(H)
-        block_size: int = 128  # columns updated eagerly before one lazy matmul
-
-        def __post_init__(self) -> None:
-            super().__post_init__()
-            check(
-                isinstance(self.percdamp, (int, float)) and 0 < self.percdamp <= 1,
-                "percdamp",
-                f"must be a number in (0, 1], got {self.percdamp!r}",
-            )
-            check(isinstance(self.act_order, bool), "act_order", f"must be true or false, got {self.act_order!r}")
-            check(
-                type(self.block_size) is int and self.block_size > 0,
-                "block_size",
-                f"must be a positive integer, got {self.block_size!r}",
-            )
-
-    kind: ClassVar[str] = "gptq_weight_sim"
-    method: ClassVar[str] = "gptq"
-
-    def _fallback(self, target: Target) -> str:
-        """Why ``target`` gets RTN instead of GPTQ."""
-        what = f"{type(target.module).__name__}.{target.pname}"
-        grid = self.grid_name("rtn", target.group)
-        return f"{grid} (simulated; gptq fallback: {what} is not an nn.Linear weight, no input hook)"
-
-    def encode_targets(
-        self, model: nn.Module, targets: list[Target], calib: torch.Tensor | None
-    ) -> dict[str, tuple[Parts, str]]:
-        """Linear weights by GPTQ in forward order (each on already-quantized upstream), the rest by RTN."""
-        if calib is None:
-            raise ValueError("gptq needs calibration windows (calib is None)")
-        c = self.config
-        settings = GPTQSettings(c.percdamp, c.act_order, c.block_size)
-
-        def code(t: Target, h: torch.Tensor | None) -> tuple[Parts, str]:
-            if h is None:
-                return self.encode(real_view(t.param), t.group), self._fallback(t)
-            qw = gptq_quantize(
-                t.param, h, self.bits_of(t.group), c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings,
-                c.symmetric, c.calibration, c.percentile,
-            )
-            return self.tagged(parts_of(qw), t.group), self.action(t.group)
-
-        return code_in_order(model, targets, calib, code, self.decode)
-
-    def header(self) -> dict[str, Any]:
-        c = self.config
-        return {**super().header(), "percdamp": c.percdamp, "act_order": c.act_order, "block_size": c.block_size}

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqcomp.compress.bitpack import pack_bits, unpack_bits
-from seqcomp.compress.coded import CodedPass, candidates, row
-from seqcomp.compress.common import KEPT, summary
-from seqcomp.compress.groups import DEFAULT_GROUPS, check_groups
-from seqcomp.compress.size import CODEBOOK_SUFFIX, CODES_SUFFIX
+from seqcomp.compress.quant.bitpack import pack_bits, unpack_bits
+from seqcomp.compress.quant.coded import CodedPass, candidates, row
+from seqcomp.compress.quant.common import KEPT, summary
+from seqcomp.compress.quant.groups import DEFAULT_GROUPS, check_groups
+from seqcomp.compress.quant.size import CODEBOOK_SUFFIX, CODES_SUFFIX
 from seqcomp.registry import check
 
 

@@ -11,7 +11,7 @@ largest magnitude maps to the format's largest finite value (448 for e4m3, 57344
   into the magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6) are computed here and bit-packed, two per
   byte.
 - ``activations: true`` (FP8 only) adds static per-tensor FP8 scales (amax / fmax, from the
-  calibration windows) at the inputs of every module with coded weights (activations.py).
+  calibration windows) at the inputs of every module with coded weights (quant/activations.py).
 
 Simulated: the model runs fp32 kernels on the decoded weights (``simulated: true``), so no
 speed-up is claimed. Real FP8 matmuls (torch._scaled_mm, torchao) need CUDA and GEMM dims
@@ -27,13 +27,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress import activations
-from seqcomp.compress.activations import ACT_CALIBRATIONS, ActFormat
-from seqcomp.compress.bitpack import pack_bits, unpack_bits
-from seqcomp.compress.coded import CodedPass, Parts, Target, owner_names
-from seqcomp.compress.groups import DEFAULT_GROUPS, check_groups
-from seqcomp.compress.size import CODES_SUFFIX, SCALES_SUFFIX
-from seqcomp.compress.uniform import SCALE_DTYPES, as_rows, grouped, ungrouped
+from seqcomp.compress.quant import activations
+from seqcomp.compress.quant.activations import ACT_CALIBRATIONS, ActFormat
+from seqcomp.compress.quant.bitpack import pack_bits, unpack_bits
+from seqcomp.compress.quant.coded import CodedPass, Parts, Target, owner_names
+from seqcomp.compress.quant.groups import DEFAULT_GROUPS, check_groups
+from seqcomp.compress.quant.size import CODES_SUFFIX, SCALES_SUFFIX
+from seqcomp.compress.quant.uniform import SCALE_DTYPES, as_rows, grouped, ungrouped
 from seqcomp.registry import check
 
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])  # magnitudes of FP4 e2m1, by code index

@@ -1,0 +1,43 @@
+"""The compression stage's core: a trained model, its series and the job spec in; the stored
+form and the report out. No paths, no tracking, no files: benchmarks, notebooks and tests
+call this, and the stage (``compress/stage.py``) only loads, tracks and writes around it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from seqcomp.compress import compress, fp32_model_bytes, stored_size
+from seqcomp.data.windows import PreparedSeries, job_windows
+
+
+def calibration_windows(series: PreparedSeries, spec: dict[str, Any]) -> torch.Tensor:
+    """A seeded random sample of the spec's ``calibration.windows`` training windows (N, L, C):
+    never val or test data."""
+    train, n, seed = job_windows(series, spec, "train"), spec["calibration"]["windows"], spec["seed"]
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([train[int(i)][0] for i in idx])
+
+
+def compress_job(net: nn.Module, series: PreparedSeries, spec: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Run ``spec['pass']`` on ``net`` (left untouched): (stored form, report with exact sizes).
+
+    The report is the honest account of the pass: what each layer became, whether it is
+    simulated, and the stored size beside the fp32 size.
+    """
+    calib = calibration_windows(series, spec)
+    # labeled val windows, given only to passes that choose among candidates on them (mixed precision)
+    validation = job_windows(series, spec, "val").tensors()
+    _, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib, validation=validation)
+    size, baseline = stored_size(stored), fp32_model_bytes(net)
+    report.update({
+        "pass_name": spec["pass"],
+        "size": size,
+        "fp32_bytes": baseline,
+        # A parameter-free model (naive) stores nothing: no ratio to report.
+        "compression_ratio": baseline / size["bytes"] if size["bytes"] else None,
+    })
+    return stored, report

@@ -1,0 +1,35 @@
+"""Weight-only round-to-nearest (RTN) quantization, run as fake-quant on fp32 kernels.
+
+Every selected parameter (by default the ``ssm`` and ``linear`` groups of quant/groups.py: weight
+matrices of nn.Linear, nn.Conv1d (flattened to (out, in*k)), nn.LSTM, nn.MultiheadAttention's
+raw projections, and SSM output maps such as S4D's C) is rounded on a uniform ``bits``-bit
+grid, one scale per output row or per group of ``group_size`` inputs, symmetric (restricted
+grid, no zero point) or asymmetric (zero points stored), with scales calibrated by min-max,
+percentile or MSE search (see quant/uniform.py for the grid and its exact stored form).
+
+The model keeps running fp32 kernels on the dequantized weights, so this pass measures the
+accuracy of b-bit weights and their true stored size (bit-packed codes, fp16 scales,
+zero points), never a speed-up. ``groups`` may include ``other`` (biases, norms, embeddings:
+each coded as one flattened row, see quant/groups.py), and ``group_bits`` ({group: bits}) sets the
+bits of some groups apart from ``bits`` (e.g. ``{recurrent: 8}``): such a weight also stores
+its bit-width as a one-byte ``.bits`` tag, and each report row says the bits it got.
+``scale_dtype: float8_e4m3`` double-quantizes the scales (FP8 codes + one fp32 unit per
+tensor, see quant/uniform.py). ``keep_dtype: float16`` stores every tensor the pass leaves
+unquantized (biases, norms, SSM recurrent parameters...) in fp16, and the evaluated model
+uses those fp16 values (see quant/coded.py).
+
+The grid, its config and stored form are quant/rtn.py's (shared with gptq_weight_sim and
+int8_static_sim); this pass is that grid with round-to-nearest.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from seqcomp.compress.quant.rtn import RTNGrid
+
+
+class RTNWeightSim(RTNGrid):
+    """Weight-only b-bit RTN, stored bit-packed, evaluated as fake-quant on fp32 kernels."""
+
+    kind: ClassVar[str] = "rtn_weight_sim"

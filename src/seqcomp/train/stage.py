@@ -1,0 +1,68 @@
+"""Training stage shell: load the series, run the core, write model.pt (architecture + best
+weights, loadable with ``weights_only=True``), history.csv (per-epoch metrics) and run.json
+(tracking run id for the later stages, timings), all atomically, and track the run: params,
+dataset input, per-epoch metrics as they come, artifacts and an MLflow model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqcomp.artifacts import save_model
+from seqcomp.data.windows import PreparedSeries, job_windows
+from seqcomp.io import atomic_path, write_json
+from seqcomp.models import SeriesShape
+from seqcomp.tracking import Run, redact, tracked
+from seqcomp.train.core import build_job_model, train_job
+
+
+def train(
+    spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: Run, threads: int = 1,
+    config_file: str | Path | None = None,
+) -> dict:
+    """Fit the model described by ``spec`` and write model.pt, history.csv and run.json.
+
+    ``config_file``: the workflow's resolved config, logged with the run so it can be rerun.
+    """
+    torch.set_num_threads(threads)
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    series = PreparedSeries.load(data_dir)
+    shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
+    net = build_job_model(series, spec)
+    n_params = sum(p.numel() for p in net.parameters())
+    with tracked(run):
+        run.log_params({"n_params": n_params, **spec})
+        run.log_dict(spec, "job_spec.json")
+        if config_file is not None:
+            run.log_artifact(config_file)
+        run.log_input(spec["dataset"], data_dir / "series.parquet", dataset_profile(series, shape))
+        result = train_job(net, series, spec, out_dir, on_epoch=lambda row: run.log_metrics(
+            {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])))
+        run.log_metrics({f"best_val/{k}": v for k, v in result.val.items()})
+        summary = {"run_id": run.run_id, "tracking_uri": redact(run.uri), "n_params": n_params, **result.info,
+                   **{f"best_val_{k}": v for k, v in result.val.items()}}
+        save_model(net, spec["kind"], spec["params"], shape, out_dir / "model.pt")
+        import polars as pl  # lazy: keeps the training module importable on a bare GPU machine
+
+        with atomic_path(out_dir / "history.csv") as tmp:
+            pl.DataFrame(result.history).write_csv(tmp)
+        for name in ("model.pt", "history.csv"):
+            run.log_artifact(out_dir / name)
+        example = job_windows(series, spec, "val")[0][0][None].numpy()  # (1, L, C)
+        summary["model_uri"] = run.log_model(net, example)
+        write_json(out_dir / "run.json", summary)
+    return summary
+
+
+def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any]:
+    """Rows per split and this job's windows per split, plus the raw source's identity."""
+    if series.task == "classification":  # independent samples: no rows, no channels
+        samples = {s: len(series.windows(s, shape.lookback, shape.horizon)) for s in ("train", "val", "test")}
+        return {"source": series.meta["source"], "classes": series.channels, "samples": samples}
+    b = series.borders
+    rows = {"train": b[0], "val": b[1] - b[0], "test": b[2] - b[1]}
+    windows = {split: len(series.windows(split, shape.lookback, shape.horizon)) for split in rows}
+    return {"source": series.meta["source"], "channels": series.meta["channels"], "rows": rows, "windows": windows}
