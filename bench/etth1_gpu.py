@@ -147,7 +147,7 @@ def table(path: Path) -> str:
     """Markdown: per (model, lookback) mean test MSE per horizon over seeds, then the headline."""
     import polars as pl
 
-    from seqcomp.summary import headline_markdown
+    from seqcomp.summary.core import headline_markdown
 
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     frame = pl.DataFrame([r for r in rows if "mse" in r])

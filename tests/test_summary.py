@@ -10,20 +10,9 @@ import matplotlib.pyplot as plt
 import polars as pl
 import pytest
 
-from seqcomp.summary import (
-    PLOTS,
-    aggregate,
-    forecast_examples,
-    job_keys,
-    layer_sensitivity,
-    load_histories,
-    load_metrics,
-    step_errors,
-    run_summary,
-    to_html,
-    to_markdown,
-)
-from seqcomp.summary import plots
+from seqcomp.summary import PLOTS, plots
+from seqcomp.summary.core import aggregate, forecast_examples, step_errors, to_html, to_markdown
+from seqcomp.summary.stage import job_keys, layer_sensitivity, load_histories, load_metrics, run_summary
 
 HORIZON, LOOKBACK = 8, 24
 # model -> (fp32 mse, fp32 bytes); naive has no weights
