@@ -7,7 +7,7 @@ STAMP := $(VENV)/.seqcomp-installed
 CONFIG ?= config/config.yaml
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run smoke etth1 etth1-long etth1-compress test test-fast ui clean
+.PHONY: setup run pages smoke etth1 etth1-long etth1-compress test test-fast ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ setup: $(STAMP)
 
 run: setup  ## the default pipeline (config/config.yaml, 2 cores)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile $(CONFIG)
+
+pages: setup  ## docs/results/<name>.md + figures from results/<name>/ of CONFIG (after the run)
+	$(BIN)/python -m seqcomp pages --config $(CONFIG)
 
 smoke: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/default --configfile config/smoke.yaml

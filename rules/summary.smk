@@ -8,9 +8,9 @@ from seqcomp.summary import PLOTS
 
 
 def plot_output(name, plot):
-    caption = f"workflow/report/{name}.rst"
+    caption = f"workflow/report/{name}.rst"  # relative to the project, not the working directory
     return report(f"{P['plots']}/{name}.png", category=plot.category,
-                  caption=f"../{caption}" if os.path.exists(caption) else None)
+                  caption=f"../{caption}" if Path(workflow.basedir, caption).is_file() else None)
 
 
 def config_file_args():

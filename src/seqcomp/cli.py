@@ -120,6 +120,13 @@ def cmd_summary(args: argparse.Namespace) -> None:
                 published=Path(args.published) if args.published else None, config_files=args.config_files)
 
 
+def cmd_pages(args: argparse.Namespace) -> None:
+    from seqcomp.pages import config_name, write_page
+
+    name = config_name(args.config)
+    print(f"wrote {write_page(Path(args.results) / name, Path(args.docs))}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqcomp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published", default=None, help="published-results file to compare with (config key published)")
     p.add_argument("--config-files", nargs="*", default=[], help="the run's --configfile list, for the pages")
     p.set_defaults(fn=cmd_summary)
+    p = sub.add_parser("pages", help="docs/results/<name>.md and its figures from results/<name>/")
+    p.add_argument("--config", nargs="+", required=True, help="the workflow's --configfile list (names the results)")
+    p.add_argument("--results", default="results", help="folder holding results/<name>/")
+    p.add_argument("--docs", default="docs/results", help="folder of the generated pages")
+    p.set_defaults(fn=cmd_pages)
     return parser
 
 
