@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 import pytest
 
-from seqcomp.summary import PLOTS, Plot, plots
+from seqcomp.summary import FRAMES, PLOTS, Plot, plots
 from seqcomp.summary.core import aggregate, forecast_examples, step_errors, to_html, to_markdown
 from seqcomp.summary.stage import job_keys, layer_sensitivity, load_histories, load_metrics, run_summary
 
@@ -118,6 +118,14 @@ def test_summary_writes_tables_and_every_plot(tmp_path: Path) -> None:
     assert "paired t-test" in headline and "| d | lstm |" in headline
     joined = pl.read_csv(tmp_path / "summary" / "results.csv").filter(pl.col("val_mse").is_not_null())
     assert set(joined["model"]) == {"lstm"} and set(joined["lookback"]) == {LOOKBACK} and set(joined["val_mse"]) == {0.7}
+
+
+def test_every_registered_plot_names_a_frame_and_a_function() -> None:
+    import importlib
+
+    for name, plot in PLOTS.items():
+        module, _, attr = plot.function.partition(":")
+        assert plot.frame in FRAMES and callable(getattr(importlib.import_module(module), attr)), name
 
 
 def extra_figure(frame: pl.DataFrame) -> plt.Figure:

@@ -19,9 +19,8 @@ from seqcomp.errors import SeqcompError
 from seqcomp.io import atomic_path, read_json
 from seqcomp.summary import PLOTS
 
-# summary tables in page order: (file, section heading)
-SECTIONS = (("headline.md", "Headline"), ("published.md", "Against published results"),
-            ("compression.md", "Compression passes"), ("results.md", "Every evaluation"))
+# summary tables in page order; each file's title becomes its section heading
+SECTIONS = ("headline.md", "published.md", "compression.md", "results.md")
 PROFILE = "workflow/profiles/default"
 
 
@@ -62,9 +61,9 @@ def header(name: str, prov: dict[str, Any]) -> str:
         commits = [c for c in times["commits"] if c != prov["commit"]]
         lines += [
             f"- wall time: {_duration(times['wall_s'])} from the first job's start ({times['first_start']}) to the "
-            f"last one's end ({times['last_end']}); the {times['jobs']} train/compress/evaluate jobs took "
-            f"{_duration(times['jobs_s'])} in all. Source: {times['source']}; a job's interpreter start-up before "
-            "its run opens is not counted, and a pause between invocations is.",
+            f"last one's end ({times['last_end']}); the {times['jobs']} train/compress/evaluate jobs' runs were "
+            f"open {_duration(times['jobs_s'])} in all. Source: {times['source']}. Not counted: data preparation "
+            "and each job's start-up (imports) before its run opens; counted: any pause between invocations.",
         ]
         if commits:
             lines.append(f"- some jobs ran at other commits: {', '.join(f'`{c[:12]}`' for c in commits)}")
@@ -74,9 +73,13 @@ def header(name: str, prov: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _demoted(markdown: str) -> str:
-    """A summary table file under a page section: its headings one level down."""
-    return "\n".join("#" + line if line.startswith("#") else line for line in markdown.splitlines()) + "\n"
+def section(markdown: str, name: str) -> str:
+    """A summary table file as a page section: its title (less the ``<name>: `` prefix) as the
+    section heading, its other headings one level down."""
+    title, _, body = markdown.partition("\n")
+    heading = title.removeprefix("# ").removeprefix(f"{name}: ")
+    lines = ["#" + line if line.startswith("#") else line for line in body.splitlines()]
+    return f"## {heading[:1].upper()}{heading[1:]}\n" + "\n".join(lines) + "\n"
 
 
 def write_page(results_dir: Path, docs_dir: Path) -> Path:
@@ -86,8 +89,7 @@ def write_page(results_dir: Path, docs_dir: Path) -> Path:
         raise SeqcompError(f"{summary}/provenance.json not found: run the workflow for {name} first")
     prov = read_json(summary / "provenance.json")
     parts = [header(name, prov)]
-    for file, heading in SECTIONS:
-        parts += [f"## {heading}\n", _demoted((summary / file).read_text())]
+    parts += [section((summary / file).read_text(), name) for file in SECTIONS]
     figures = docs_dir / name
     if figures.exists():
         shutil.rmtree(figures)  # figures of plots no longer registered must not linger

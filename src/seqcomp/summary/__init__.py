@@ -55,5 +55,3 @@ PLOTS = {
     "latency": Plot(_P + "latency_figure", "all_evaluations", TRADE_OFFS, "CPU latency per forward call"),
     "sensitivity": Plot(_P + "sensitivity_figure", "layers", TRADE_OFFS, "Per-layer sensitivity to quantization"),
 }
-for _name, _plot in PLOTS.items():
-    assert _plot.frame in FRAMES, f"PLOTS[{_name!r}].frame: {_plot.frame!r} is not one of {sorted(FRAMES)}"

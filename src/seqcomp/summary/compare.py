@@ -131,7 +131,7 @@ def published_markdown(comparison: pl.DataFrame, published: list[dict[str, Any]]
         } for r in rows.iter_rows(named=True)])
         out += [f"## Test {metric.upper()}\n", to_markdown(shown)]
     sources = {r["source"]: r for r in published}
-    out.append("## Sources\n")
+    out += ["## Sources\n"] if sources else []
     out += [f"- `{s}`: {r['paper']}, {r['table']}; lookback {r['lookback']}, drop_last {r['drop_last']}"
             + (f". {r['note']}" if r["note"] else "") for s, r in sorted(sources.items())]
     references = [r for r in published if r["model"] is None]

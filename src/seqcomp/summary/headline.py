@@ -2,7 +2,7 @@
 lookback and at the lookback chosen on the validation split, mean ± std over seeds, with a
 paired test across seeds before one model is said to beat another.
 
-Why these rules (the published long-term-forecasting protocol, see docs/benchmarks.md):
+Why these rules (the published long-term-forecasting protocol; ../shared/PITFALLS.md section 1):
 - the lookback is a hyper-parameter, so it is chosen per (dataset, model, horizon) by the
   fp32 model's best *validation* MSE (averaged over seeds), never by test error;
 - a model's score is its test MSE/MAE averaged over the horizons, computed per seed first,
