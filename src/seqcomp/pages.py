@@ -55,7 +55,8 @@ def header(name: str, prov: dict[str, Any]) -> str:
         f"make pages CONFIG=\"{files}\"",
         "```\n",
         f"- commit: `{prov['commit']}`" + (" (with uncommitted changes)" if prov["dirty"] == "True" else ""),
-        f"- machine: {m['cpu']}, {m['cores']} cores, GPUs: {gpus}; {m['os']}",
+        f"- machine: {m['cpu']}, {m['cores']} cores, GPUs: {gpus}; {m['os']}"
+        + (f"; load average {m['load_1min']} when the summary ran" if m.get("load_1min") is not None else ""),
     ]
     if times.get("jobs"):
         commits = [c for c in times["commits"] if c != prov["commit"]]

@@ -33,7 +33,9 @@ def machine() -> dict[str, Any]:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
                              capture_output=True, text=True, check=False)
         gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "gpus": gpus}
+    # a shared machine's load explains slow or noisy timings (latency, wall time)
+    load = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
+    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "load_1min": load}
 
 
 def _iso(ms: int) -> str:
