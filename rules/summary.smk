@@ -2,23 +2,6 @@
 # registered plots over every evaluation, logged to MLflow. Outputs wrapped in report() make up
 # `snakemake --report results/report.html`; a plot's caption is workflow/report/<name>.rst where
 # that file exists. The plots are seqcomp.summary.PLOTS: a new entry there is a new output here.
-from pathlib import Path
-
-from seqcomp.summary import PLOTS
-
-
-def plot_output(name, plot):
-    caption = f"workflow/report/{name}.rst"  # relative to the project, not the working directory
-    return report(f"{P['plots']}/{name}.png", category=plot.category,
-                  caption=f"../{caption}" if Path(workflow.basedir, caption).is_file() else None)
-
-
-def config_file_args():
-    """The --configfile list as given (relative to the working directory where possible), for the pages."""
-    files = [Path(f) for f in workflow.overwrite_configfiles] or [Path("config/config.yaml")]
-    return [str(f.relative_to(Path.cwd()) if f.is_absolute() and f.is_relative_to(Path.cwd()) else f) for f in files]
-
-
 rule summary:
     input:
         metrics=jobs.evaluation_targets(C),
@@ -41,7 +24,7 @@ rule summary:
         **{name: plot_output(name, plot) for name, plot in PLOTS.items()},
     params:
         out=lambda w, output: os.path.dirname(output.csv),
-        plots=P["plots"],
+        plots=lambda w, output: os.path.dirname(getattr(output, next(iter(PLOTS)))),
         title=C["name"],
         experiment=f"seqcomp/{C['name']}",
         uri=TRACKING_ARG,
