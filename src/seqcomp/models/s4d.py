@@ -28,15 +28,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from seqcomp.models import SeriesShape
-from seqcomp.models._common import OptimTagged, SSMStack, check_choice, check_dropout, check_positive, fft_conv
+from seqcomp.models._common import OptimTagged, SSMStack, as_complex, check_choice, check_dropout, check_positive, fft_conv
 from seqcomp.registry import check
 
 INITS = ("lin", "inv")
-
-
-def _complex(p: Tensor) -> Tensor:
-    """A real (..., 2) parameter as a complex tensor (...)."""
-    return torch.complex(p[..., 0], p[..., 1])
 
 
 class S4DLayer(OptimTagged):
@@ -69,7 +64,7 @@ class S4DLayer(OptimTagged):
         dtA = A * dt  # (H, N/2)
         dA = torch.exp(dtA)
         dB = (dA - 1.0) / A  # (H, N/2): B = 1
-        return dtA, dA, dB, _complex(self.C.float())
+        return dtA, dA, dB, as_complex(self.C.float())
 
     def kernel(self, length: int) -> Tensor:
         """Convolution kernel K (H, L) in fp32."""
