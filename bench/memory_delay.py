@@ -44,7 +44,8 @@ class Probe(nn.Module):
 def layers(d_model: int, d_state: int, length: int) -> dict[str, Callable[[], nn.Module]]:
     """Every layer gets the same timescale range: 1/dt in [10, L] steps (the HTTYH default)."""
     dt_min, dt_max = 1 / length, 0.1
-    s4 = {f"s4_{m}": (lambda m=m: S4Layer(d_model, d_state, m, "bilinear", dt_min, dt_max)) for m in ("legs", "legt", "fout")}
+    s4 = {f"s4_{m}": (lambda m=m: S4Layer(d_model, d_state, m, "bilinear", dt_min, dt_max))
+          for m in ("legs", "legt", "fout")}
     return {
         **s4,
         "s4d_lin": lambda: S4DLayer(d_model, d_state, "lin", dt_min, dt_max),

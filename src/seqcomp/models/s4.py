@@ -16,12 +16,14 @@ roots of unity z: with C~ = C (I - dA^L),
 
 (a in {C~, P^*}, b in {B, P}): Cauchy sums and the Woodbury identity for the low rank, then
 an inverse FFT; O(L (N + log L)) per feature, in frequency chunks so memory stays bounded.
-Zero-order hold (``disc: zoh``) has no such rational form, so its kernel is built by Krylov
-doubling, O(N^2 L). Both modes, and ``step``, share the dense discretised (dA, dB) over the
-full N-dimensional complex state.
+As in the S4 paper the parameter ``C`` holds C~ for the length the layer runs at (the kernel
+then needs no matrix power); the recurrent mode recovers C = C~ (I - dA^L)^{-1} once per
+sequence. Zero-order hold (``disc: zoh``) has no such rational form, so its kernel is built by
+Krylov doubling, O(N^2 L); it and ``step`` use the dense discretised (dA, dB) over the full
+N-dimensional complex state.
 
 Parameters are real tensors (complex values as (..., 2) pairs, see seqcomp.models.s4d).
-Lambda, P, B and log_dt are the recurrent dynamics (their own optimizer settings, and the
+Lambda (as Lambda_log_re, Lambda_im), P, B and log_dt are the recurrent dynamics (their own optimizer settings, and the
 ``recurrent`` compression group); C and D are read-out (``ssm`` group). Q is tied to P, as in
 state-spaces/s4: A stays normal minus positive semi-definite low rank.
 """
@@ -37,7 +39,8 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from seqcomp.models import SeriesShape, hippo
-from seqcomp.models._common import OptimTagged, SSMStack, as_complex, check_choice, check_dropout, check_positive, fft_conv
+from seqcomp.models._common import (OptimTagged, SSMStack, as_complex, check_choice, check_dropout, check_positive,
+                                    fft_conv)
 from seqcomp.registry import check
 
 DISCRETISATIONS = ("bilinear", "zoh")
@@ -71,20 +74,21 @@ class S4Layer(OptimTagged):
         self.D = nn.Parameter(torch.randn(h))
         self.tag_optim({"lr": ssm_lr, "weight_decay": 0.0}, "log_dt", "Lambda_log_re", "Lambda_im", "P", "B")
 
-    def _full(self, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """(dt (H,), lam (H, N), P (H, N, r), B (H, N), C (H, N)) over all N modes, complex."""
+    def _full(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """(dt (H,), lam (H, N), P (H, N, r), B (H, N), C~ (H, N)) over all N modes, float64/complex128."""
         def both(z: Tensor) -> Tensor:
             return torch.cat([z, z.conj()], dim=1)
 
-        lam = torch.complex(-self.Lambda_log_re.to(dtype).exp(), self.Lambda_im.to(dtype))
-        return (self.log_dt.to(dtype).exp(), both(lam), both(as_complex(self.P.to(dtype))),
-                both(as_complex(self.B.to(dtype))), both(as_complex(self.C.to(dtype))))
+        f64 = torch.float64
+        lam = torch.complex(-self.Lambda_log_re.to(f64).exp(), self.Lambda_im.to(f64))
+        return (self.log_dt.to(f64).exp(), both(lam), both(as_complex(self.P.to(f64))),
+                both(as_complex(self.B.to(f64))), both(as_complex(self.C.to(f64))))
 
     def dense(self) -> tuple[Tensor, Tensor, Tensor]:
         """The discretised system over the full complex state, in complex128 (N x N matrices are
         cheap; fp32 exponentials and powers of them lose 1e-4 of the kernel):
-        dA (H, N, N), dB (H, N), C (H, N)."""
-        dt, lam, P, B, C = self._full(torch.float64)
+        dA (H, N, N), dB (H, N), and the C~ parameter (H, N)."""
+        dt, lam, P, B, C = self._full()
         A = torch.diag_embed(lam) - P @ P.conj().transpose(-1, -2)  # (H, N, N)
         eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
         step = dt[:, None, None].to(A.dtype)
@@ -109,7 +113,7 @@ class S4Layer(OptimTagged):
             dA, dB, C_tilde = self.dense()
             return self._krylov(dA, dB, untilde(dA, C_tilde, length), length)
         n = self.C.shape[1]
-        dt, lam, P, B, C = (t[:, :n] if t.dim() > 1 else t for t in self._full(torch.float64))
+        dt, lam, P, B, C = (t[:, :n] if t.dim() > 1 else t for t in self._full())
         left = torch.cat([C[..., None], P.conj()], dim=-1)  # (H, N/2, 1+r): a
         right = torch.cat([B[..., None], P], dim=-1)  # (H, N/2, 1+r): b
         v = (left[..., :, None] * right[..., None, :]).flatten(-2)  # (H, N/2, (1+r)^2)
