@@ -22,7 +22,7 @@ sequence. Zero-order hold (``disc: zoh``) has no such rational form, so its kern
 Krylov doubling, O(N^2 L); it and ``step`` use the dense discretised (dA, dB) over the full
 N-dimensional complex state.
 
-Parameters are real tensors (complex values as (..., 2) pairs, see seqcomp.models.s4d).
+Parameters are real tensors (complex values as (..., 2) pairs, as in S4D).
 Lambda (as Lambda_log_re, Lambda_im), P, B and log_dt are the recurrent dynamics (their own optimizer settings, and the
 ``recurrent`` compression group); C and D are read-out (``ssm`` group). Q is tied to P, as in
 state-spaces/s4: A stays normal minus positive semi-definite low rank.
@@ -38,9 +38,10 @@ import torch.nn as nn
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from seqcomp.models import SeriesShape, hippo
+from seqcomp.models import SeriesShape
 from seqcomp.models._common import (OptimTagged, SSMStack, as_complex, check_choice, check_dropout, check_positive,
                                     fft_conv)
+from seqcomp.models.hippo import MEASURES, nplr
 from seqcomp.registry import check
 
 DISCRETISATIONS = ("bilinear", "zoh")
@@ -57,7 +58,7 @@ class S4Layer(OptimTagged):
     def __init__(self, d_model: int, d_state: int = 64, measure: str = "legs", disc: str = "bilinear",
                  dt_min: float = 1e-3, dt_max: float = 1e-1, ssm_lr: float = 1e-3, chunk: int = 1024):
         super().__init__()
-        form = hippo.nplr(measure, d_state)  # float64 eigendecomposition, once
+        form = nplr(measure, d_state)  # float64 eigendecomposition, once
         h = d_model
         self.disc, self.chunk = disc, chunk
         log_dt = torch.rand(h) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)  # (H,)
@@ -214,7 +215,7 @@ class S4Forecaster(SSMStack):
         def __post_init__(self) -> None:
             check_positive(self, "d_model", "d_state", "n_layers", "chunk")
             check(self.d_state % 2 == 0, "d_state", f"must be even (conjugate pairs), got {self.d_state}")
-            check_choice(self.measure, "measure", hippo.MEASURES)
+            check_choice(self.measure, "measure", MEASURES)
             check_choice(self.disc, "disc", DISCRETISATIONS)
             check(self.dt_min is None or 0 < self.dt_min <= self.dt_max, "dt_min",
                   f"need 0 < dt_min <= dt_max (or null), got {self.dt_min}, {self.dt_max}")

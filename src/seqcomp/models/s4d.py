@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from seqcomp.models import SeriesShape, hippo
+from seqcomp.models import SeriesShape
 from seqcomp.models._common import OptimTagged, SSMStack, as_complex, check_choice, check_dropout, check_positive, fft_conv
+from seqcomp.models.hippo import nplr
 from seqcomp.registry import check
 
 INITS = ("lin", "inv", "legs")
@@ -48,7 +49,7 @@ class S4DLayer(OptimTagged):
         elif init == "inv":  # S4D-Inv: A_n = -1/2 + i N/pi (N/(2n+1) - 1), the asymptotics of HiPPO-LegS
             imag = d_state / math.pi * (d_state / (2 * modes + 1) - 1)
         else:  # S4D-LegS: the eigenvalues of HiPPO-LegS's normal part, -1/2 + i w_n (S4 without P P^*)
-            imag = hippo.nplr("legs", d_state).lam.imag.float().expand(h, n)
+            imag = nplr("legs", d_state).lam.imag.float().expand(h, n)
         self.log_dt = nn.Parameter(log_dt)
         # Re(A) = -exp(A_log_re) stays negative (a stable SSM) whatever the optimiser does.
         self.A_log_re = nn.Parameter(torch.full((h, n), math.log(0.5)))
