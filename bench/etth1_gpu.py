@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-SGD_MODELS = ("linear", "dlinear", "patchtst", "s4d", "mamba", "smamba")
+SGD_MODELS = ("linear", "dlinear", "patchtst", "s4d", "s4", "mamba", "smamba")
 
 
 def export(configs: list[Path], out: Path, models: list[str], done: Path | None = None,
