@@ -109,7 +109,7 @@ class S4Layer(OptimTagged):
         """Convolution kernel K (H, L) in fp32, computed in float64: the Woodbury step cancels
         terms up to 1/|Re lam| larger than its result (1e4 for LegT/FouT), and in fp32 the kernel
         was off the dense reference by up to 2e-5 (LegT) and 2e-4 (FouT) of its peak, against
-        4e-8 in float64 (docs/s4.md), for 1.6x the kernel's time on CPU."""
+        5e-8 in float64 (docs/s4.md), for 1.5-1.8x the layer's time on CPU."""
         if self.disc == "zoh":
             dA, dB, C_tilde = self.dense()
             return self._krylov(dA, dB, untilde(dA, C_tilde, length), length)
