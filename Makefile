@@ -9,7 +9,7 @@ CONFIG ?= config/config.yaml
 PROFILE ?= default
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run smoke etth1 etth1-long etth1-compress test test-fast ui clean
+.PHONY: setup run pages smoke etth1 etth1-long etth1-compress test test-fast ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ setup: $(STAMP)
 
 run: setup  ## the default pipeline (config/config.yaml, 2 cores)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile $(CONFIG)
+
+pages: setup  ## docs/results/<name>.md + figures from results/<name>/ of CONFIG (after the run)
+	$(BIN)/python -m seqcomp pages --config $(CONFIG)
 
 smoke: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/smoke.yaml

@@ -1,8 +1,10 @@
 # Config validation and the input/param functions every rule uses.
 import sys
+from pathlib import Path
 
 from seqcomp.config import canonical_json
 from seqcomp.errors import SeqcompError
+from seqcomp.summary import PLOTS
 
 try:
     C = load_config(config, memo_dir="results/.checked-configs")
@@ -38,3 +40,15 @@ def dataset_files(w):
     """A csv dataset's file is an input, so replacing the file reruns everything downstream."""
     entry = C["datasets"][w.dataset]
     return [entry["path"]] if entry["kind"] == "csv" else []
+
+
+def plot_output(name, plot):
+    caption = f"workflow/report/{name}.rst"  # relative to the project, not the working directory
+    return report(f"{P['plots']}/{name}.png", category=plot.category,
+                  caption=f"../{caption}" if Path(workflow.basedir, caption).is_file() else None)
+
+
+def config_file_args():
+    """The --configfile list as given (relative to the working directory where possible), for the pages."""
+    files = [Path(f) for f in workflow.overwrite_configfiles] or [Path("config/config.yaml")]
+    return [str(f.relative_to(Path.cwd()) if f.is_absolute() and f.is_relative_to(Path.cwd()) else f) for f in files]

@@ -1,52 +1,34 @@
-# Stage 5: the results table (CSV, markdown, HTML) and plots over every evaluation, logged to MLflow.
-# Outputs wrapped in report() make up `snakemake --report results/report.html`; their captions
-# are workflow/report/<name>.rst. Plot names match seqcomp.summary.PLOTS.
-
-TRADE_OFFS = "Compression trade-offs"
-QUALITY = "Forecast quality"
-
-
+# Stage 5: the tables (results, headline, ours against published, passes against fp32) and the
+# registered plots over every evaluation, logged to MLflow. Outputs wrapped in report() make up
+# `snakemake --report results/report.html`; a plot's caption is workflow/report/<name>.rst where
+# that file exists. The plots are seqcomp.summary.PLOTS: a new entry there is a new output here.
 rule summary:
     input:
         metrics=jobs.evaluation_targets(C),
         histories=jobs.train_targets(C, "history.csv"),
         runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
+        published=C["published"] or [],
         code=jobs.code_stamp("summary"),
     output:
         csv=f"{P['summary']}/results.csv",
         md=f"{P['summary']}/results.md",
         headline=f"{P['summary']}/headline.md",
+        published=f"{P['summary']}/published.md",
+        compression=f"{P['summary']}/compression.md",
+        provenance=f"{P['summary']}/provenance.json",
         html=report(
             f"{P['summary']}/results.html", caption="../workflow/report/results.rst", category="Results table"
         ),
-        pareto=report(
-            f"{P['plots']}/pareto.png", caption="../workflow/report/pareto.rst", category=TRADE_OFFS
-        ),
-        bits=report(
-            f"{P['plots']}/error_vs_bits.png", caption="../workflow/report/error_vs_bits.rst", category=TRADE_OFFS
-        ),
-        latency=report(
-            f"{P['plots']}/latency.png", caption="../workflow/report/latency.rst", category=TRADE_OFFS
-        ),
-        sensitivity=report(
-            f"{P['plots']}/sensitivity.png", caption="../workflow/report/sensitivity.rst", category=TRADE_OFFS
-        ),
-        steps=report(
-            f"{P['plots']}/error_per_step.png", caption="../workflow/report/error_per_step.rst", category=QUALITY
-        ),
-        forecasts=report(
-            f"{P['plots']}/forecasts.png", caption="../workflow/report/forecasts.rst", category=QUALITY
-        ),
-        curves=report(
-            f"{P['plots']}/training_curves.png", caption="../workflow/report/training_curves.rst", category=QUALITY
-        ),
+        **{name: plot_output(name, plot) for name, plot in PLOTS.items()},
     params:
         out=lambda w, output: os.path.dirname(output.csv),
-        plots=lambda w, output: os.path.dirname(output.pareto),
+        plots=lambda w, output: os.path.dirname(getattr(output, next(iter(PLOTS)))),
         title=C["name"],
         experiment=f"seqcomp/{C['name']}",
         journal=P["journal"],
+        published=f"--published {C['published']}" if C["published"] else "",
+        config_files=" ".join(config_file_args()),
     log:
         f"{P['logs']}/summary.log",
     benchmark:
@@ -62,4 +44,5 @@ rule summary:
     shell:
         "python -m seqcomp summary --metrics {input.metrics} --histories {input.histories}"
         " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} --journal {params.journal}"
-        " --out {params.out} --plots {params.plots} > {log} 2>&1"
+        " {params.published} --config-files {params.config_files} --out {params.out} --plots {params.plots}"
+        " > {log} 2>&1"

@@ -29,6 +29,7 @@ TINY = {
     "patchtst": {"patch_len": 8, "stride": 4, "d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16},
     "tsmixer": {"n_blocks": 1, "ff_dim": 8},
     "s4d": {"d_model": 8, "d_state": 8, "n_layers": 1},
+    "s4": {"d_model": 8, "d_state": 8, "n_layers": 1},
     "mamba": {"d_model": 8, "d_state": 4, "n_layers": 1},
     "smamba": {"d_model": 8, "d_ff": 16, "n_layers": 1},
     "spacetime": {"d_model": 8, "d_state": 8, "n_layers": 1},

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqcomp.errors import ConfigError
-from seqcomp.models import MODELS, SeriesShape, build_model, model_config
+from seqcomp.models import MODELS, SeriesShape, build_model, hippo, model_config
 from seqcomp.models.revin import RevIN
 from seqcomp.models.s4d import S4DLayer
 from seqcomp.models.spacetime import CompanionSSM
@@ -51,7 +51,7 @@ def test_contract(kind: str, shape: SeriesShape) -> None:
         torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("kind", ["linear", "dlinear", "tsmixer", "s4d", "mamba", "smamba"])
+@pytest.mark.parametrize("kind", ["linear", "dlinear", "tsmixer", "s4d", "s4", "mamba", "smamba"])
 def test_revin_invariance_and_roundtrip(kind: str) -> None:
     torch.manual_seed(0)
     shape = SHAPES[0]
@@ -95,7 +95,7 @@ def test_int8_dynamic_quantization_runs(kind: str) -> None:
 # --- S4D -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("init", ["lin", "inv"])
+@pytest.mark.parametrize("init", ["lin", "inv", "legs"])
 def test_s4d_convolution_equals_recurrence(init: str) -> None:
     torch.manual_seed(0)
     layer = S4DLayer(d_model=8, d_state=32, init=init, dt_min=1e-3, dt_max=0.5)
@@ -116,6 +116,9 @@ def test_s4d_init_and_real_parameters() -> None:
     torch.testing.assert_close(lin.A_im[0], math.pi * torch.arange(4.0))
     torch.testing.assert_close(inv.A_im[0], 8 / math.pi * (8 / (2 * torch.arange(4.0) + 1) - 1))
     torch.testing.assert_close(-lin.A_log_re.exp(), torch.full((4, 4), -0.5))
+    legs = S4DLayer(4, d_state=8, init="legs")  # the eigenvalues of HiPPO-LegS's normal part
+    torch.testing.assert_close(legs.A_im[2].double(), hippo.nplr("legs", 8).lam.imag)
+    assert (legs.A_im[0] > 0).all() and legs.A_im[0, -1] > 3 * legs.A_im[0, 0]
     assert ((lin.log_dt >= math.log(1e-3)) & (lin.log_dt <= math.log(1e-1))).all()
     model = build_model("s4d", {"ssm_lr": 5e-4}, SHAPES[0])
     assert all(not p.is_complex() for p in model.parameters())
@@ -251,7 +254,7 @@ def test_companion_parameters_are_tagged_recurrent() -> None:
     assert copy.deepcopy(model).layers[0].a._optim == {"lr": 1e-3, "weight_decay": 0.0}
 
 
-@pytest.mark.parametrize("kind", ["s4d", "mamba", "spacetime", "smamba"])
+@pytest.mark.parametrize("kind", ["s4d", "s4", "mamba", "spacetime", "smamba"])
 def test_ssm_numerics_stay_fp32_under_autocast(kind: str) -> None:
     torch.manual_seed(0)
     model = build_model(kind, {}, SHAPES[0]).eval()
@@ -416,7 +419,11 @@ def test_linear_fit_through_revin() -> None:
         ("transformer", {"d_model": -1}, "d_model"),
         ("mamba", {"d_state": 0}, "d_state"),
         ("s4d", {"d_state": 0}, "d_state"),
-        ("s4d", {"init": "legs"}, "init"),
+        ("s4d", {"init": "legt"}, "init"),
+        ("s4", {"measure": "lagt"}, "measure"),
+        ("s4", {"disc": "euler"}, "disc"),
+        ("s4", {"d_state": 7}, "d_state"),
+        ("s4", {"dt_min": 0.5, "dt_max": 0.1}, "dt_min"),
         ("spacetime", {"d_state": -2}, "d_state"),
         ("spacetime", {"ssm_lr": 0.0}, "ssm_lr"),
         ("mamba", {"scan": "fast"}, "scan"),
@@ -439,7 +446,7 @@ def test_config_errors_name_the_key(kind: str, params: dict, key: str) -> None:
 
 
 def test_config_lists_valid_choices_and_accepts_revin() -> None:
-    with pytest.raises(ConfigError, match="lin, inv"):
+    with pytest.raises(ConfigError, match="lin, inv, legs"):
         model_config("s4d", {"init": "hippo"}, "m")
     assert model_config("s4d", {"revin": True, "init": "inv"}, "m").init == "inv"
     with pytest.raises(ConfigError, match="patch_len"):

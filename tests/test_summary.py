@@ -10,20 +10,9 @@ import matplotlib.pyplot as plt
 import polars as pl
 import pytest
 
-from seqcomp.summary import (
-    PLOTS,
-    aggregate,
-    forecast_examples,
-    job_keys,
-    layer_sensitivity,
-    load_histories,
-    load_metrics,
-    step_errors,
-    run_summary,
-    to_html,
-    to_markdown,
-)
-from seqcomp.summary import plots
+from seqcomp.summary import FRAMES, PLOTS, Plot, plots
+from seqcomp.summary.core import aggregate, forecast_examples, step_errors, to_html, to_markdown
+from seqcomp.summary.stage import job_keys, layer_sensitivity, load_histories, load_metrics, run_summary
 
 HORIZON, LOOKBACK = 8, 24
 # model -> (fp32 mse, fp32 bytes); naive has no weights
@@ -129,6 +118,28 @@ def test_summary_writes_tables_and_every_plot(tmp_path: Path) -> None:
     assert "paired t-test" in headline and "| d | lstm |" in headline
     joined = pl.read_csv(tmp_path / "summary" / "results.csv").filter(pl.col("val_mse").is_not_null())
     assert set(joined["model"]) == {"lstm"} and set(joined["lookback"]) == {LOOKBACK} and set(joined["val_mse"]) == {0.7}
+
+
+def test_every_registered_plot_names_a_frame_and_a_function() -> None:
+    import importlib
+
+    for name, plot in PLOTS.items():
+        module, _, attr = plot.function.partition(":")
+        assert plot.frame in FRAMES and callable(getattr(importlib.import_module(module), attr)), name
+
+
+def extra_figure(frame: pl.DataFrame) -> plt.Figure:
+    """A plot added the way a user adds one: a function here, one line in the registry."""
+    fig, ax = plt.subplots()
+    ax.bar(frame["model"].to_list(), frame["mse"].to_list())
+    return fig
+
+
+def test_a_registered_plot_is_drawn_and_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(PLOTS, "extra", Plot(f"{__name__}:extra_figure", "evaluations", "Extra", "MSE per model"))
+    run_summary(fake_metrics(tmp_path), [], [], tmp_path / "summary", tmp_path / "plots")
+    assert (tmp_path / "plots" / "extra.png").stat().st_size > 5000
+    assert {"published.md", "compression.md", "provenance.json"} <= {p.name for p in (tmp_path / "summary").iterdir()}
 
 
 class RecordedRun:

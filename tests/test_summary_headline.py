@@ -53,7 +53,8 @@ def test_paired_test_across_seeds() -> None:
     rows += grid("single", mse_of=lambda lb, h, s: 0.5, val_of=lambda lb, h, s: 1.0, lookbacks=(96,), seeds=(0,))
     table, tests = headline(frame(rows))
     assert table["model"].to_list() == ["good", "bad", "single"]
-    by_other = {r["other"]: r for r in tests.iter_rows(named=True)}
+    assert set(tests["lookback"]) == {"L96", "val-chosen"}  # the same here: 96 is the only lookback
+    by_other = {r["other"]: r for r in tests.filter(pl.col("lookback") == "L96").iter_rows(named=True)}
     assert by_other["bad"]["best"] == "good" and by_other["bad"]["p_value"] < 0.01
     assert by_other["bad"]["mse_diff"] == pytest.approx(0.05, abs=0.002)
     assert by_other["single"]["common_seeds"] == 1 and by_other["single"]["p_value"] is None

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from seqcomp.tracking import (
-    Run, file_sha256, flatten, git_state, job_key, redact, resolve_uri, snakemake_tags, tracked,
+    Run, current_runs, file_sha256, flatten, git_state, job_key, redact, resolve_uri, snakemake_tags, tracked,
     write_resolved_config,
 )
 from seqcomp.tracking.replay import STATE_SUFFIX, Progress, Replayer, client, drain_live, start_live
@@ -120,6 +120,20 @@ def test_replay_resumes_and_is_idempotent_after_a_crash_at_any_point(tmp_path: P
     (record,) = runs_of(u).values()
     assert [m.step for m in client(u).get_metric_history(record.info.run_id, "loss")] == [0, 1, 2, 3]
     assert record.info.status == "FINISHED" and record.data.tags["seqcomp.note"] == "x"
+
+
+def test_current_runs_are_read_from_the_journals_without_the_store(tmp_path: Path) -> None:
+    journals = tmp_path / "journal"
+    job(journals, "train", SPEC)
+    job(journals, "compress", SPEC, parent="train", finish=False)  # killed, then rerun:
+    rerun = job(journals, "compress", SPEC, parent="train", finish=False)
+    rerun.log_params({"late": 1})
+    runs = {r["job"]: r for r in current_runs(journals)}
+    assert set(runs) == {"train/tiny/linear/24/8/0", "compress/tiny/linear/24/8/0/fp32"}
+    assert runs["train/tiny/linear/24/8/0"]["status"] == "FINISHED" and runs["train/tiny/linear/24/8/0"]["end"]
+    rerun.finish("FAILED")
+    compress = {r["job"]: r for r in current_runs(journals)}["compress/tiny/linear/24/8/0/fp32"]
+    assert compress["status"] == "FAILED" and compress["stage"] == "compress" and compress["end"] >= compress["start"]
 
 
 def test_a_child_waits_for_its_parent_unless_the_replay_is_final(tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def test_ar_metrics_carry_the_optimal_error(tmp_path: Path, journal: Path) -> No
 
 
 def test_summary_takes_accuracy_rows_beside_mse_rows(tmp_path: Path) -> None:
-    from seqcomp.summary import run_summary
+    from seqcomp.summary.stage import run_summary
 
     common = {"lookback": 12, "horizon": 2, "seed": 0, "pass": "fp32", "pass_kind": "fp32", "simulated": False,
               "size_bytes": 400, "file_bytes": 900, "fp32_bytes": 400, "compression_ratio": 1.0, "quantized_fraction": 0.0,

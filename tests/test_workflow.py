@@ -93,6 +93,26 @@ def test_every_output_exists_with_finite_metrics(smoke_run: Path) -> None:
     assert not list(r.rglob("*.tmp")), "temporary files left behind"
 
 
+def test_the_page_is_generated_from_the_smoke_results(smoke_run: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    cmd = [sys.executable, "-m", "seqcomp", "pages", "--config", str(smoke_run / "smoke.yaml"),
+           "--results", str(smoke_run / "results"), "--docs", str(docs)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (docs / "smoke.md").read_text()
+    head = page.split("## Headline")[0]
+    # the --configfile list as given, relative to the working directory
+    assert "--configfile smoke.yaml" in head and "- commit: `" in head and "- machine: " in head
+    prov = json.loads((smoke_run / "results" / "smoke" / "summary" / "provenance.json").read_text())
+    n_jobs = len(smoke_config()["models"]) * (1 + 2 * len(smoke_config()["passes"]))
+    assert prov["times"]["jobs"] == n_jobs and 0 < prov["times"]["jobs_s"] and "- wall time: " in head
+    for name, plot in PLOTS.items():
+        assert (docs / "smoke" / f"{name}.png").stat().st_size > 5_000 and f"](smoke/{name}.png)" in page
+    for section in ("## Ours against published results", "## Compression passes against fp32", "## Test metrics"):
+        assert section in page
+    assert page.count("| lstm |") >= 2, "the tables are in the page"
+
+
 def test_mlflow_holds_the_run_tree(smoke_run: Path) -> None:
     cfg = smoke_config()
     n_models, n_passes = len(cfg["models"]), len(cfg["passes"])

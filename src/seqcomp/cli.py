@@ -151,12 +151,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from seqcomp.summary import run_summary
+    from seqcomp.summary.stage import run_summary
     from seqcomp.tracking import Run, snakemake_tags
 
     tags = {"seqcomp.stage": "summary", **snakemake_tags("summary", {})}
     run = Run.start(args.journal, args.experiment, "summary", "summary", tags)
-    run_summary(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run)
+    run_summary(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run,
+                published=Path(args.published) if args.published else None, config_files=args.config_files)
+
+
+def cmd_pages(args: argparse.Namespace) -> None:
+    from seqcomp.pages import config_name, write_page
+
+    name = config_name(args.config)
+    print(f"wrote {write_page(Path(args.results) / name, Path(args.docs))}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", required=True, help=JOURNAL_HELP)
     p.add_argument("--out", required=True, help="folder of results.csv / .md / .html")
     p.add_argument("--plots", required=True, help="folder of the plots")
+    p.add_argument("--published", default=None, help="published-results file to compare with (config key published)")
+    p.add_argument("--config-files", nargs="*", default=[], help="the run's --configfile list, for the pages")
     p.set_defaults(fn=cmd_summary)
+    p = sub.add_parser("pages", help="docs/results/<name>.md and its figures from results/<name>/")
+    p.add_argument("--config", nargs="+", required=True, help="the workflow's --configfile list (names the results)")
+    p.add_argument("--results", default="results", help="folder holding results/<name>/")
+    p.add_argument("--docs", default="docs/results", help="folder of the generated pages")
+    p.set_defaults(fn=cmd_pages)
     return parser
 
 

@@ -171,6 +171,10 @@ def load_config(
             raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     cfg = validate_schema(source)
     base = Path(base_dir)
+    if cfg["published"]:  # cheap (one small YAML file), so checked on every load, memo or not
+        from seqcomp.summary.published import load_published
+
+        load_published(base / cfg["published"])
     memo = Path(memo_dir) / f"{cfg['name']}.json" if memo_dir is not None else None
     if memo is not None:
         key = _check_key(cfg, base)

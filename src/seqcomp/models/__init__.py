@@ -41,6 +41,7 @@ MODELS = Registry(
         "patchtst": "seqcomp.models.patchtst:PatchTST",
         "tsmixer": "seqcomp.models.tsmixer:TSMixer",
         "s4d": "seqcomp.models.s4d:S4DForecaster",
+        "s4": "seqcomp.models.s4:S4Forecaster",
         "mamba": "seqcomp.models.mamba:MambaForecaster",
         "smamba": "seqcomp.models.smamba:SMambaForecaster",
         "spacetime": "seqcomp.models.spacetime:SpaceTimeForecaster",

@@ -29,6 +29,12 @@ def check_choice(value: Any, key: str, choices: tuple[str, ...]) -> None:
     check(value in choices, key, f"unknown value {value!r}; valid: {', '.join(choices)}")
 
 
+def as_complex(p: Tensor) -> Tensor:
+    """A real (..., 2) parameter as a complex tensor (...): SSM layers store complex values as
+    real/imaginary pairs because quantization tooling drops imaginary parts of complex tensors."""
+    return torch.complex(p[..., 0], p[..., 1])
+
+
 class TemporalHead(nn.Module):
     """(B, L, D) -> (B, H, C): a linear map over time (L -> H), then over features (D -> C).
 

@@ -28,15 +28,11 @@ import torch.nn as nn
 from torch import Tensor
 
 from seqcomp.models import SeriesShape
-from seqcomp.models._common import OptimTagged, SSMStack, check_choice, check_dropout, check_positive, fft_conv
+from seqcomp.models._common import OptimTagged, SSMStack, as_complex, check_choice, check_dropout, check_positive, fft_conv
+from seqcomp.models.hippo import nplr
 from seqcomp.registry import check
 
-INITS = ("lin", "inv")
-
-
-def _complex(p: Tensor) -> Tensor:
-    """A real (..., 2) parameter as a complex tensor (...)."""
-    return torch.complex(p[..., 0], p[..., 1])
+INITS = ("lin", "inv", "legs")
 
 
 class S4DLayer(OptimTagged):
@@ -50,8 +46,10 @@ class S4DLayer(OptimTagged):
         modes = torch.arange(n, dtype=torch.float32).expand(h, n)  # (H, N/2)
         if init == "lin":  # S4D-Lin: A_n = -1/2 + i pi n
             imag = math.pi * modes
-        else:  # S4D-Inv: A_n = -1/2 + i N/pi (N/(2n+1) - 1), the asymptotics of HiPPO-LegS
+        elif init == "inv":  # S4D-Inv: A_n = -1/2 + i N/pi (N/(2n+1) - 1), the asymptotics of HiPPO-LegS
             imag = d_state / math.pi * (d_state / (2 * modes + 1) - 1)
+        else:  # S4D-LegS: the eigenvalues of HiPPO-LegS's normal part, -1/2 + i w_n (S4 without P P^*)
+            imag = nplr("legs", d_state).lam.imag.float().expand(h, n)
         self.log_dt = nn.Parameter(log_dt)
         # Re(A) = -exp(A_log_re) stays negative (a stable SSM) whatever the optimiser does.
         self.A_log_re = nn.Parameter(torch.full((h, n), math.log(0.5)))
@@ -69,7 +67,7 @@ class S4DLayer(OptimTagged):
         dtA = A * dt  # (H, N/2)
         dA = torch.exp(dtA)
         dB = (dA - 1.0) / A  # (H, N/2): B = 1
-        return dtA, dA, dB, _complex(self.C.float())
+        return dtA, dA, dB, as_complex(self.C.float())
 
     def kernel(self, length: int) -> Tensor:
         """Convolution kernel K (H, L) in fp32."""
@@ -112,7 +110,7 @@ class S4DForecaster(SSMStack):
         d_model: int = 64
         d_state: int = 64  # N: real state size, i.e. N/2 complex conjugate-pair modes
         n_layers: int = 2
-        init: str = "lin"  # "lin" (S4D-Lin) | "inv" (S4D-Inv)
+        init: str = "lin"  # "lin" (S4D-Lin) | "inv" (S4D-Inv) | "legs" (S4D-LegS)
         dt_min: float = 1e-3
         dt_max: float = 1e-1
         dropout: float = 0.1

@@ -1,243 +1,57 @@
-"""Summary stage: one polars table of every evaluation (CSV, markdown, HTML), the plots, an MLflow run.
+"""Summary stage: every evaluation in one table (CSV, markdown, HTML), the comparisons with
+published results and between passes, the plots, and an MLflow run holding them.
 
-The frames built here are what the figure functions in ``plots.py`` take; the notebook
-(notebooks/compare.ipynb) builds the same metrics frame from MLflow runs (``runs.py``).
+``core.py`` builds the tables (no files, no MLflow), ``plots.py`` draws, ``stage.py`` reads the
+jobs' files and writes. This module holds only the plot registry, so that the workflow can
+list the summary's outputs without importing polars or matplotlib.
+
+Adding a plot: write a function that takes one of the summary's frames (``FRAMES``) and returns
+a matplotlib Figure, and add one line to ``PLOTS``. The summary rule's outputs, the Snakemake
+report and the generated pages follow the registry; a caption file
+``workflow/report/<name>.rst`` is optional (the registry's title stands in for it).
 """
 
 from __future__ import annotations
 
-import html
-import re
-from contextlib import nullcontext
-from pathlib import Path
+import importlib
+from dataclasses import dataclass
 from typing import Any
 
-import polars as pl
-
-from seqcomp.io import atomic_path, read_json
-from seqcomp.summary import plots
-from seqcomp.summary.headline import headline
-from seqcomp.tracking import Run, tracked
-
-LATENCY = re.compile(r"latency_b\d+_ms")
-KEYS = ["dataset", "model", "lookback", "horizon", "pass"]
-RUN_KEYS = ["dataset", "model", "lookback", "horizon", "seed"]
-JOB_PATH = r"{stage}/(?P<dataset>[^/]+)/(?P<model>[^/]+)/L(?P<lookback>\d+)-H(?P<horizon>\d+)/seed(?P<seed>\d+)/"
-# Task-specific scores carried into the table when present: AR data's optimal error, and the
-# classification tasks' accuracies (their rows have no MSE).
-TASK_SCORES = ("optimal_mse", "mse_over_optimal", "accuracy", "seq_accuracy", "chance_accuracy")
-# plot file names (without .png) under results/<name>/plots/; rules/summary.smk lists the same names
-TABLES = ("results.csv", "results.md", "headline.md", "results.html")
-PLOTS = ("pareto", "error_vs_bits", "error_per_step", "training_curves", "forecasts", "latency", "sensitivity")
+# The frames a figure function may take (built in stage.py from the jobs' files):
+FRAMES = {
+    "evaluations": "one row per evaluation with an MSE (forecasting), fp32 baseline joined (core.with_baseline)",
+    "all_evaluations": "the same with the classification rows (accuracy, no MSE)",
+    "steps": "test MSE per forecast step, one row per (run, pass, step) (core.step_errors)",
+    "histories": "training history.csv rows of every training job, with its job keys",
+    "examples": "the evaluate stage's example windows, truth and forecast per step (core.forecast_examples)",
+    "layers": "per-layer sensitivity from the compress reports (stage.layer_sensitivity)",
+}
+TRADE_OFFS = "Compression trade-offs"
+QUALITY = "Forecast quality"
 
 
-def job_keys(path: str | Path, stage: str) -> dict[str, Any]:
-    """(dataset, model, lookback, horizon, seed) from a ``<stage>/<dataset>/<model>/L<l>-H<h>/seed<s>/`` path."""
-    match = re.search(JOB_PATH.format(stage=stage), Path(path).as_posix())
-    if match is None:
-        raise ValueError(f"{path}: not a {stage}/<dataset>/<model>/L<l>-H<h>/seed<s>/... path")
-    return {k: (int(v) if k in ("lookback", "horizon", "seed") else v) for k, v in match.groupdict().items()}
+@dataclass(frozen=True)
+class Plot:
+    """One figure of the summary: ``function`` ("module:attr") takes the frame named ``frame``."""
+
+    function: str
+    frame: str
+    category: str  # its section in the Snakemake report and the generated page
+    title: str
+
+    def draw(self, frame: Any) -> Any:
+        module, _, attr = self.function.partition(":")
+        return getattr(importlib.import_module(module), attr)(frame)
 
 
-def latency_columns(frame: pl.DataFrame) -> list[str]:
-    return [c for c in frame.columns if LATENCY.fullmatch(c)]
-
-
-def metrics_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """One row per metrics.json content: scalars only, latency medians flattened to latency_b<n>_ms."""
-    flat = []
-    for m in rows:
-        row = {k: v for k, v in m.items() if not isinstance(v, (dict, list))}
-        row.update({f"latency_{b}_ms": v["median_ms"] for b, v in m["latency"].items()})
-        flat.append(row)
-    return pl.DataFrame(flat, infer_schema_length=None)
-
-
-def with_baseline(frame: pl.DataFrame) -> pl.DataFrame:
-    """Join each run's fp32 baseline: MSE change (%), speed-ups, and stored bits per weight."""
-    base = frame.filter(pl.col("pass_kind") == "fp32").select(
-        *RUN_KEYS, pl.col("mse").alias("fp32_mse"), *[pl.col(c).alias(f"fp32_{c}") for c in latency_columns(frame)],
-    )
-    frame = frame.join(base, on=RUN_KEYS, how="left")
-    # A simulated (fake-quant) pass runs fp32 kernels: its timing is no speed-up claim.
-    speedups = [
-        pl.when(~pl.col("simulated"))
-        .then(pl.col(f"fp32_{c}") / pl.col(c))
-        .alias(c.replace("latency_", "speedup_").replace("_ms", ""))
-        for c in latency_columns(frame)
-    ]
-    return frame.with_columns(
-        ((pl.col("mse") / pl.col("fp32_mse") - 1) * 100).alias("mse_change_pct"),
-        # every stored byte (codes, scales, layers left fp32) per weight; null for parameter-free models
-        (32 / pl.col("compression_ratio")).alias("bits_per_weight"),
-        *speedups,
-    ).sort(["dataset", "lookback", "horizon", "model", "pass", "seed"])
-
-
-def load_metrics(paths: list[str]) -> pl.DataFrame:
-    """One row per metrics.json, with the fp32 baseline joined in."""
-    return with_baseline(metrics_frame([read_json(p) for p in paths]))
-
-
-def step_errors(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Long frame of test MSE per forecast step: one row per (run, pass, step)."""
-    keys = [*RUN_KEYS, "pass", "pass_kind", "size_bytes"]
-    out = [{**{k: m[k] for k in keys}, "step": i, "mse": v} for m in rows for i, v in enumerate(m.get("mse_per_step", []))]
-    return pl.DataFrame(out)
-
-
-def forecast_examples(rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Long frame of the evaluate stage's example windows: truth at every step, forecast at steps >= 0."""
-    keys = [*RUN_KEYS, "pass", "pass_kind"]
-    out = []
-    for m in (m for m in rows if "examples" in m):
-        ex = m["examples"]
-        for k, window in enumerate(ex["windows"]):
-            base = {**{key: m[key] for key in keys}, "channel": ex["channel"], "window": window}
-            context = ex["context"][k]
-            out += [{**base, "step": i - len(context), "truth": v, "forecast": None} for i, v in enumerate(context)]
-            out += [{**base, "step": i, "truth": t, "forecast": f} for i, (t, f) in enumerate(zip(ex["truth"][k], ex["forecast"][k]))]
-    return pl.DataFrame(out, infer_schema_length=None)
-
-
-def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
-    """Long frame of ``layers[i]["sensitivity"]`` ({bits: value}) from compress report.json files."""
-    out = []
-    for path in paths:
-        report = read_json(path)
-        keys = {**job_keys(path, "compress"), "pass": report["pass_name"]}
-        metric = report.get("sensitivity_metric", "sensitivity (as measured by the pass)")
-        for layer in report.get("layers", []):
-            for bits, value in (layer.get("sensitivity") or {}).items():
-                out.append({**keys, "layer": layer["name"], "bits": int(bits), "sensitivity": float(value), "metric": metric})
-    return pl.DataFrame(out)
-
-
-def aggregate(frame: pl.DataFrame) -> pl.DataFrame:
-    """Mean and std over seeds of every (dataset, model, lookback, horizon, pass)."""
-    return (
-        frame.group_by(KEYS, maintain_order=True)
-        .agg(
-            pl.len().alias("seeds"),
-            pl.col("mse").mean().alias("mse"),
-            pl.col("mse").std().alias("mse_std"),
-            pl.col("mae").mean().alias("mae"),
-            pl.col("mse_change_pct").mean().alias("mse_change_pct"),
-            pl.col("size_bytes").first(),
-            pl.col("compression_ratio").first(),
-            pl.col("bits_per_weight").first(),
-            pl.col("quantized_fraction").first(),
-            pl.col("simulated").first(),
-            *[pl.col(c).mean() for c in TASK_SCORES if c in frame.columns],
-            *[pl.col(c).median() for c in frame.columns if LATENCY.fullmatch(c) or c.startswith("speedup_")],
-        )
-    )
-
-
-def _cell(v: object) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def to_markdown(frame: pl.DataFrame) -> str:
-    """A GitHub-flavoured markdown table (floats to 4 significant digits)."""
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines) + "\n"
-
-
-def to_html(frame: pl.DataFrame, title: str) -> str:
-    """A standalone HTML page holding the table (the Snakemake report shows HTML files inline)."""
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>\n"
-                   for row in frame.iter_rows())
-    style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}")
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body><h3>{html.escape(title)}</h3>\n"
-            f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table></body></html>\n")
-
-
-def load_histories(paths: list[str]) -> pl.DataFrame:
-    frames = []
-    for path in paths:
-        keys = job_keys(path, "train")
-        frames.append(pl.read_csv(path).with_columns(**{k: pl.lit(v) for k, v in keys.items()}))
-    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-
-
-def validation_scores(histories: list[str]) -> pl.DataFrame:
-    """Best validation MSE of every training job, from the run.json beside its history.csv."""
-    rows = [{**job_keys(h, "train"), "val_mse": read_json(Path(h).with_name("run.json")).get("best_val_mse")}
-            for h in histories]
-    return pl.DataFrame(rows, schema={**{k: (pl.Int64 if k in ("lookback", "horizon", "seed") else pl.Utf8)
-                                         for k in RUN_KEYS}, "val_mse": pl.Float64})
-
-
-def headline_markdown(frame: pl.DataFrame, title: str) -> str:
-    """headline.md: each model's error over horizons (base and validation-chosen lookback), paired tests."""
-    table, tests = headline(frame)
-    return (f"# {title}: headline (fp32, test MSE/MAE averaged over horizons; mean and std over seeds)\n\n"
-            + (to_markdown(table) if table.height else "no fp32 forecasting results\n")
-            + "\n## Best model against each other model: paired t-test across seeds (test MSE averaged over horizons)\n\n"
-            + (to_markdown(tests) if tests.height else "no forecasting results\n"))
-
-
-def run_summary(
-    metrics: list[str],
-    histories: list[str],
-    reports: list[str],
-    out_dir: Path,
-    plots_dir: Path,
-    title: str = "seqcomp",
-    run: Run | None = None,
-) -> pl.DataFrame:
-    """Write results.csv (every run), results.md / results.html (mean over seeds) and every plot.
-
-    With ``run``, the tables and plots are also logged to that MLflow run, which ends FAILED if
-    any step raises (a crashed job must not leave it RUNNING).
-    """
-    with tracked(run) if run is not None else nullcontext():
-        table = _write_summary(metrics, histories, reports, out_dir, plots_dir, title)
-        if run is not None:
-            run.log_params({"config": title, "evaluations": len(metrics)})
-            for name in TABLES:
-                run.log_artifact(out_dir / name, "summary")
-            for name in PLOTS:
-                run.log_artifact(plots_dir / f"{name}.png", "plots")
-    return table
-
-
-def _write_summary(
-    metrics: list[str], histories: list[str], reports: list[str], out_dir: Path, plots_dir: Path, title: str
-) -> pl.DataFrame:
-    rows = [read_json(p) for p in metrics]
-    frame = with_baseline(metrics_frame(rows))
-    if histories:
-        frame = frame.join(validation_scores(histories), on=RUN_KEYS, how="left")
-    table = aggregate(frame)
-    heading = f"{title}: test metrics (mean over seeds)"
-    scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
-    written = {"results.csv": lambda tmp: frame.write_csv(tmp),
-               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table)),
-               "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
-               "results.html": lambda tmp: tmp.write_text(to_html(table, heading))}
-    for name in TABLES:
-        with atomic_path(out_dir / name) as tmp:
-            written[name](tmp)
-    figures = {
-        "pareto": lambda: plots.pareto_figure(scored),
-        "error_vs_bits": lambda: plots.bits_figure(scored),
-        "error_per_step": lambda: plots.per_step_figure(step_errors(rows)),
-        "training_curves": lambda: plots.training_curves_figure(load_histories(histories)),
-        "forecasts": lambda: plots.forecast_figure(forecast_examples(rows)),
-        "latency": lambda: plots.latency_figure(frame),
-        "sensitivity": lambda: plots.sensitivity_figure(layer_sensitivity(reports)),
-    }
-    for name in PLOTS:
-        fig = figures[name]()
-        with atomic_path(plots_dir / f"{name}.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-        plots.plt.close(fig)  # figures are held by pyplot until closed
-    return table
+_P = "seqcomp.summary.plots:"
+# name -> plot; the file is results/<name>/plots/<name>.png
+PLOTS = {
+    "pareto": Plot(_P + "pareto_figure", "evaluations", TRADE_OFFS, "Test MSE against stored size, Pareto front"),
+    "error_vs_bits": Plot(_P + "bits_figure", "evaluations", TRADE_OFFS, "Test MSE against stored bits per weight"),
+    "error_per_step": Plot(_P + "per_step_figure", "steps", QUALITY, "Test MSE at each forecast step (fp32)"),
+    "training_curves": Plot(_P + "training_curves_figure", "histories", QUALITY, "Training and validation curves"),
+    "forecasts": Plot(_P + "forecast_figure", "examples", QUALITY, "Example test windows: truth and forecast"),
+    "latency": Plot(_P + "latency_figure", "all_evaluations", TRADE_OFFS, "CPU latency per forward call"),
+    "sensitivity": Plot(_P + "sensitivity_figure", "layers", TRADE_OFFS, "Per-layer sensitivity to quantization"),
+}

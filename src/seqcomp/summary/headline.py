@@ -2,7 +2,7 @@
 lookback and at the lookback chosen on the validation split, mean ± std over seeds, with a
 paired test across seeds before one model is said to beat another.
 
-Why these rules (the published long-term-forecasting protocol, see docs/benchmarks.md):
+Why these rules (the published long-term-forecasting protocol; ../shared/PITFALLS.md section 1):
 - the lookback is a hyper-parameter, so it is chosen per (dataset, model, horizon) by the
   fp32 model's best *validation* MSE (averaged over seeds), never by test error;
 - a model's score is its test MSE/MAE averaged over the horizons, computed per seed first,
@@ -54,6 +54,9 @@ def _summarise(scores: pl.DataFrame, suffix: str) -> pl.DataFrame:
 def headline(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(headline table, paired tests) from the per-seed results frame (fp32 rows are used).
 
+    The paired tests are run at the base lookback and, where validation scores exist, at the
+    validation-chosen lookbacks (column ``lookback``).
+
     The base lookback is the smallest one in the frame (96 in the ETTh1 protocol).
     """
     fp32 = frame.filter(pl.col("pass_kind") == "fp32")
@@ -64,16 +67,18 @@ def headline(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     base = int(fp32["lookback"].min())
     at_base = per_seed_scores(fp32.filter(pl.col("lookback") == base), n_horizons)
     table = _summarise(at_base, f"_L{base}")
+    tests = [paired_tests(at_base).with_columns(lookback=pl.lit(f"L{base}"))]
     if "val_mse" in fp32.columns and fp32["val_mse"].null_count() < fp32.height:
         chosen = choose_lookbacks(fp32)
-        picked = fp32.join(chosen, on=[*GROUP, "horizon", "lookback"], how="inner")
+        picked = per_seed_scores(fp32.join(chosen, on=[*GROUP, "horizon", "lookback"], how="inner"), n_horizons)
         lookbacks = chosen.group_by(GROUP).agg(
             pl.col("lookback").sort_by("horizon").cast(pl.Utf8).str.join("/").alias("val_chosen_lookbacks")
         )
-        table = table.join(_summarise(per_seed_scores(picked, n_horizons), "_val_chosen"), on=GROUP, how="full",
+        table = table.join(_summarise(picked, "_val_chosen"), on=GROUP, how="full",
                            coalesce=True).join(lookbacks, on=GROUP, how="left")
+        tests.append(paired_tests(picked).with_columns(lookback=pl.lit("val-chosen")))
     table = table.sort(["dataset", f"mse_L{base}"], nulls_last=True)
-    return table, paired_tests(at_base)
+    return table, pl.concat(tests).select("dataset", "lookback", pl.exclude("dataset", "lookback"))
 
 
 def paired_tests(scores: pl.DataFrame) -> pl.DataFrame:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from seqcomp.summary import with_baseline
+from seqcomp.summary.core import with_baseline
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -103,14 +103,16 @@ def now_ms() -> int:
 class Run:
     """One job's run, as a journal: open it with ``Run.start``, log, then ``finish`` (or use ``tracked``).
 
-    ``job`` is the run's ``seqcomp.job`` key; ``path`` its journal file.
+    ``job`` is the run's ``seqcomp.job`` key; ``path`` its journal file under ``journal_dir``.
     """
 
-    def __init__(self, path: Path, job: str):
-        self.path, self.job = path, job
-        self.files = path.with_suffix(FILES_SUFFIX)
+    def __init__(self, journal_dir: str | Path, job: str, journal_id: str):
+        self.journal_dir, self.job = Path(journal_dir), job
+        self.path = self.journal_dir / job / f"{journal_id}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.files = self.path.with_suffix(FILES_SUFFIX)
         self._n_files = 0
-        self._out = path.open("a", encoding="utf-8")
+        self._out = self.path.open("a", encoding="utf-8")
 
     @classmethod
     def start(
@@ -123,9 +125,7 @@ class Run:
         parents before children) without reading the files.
         """
         journal_id = f"{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"
-        path = Path(journal_dir) / job / f"{journal_id}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        run = cls(path, job)
+        run = cls(journal_dir, job, journal_id)
         run._write({"op": "start", "id": journal_id, "experiment": experiment, "run_name": run_name, "job": job,
                     "tags": {"seqcomp.job": job, **git_state(), **tags}, "parent": parent, "time": now_ms()})
         return run
@@ -189,6 +189,27 @@ class Run:
     def finish(self, status: str = "FINISHED") -> None:
         self._write({"op": "finish", "status": status, "time": now_ms()})
         self._out.close()
+
+
+def current_runs(journal_dir: str | Path) -> list[dict[str, Any]]:
+    """Each job's current run as its journals tell it, without the store (so without waiting for
+    replay): the newest journal of each job key (a rerun's supersedes the earlier ones), with its
+    stage, commit, start and end (ms since the epoch; ``end`` None while it runs or if it was
+    killed) and status."""
+    root, newest = Path(journal_dir), {}
+    for path in sorted(root.rglob("*.jsonl"), key=lambda p: p.name):  # ids start with the time
+        newest[path.parent.relative_to(root).as_posix()] = path
+    runs = []
+    for job, path in newest.items():
+        lines = path.read_text(encoding="utf-8").split("\n")[:-1]  # complete lines only
+        if not lines:
+            continue  # a job killed while writing its first line
+        start, last = json.loads(lines[0]), json.loads(lines[-1])
+        finish = last if last["op"] == "finish" else {}
+        runs.append({"job": job, "stage": start["tags"].get("seqcomp.stage"), "start": start["time"],
+                     "end": finish.get("time"), "status": finish.get("status", "RUNNING"),
+                     "commit": start["tags"].get("seqcomp.git_commit", "unknown")})
+    return runs
 
 
 @contextmanager

@@ -1,0 +1,74 @@
+"""Where and when a summary's numbers were made: the config files, the commit, the machine and
+the jobs' times, written to results/<name>/summary/provenance.json for the generated pages.
+
+The times come from the tracking journals of the jobs (``seqcomp.tracking.current_runs``: the
+newest run of each job, a rerun's superseding the earlier ones): each train, compress and
+evaluate job opens its run when it starts its work and closes it when done. ``wall_s`` is the
+span from the first run's start to the last run's end, so it includes any pause between
+invocations (an overlay run days later) and leaves out each job's interpreter start-up before
+its run opens; ``jobs_s`` is the sum of the runs' own durations.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from typing import Any
+
+STAGES = ("train", "compress", "evaluate")
+
+
+def machine() -> dict[str, Any]:
+    """This machine in words: OS, CPU model and cores, and the GPUs nvidia-smi lists (if any)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, check=False)
+        gpus = [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+    # a shared machine's load explains slow or noisy timings (latency, wall time)
+    load = round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None
+    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "load_1min": load}
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def job_times(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Span and sum of the finished current job runs (``seqcomp.tracking.current_runs``) of the stages in STAGES."""
+    current = [r for r in runs if r["stage"] in STAGES and r["end"]]
+    if not current:
+        return {"source": "tracking journals of the jobs", "jobs": 0}
+    start, end = min(r["start"] for r in current), max(r["end"] for r in current)
+    return {
+        "source": "tracking journals of the jobs (current train/compress/evaluate runs)",
+        "jobs": len(current),
+        "first_start": _iso(start),
+        "last_end": _iso(end),
+        "wall_s": round((end - start) / 1000, 1),
+        "jobs_s": round(sum(r["end"] - r["start"] for r in current) / 1000, 1),
+        "commits": sorted({r["commit"] for r in current}),
+    }
+
+
+def provenance(config_files: list[str], runs: list[Any] | None) -> dict[str, Any]:
+    from seqcomp.tracking import git_state
+
+    git = git_state()
+    return {
+        "config_files": config_files,
+        "commit": git["seqcomp.git_commit"],
+        "dirty": git["seqcomp.git_dirty"],
+        "machine": machine(),
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "times": job_times(runs) if runs is not None else {"source": "no tracking run (summary called without one)"},
+    }

@@ -1,0 +1,153 @@
+"""Summary stage shell: reads the jobs' files, writes the tables and plots, logs them to MLflow.
+
+The tables and frames themselves are built in ``core.py`` (no files, no MLflow); the figures
+are the plot registry's (``seqcomp.summary.PLOTS``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from seqcomp.io import atomic_path, read_json
+from seqcomp.summary import PLOTS
+from seqcomp.summary.compare import compare_published, compression_markdown, compression_table, published_markdown
+from seqcomp.summary.core import (
+    RUN_KEYS, aggregate, forecast_examples, headline_markdown, metrics_frame, step_errors, to_html, to_markdown,
+    with_baseline,
+)
+from seqcomp.summary.provenance import provenance
+from seqcomp.summary.published import load_published
+from seqcomp.tracking import Run, current_runs, tracked
+
+JOB_PATH = r"{stage}/(?P<dataset>[^/]+)/(?P<model>[^/]+)/L(?P<lookback>\d+)-H(?P<horizon>\d+)/seed(?P<seed>\d+)/"
+TABLES = ("results.csv", "results.md", "headline.md", "published.md", "compression.md", "results.html")
+
+
+def job_keys(path: str | Path, stage: str) -> dict[str, Any]:
+    """(dataset, model, lookback, horizon, seed) from a ``<stage>/<dataset>/<model>/L<l>-H<h>/seed<s>/`` path."""
+    match = re.search(JOB_PATH.format(stage=stage), Path(path).as_posix())
+    if match is None:
+        raise ValueError(f"{path}: not a {stage}/<dataset>/<model>/L<l>-H<h>/seed<s>/... path")
+    return {k: (int(v) if k in ("lookback", "horizon", "seed") else v) for k, v in match.groupdict().items()}
+
+
+def load_metrics(paths: list[str]) -> pl.DataFrame:
+    """One row per metrics.json, with the fp32 baseline joined in."""
+    return with_baseline(metrics_frame([read_json(p) for p in paths]))
+
+
+def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
+    """Long frame of ``layers[i]["sensitivity"]`` ({bits: value}) from compress report.json files."""
+    out = []
+    for path in paths:
+        report = read_json(path)
+        keys = {**job_keys(path, "compress"), "pass": report["pass_name"]}
+        metric = report.get("sensitivity_metric", "sensitivity (as measured by the pass)")
+        for layer in report.get("layers", []):
+            for bits, value in (layer.get("sensitivity") or {}).items():
+                out.append({**keys, "layer": layer["name"], "bits": int(bits), "sensitivity": float(value), "metric": metric})
+    return pl.DataFrame(out)
+
+
+def load_histories(paths: list[str]) -> pl.DataFrame:
+    frames = []
+    for path in paths:
+        keys = job_keys(path, "train")
+        frames.append(pl.read_csv(path).with_columns(**{k: pl.lit(v) for k, v in keys.items()}))
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+
+
+def validation_scores(histories: list[str]) -> pl.DataFrame:
+    """Best validation MSE of every training job, from the run.json beside its history.csv."""
+    rows = [{**job_keys(h, "train"), "val_mse": read_json(Path(h).with_name("run.json")).get("best_val_mse")}
+            for h in histories]
+    return pl.DataFrame(rows, schema={**{k: (pl.Int64 if k in ("lookback", "horizon", "seed") else pl.Utf8)
+                                         for k in RUN_KEYS}, "val_mse": pl.Float64})
+
+
+def run_summary(
+    metrics: list[str],
+    histories: list[str],
+    reports: list[str],
+    out_dir: Path,
+    plots_dir: Path,
+    title: str = "seqcomp",
+    run: Run | None = None,
+    published: Path | None = None,
+    config_files: list[str] | None = None,
+) -> pl.DataFrame:
+    """Write the tables (TABLES), every registered plot and provenance.json; return the table
+    of means over seeds.
+
+    ``published``: a published-results file to compare with (published.md lists nothing without
+    it). With ``run``, the outputs are also logged to that MLflow run, which ends FAILED if any
+    step raises (a crashed job must not leave it RUNNING).
+    """
+    with tracked(run) if run is not None else nullcontext():
+        rows = [read_json(p) for p in metrics]
+        frame = evaluations(rows, histories)
+        table = _write_tables(frame, published, out_dir, title)
+        _write_plots(rows, frame, histories, reports, plots_dir)
+        runs = current_runs(run.journal_dir) if run is not None else None
+        with atomic_path(out_dir / "provenance.json") as tmp:
+            tmp.write_text(json.dumps(provenance(config_files or [], runs), indent=2) + "\n")
+        if run is not None:
+            run.log_params({"config": title, "evaluations": len(metrics)})
+            for name in (*TABLES, "provenance.json"):
+                run.log_artifact(out_dir / name, "summary")
+            for name in PLOTS:
+                run.log_artifact(plots_dir / f"{name}.png", "plots")
+    return table
+
+
+def evaluations(rows: list[dict[str, Any]], histories: list[str]) -> pl.DataFrame:
+    """Every evaluation, one row per metrics.json content, with its fp32 baseline and (given
+    the training jobs' history.csv files) the validation MSE of its training job."""
+    frame = with_baseline(metrics_frame(rows))
+    if histories:
+        frame = frame.join(validation_scores(histories), on=RUN_KEYS, how="left")
+    return frame
+
+
+def _write_tables(frame: pl.DataFrame, published: Path | None, out_dir: Path, title: str) -> pl.DataFrame:
+    table = aggregate(frame)
+    heading = f"{title}: test metrics (mean over seeds)"
+    scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
+    fp32 = scored.filter(pl.col("pass_kind") == "fp32")
+    values = load_published(published) if published is not None else []
+    written = {"results.csv": lambda tmp: frame.write_csv(tmp),
+               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table)),
+               "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
+               "published.md": lambda tmp: tmp.write_text(
+                   published_markdown(compare_published(fp32, values), values, title)),
+               "compression.md": lambda tmp: tmp.write_text(compression_markdown(compression_table(table), title)),
+               "results.html": lambda tmp: tmp.write_text(to_html(table, heading))}
+    for name in TABLES:
+        with atomic_path(out_dir / name) as tmp:
+            written[name](tmp)
+    return table
+
+
+def _write_plots(rows: list[dict[str, Any]], frame: pl.DataFrame, histories: list[str], reports: list[str],
+                 plots_dir: Path) -> None:
+    from seqcomp.summary.plots import plt
+
+    frames = {  # built on demand: a config's plots may not need them all
+        "evaluations": lambda: frame.filter(pl.col("mse").is_not_null()),
+        "all_evaluations": lambda: frame,
+        "steps": lambda: step_errors(rows),
+        "histories": lambda: load_histories(histories),
+        "examples": lambda: forecast_examples(rows),
+        "layers": lambda: layer_sensitivity(reports),
+    }
+    for name, plot in PLOTS.items():
+        fig = plot.draw(frames[plot.frame]())
+        with atomic_path(plots_dir / f"{name}.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        plt.close(fig)  # figures are held by pyplot until closed
