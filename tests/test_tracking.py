@@ -93,10 +93,13 @@ def test_failed_and_killed_jobs_get_their_status(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), tracked(job(journals, "train", SPEC, finish=False)):
         raise RuntimeError("diverged")
     killed = job(journals, "compress", SPEC, parent="train", finish=False)  # its process was killed
+    (tmp_path / "partial.txt").write_text("x")
+    killed.log_artifact(tmp_path / "partial.txt")
     replay(journals, u)
-    assert runs_of(u)[killed.path.stem].info.status == "RUNNING"
+    assert runs_of(u)[killed.path.stem].info.status == "RUNNING" and killed.files.is_dir()
     job(journals, "compress", SPEC, parent="train")  # Snakemake reruns the killed job
     replay(journals, u)
+    assert not killed.files.exists(), "a killed job's linked files outlive its superseded run"
     statuses = {r.data.tags["seqcomp.job"] + ("/old" if r.data.tags.get("seqcomp.superseded") else ""): r.info.status
                 for r in runs_of(u).values()}
     assert statuses == {"train/tiny/linear/24/8/0": "FAILED", "compress/tiny/linear/24/8/0/fp32/old": "KILLED",

@@ -211,6 +211,10 @@ class Replayer:
                 retry(lambda: self.client.set_tag(old.info.run_id, "seqcomp.superseded", "true"))
             if old.info.status == "RUNNING":
                 retry(lambda: self.client.set_terminated(old.info.run_id, "KILLED"))
+                # its journal will never finish (older journals are replayed first): its files go now
+                journal = self.journal_dir / job / f"{old.data.tags.get('seqcomp.journal')}.jsonl"
+                shutil.rmtree(journal.with_suffix(FILES_SUFFIX), ignore_errors=True)
+                self._done.add(journal)
 
     def apply(self, run_id: str, record: dict[str, Any], files: Path) -> None:
         from mlflow.entities import Metric, Param
