@@ -1,6 +1,6 @@
 """Training stage shell: load the series, run the core, write model.pt (architecture + best
 weights, loadable with ``weights_only=True``), history.csv (per-epoch metrics) and run.json
-(tracking run id for the later stages, timings), all atomically, and track the run: params,
+(the tracking job key, timings, best validation scores), all atomically, and track the run: params,
 dataset input, per-epoch metrics as they come, artifacts and an MLflow model.
 """
 
@@ -15,7 +15,7 @@ from seqcomp.artifacts import save_model
 from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.io import atomic_path, write_json
 from seqcomp.models import SeriesShape
-from seqcomp.tracking import Run, redact, tracked
+from seqcomp.tracking import Run, tracked
 from seqcomp.train.core import build_job_model, train_job
 
 
@@ -42,7 +42,7 @@ def train(
         result = train_job(net, series, spec, out_dir, on_epoch=lambda row: run.log_metrics(
             {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])))
         run.log_metrics({f"best_val/{k}": v for k, v in result.val.items()})
-        summary = {"run_id": run.run_id, "tracking_uri": redact(run.uri), "n_params": n_params, **result.info,
+        summary = {"job": run.job, "n_params": n_params, **result.info,
                    **{f"best_val_{k}": v for k, v in result.val.items()}}
         save_model(net, spec["kind"], spec["params"], shape, out_dir / "model.pt")
         import polars as pl  # lazy: keeps the training module importable on a bare GPU machine
@@ -52,7 +52,7 @@ def train(
         for name in ("model.pt", "history.csv"):
             run.log_artifact(out_dir / name)
         example = job_windows(series, spec, "val")[0][0][None].numpy()  # (1, L, C)
-        summary["model_uri"] = run.log_model(net, example)
+        run.log_model(out_dir / "model.pt", example)
         write_json(out_dir / "run.json", summary)
     return summary
 
