@@ -39,7 +39,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
     if missing or os.geteuid() != 0:
         pytest.skip(f"a local Slurm cluster needs root and {', '.join(missing) or 'its packages'} "
                     "(apt-get install slurm-wlm slurmdbd munge mariadb-server)")
-    state = tmp_path_factory.mktemp("slurm")
+    state = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf"),
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     try:
@@ -70,9 +70,10 @@ def user_profile(workdir: Path) -> Path:
 
 def slurm_snakemake(workdir: Path, config: Path, env: dict[str, str], *args: str,
                     **popen: object) -> subprocess.CompletedProcess | subprocess.Popen:
-    """The README's cluster command; ``popen`` given: started in the background, else run to the end."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--workflow-profile", str(user_profile(workdir)), "--configfile", str(config), *args]
+    """The README's cluster command; ``popen`` given: started in the background, else run to the end.
+    ``args`` come first: targets after ``--configfile`` would be read as more config files."""
+    cmd = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(ROOT / "Snakefile"), "--directory",
+           str(workdir), "--workflow-profile", str(user_profile(workdir)), "--configfile", str(config)]
     if popen:
         return subprocess.Popen(cmd, cwd=workdir, env=env, **popen)
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
