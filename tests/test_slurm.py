@@ -89,6 +89,14 @@ def sacct(env: dict[str, str], workdir: Path) -> list[dict[str, str]]:
     return [r for r in rows if r["WorkDir"] == str(workdir)]
 
 
+def queue(env: dict[str, str], workdir: Path) -> list[dict[str, str]]:
+    """The jobs from ``workdir`` that slurmctld holds now (sacct learns of them with a delay)."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i|%k|%T|%Z"], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    rows = [dict(zip(("JobID", "Comment", "State", "WorkDir"), line.split("|"))) for line in out.splitlines()]
+    return [r for r in rows if r["WorkDir"] == str(workdir)]
+
+
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, dict[str, str]]:
     """A dry run's jobs as {plugin comment (rule_<rule>_wildcards_<values>): {threads, mem_mb, ...}}."""
     jobs = {}
@@ -225,7 +233,7 @@ def test_a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint(cl
                                stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until((out / "checkpoints" / "last.ckpt").exists, proc, "a training checkpoint")
-            running = [j["JobID"] for j in sacct(cluster, tmp_path) if j["Comment"].startswith("rule_train_")]
+            running = [j["JobID"] for j in queue(cluster, tmp_path) if j["Comment"].startswith("rule_train_")]
             subprocess.run(["scancel", *running], env=cluster, check=True)
             assert proc.wait(timeout=600) == 0, (tmp_path / "snakemake.log").read_text()[-5000:]
         finally:
@@ -235,7 +243,8 @@ def test_a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint(cl
     assert len(running) == 1 and f"SLURM-job '{running[0]}' failed" in text and "CANCELLED" in text
     assert "Error in rule train" in text
     result = json.loads((out / "run.json").read_text())
-    assert result["resumed_from"] == str(out / "checkpoints" / "last.ckpt") and result["epochs"] == 40
+    assert result["resumed_from"] == str((out / "checkpoints" / "last.ckpt").relative_to(tmp_path))
+    assert result["epochs"] == 40
     train_jobs = [j for j in sacct(cluster, tmp_path) if j["Comment"].startswith("rule_train_")]
     assert [j["State"].split()[0] for j in train_jobs] == ["CANCELLED", "COMPLETED"]
     assert list(live_runs(tmp_path / "server.db", "train").values()) == ["FINISHED"]
@@ -268,9 +277,9 @@ def test_a_drained_node_holds_the_jobs_until_it_is_resumed(cluster: dict, tmp_pa
             env = {**cluster, "MLFLOW_TRACKING_URI": uri}
             proc = slurm_snakemake(tmp_path, config, env, target, stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_until(lambda: [j["State"] for j in sacct(cluster, tmp_path)] == ["PENDING"], proc, "a pending job")
+                wait_until(lambda: [j["State"] for j in queue(cluster, tmp_path)] == ["PENDING"], proc, "a pending job")
                 time.sleep(10)  # several status polls while the node is drained
-                assert proc.poll() is None and [j["State"] for j in sacct(cluster, tmp_path)] == ["PENDING"]
+                assert proc.poll() is None and [j["State"] for j in queue(cluster, tmp_path)] == ["PENDING"]
                 subprocess.run([*scontrol, "state=resume"], env=cluster, check=True)
                 assert proc.wait(timeout=600) == 0, (tmp_path / "snakemake.log").read_text()[-5000:]
             finally:
