@@ -278,7 +278,7 @@ def test_a_drained_node_holds_the_jobs_until_it_is_resumed(cluster: dict, tmp_pa
             proc = slurm_snakemake(tmp_path, config, env, target, stdout=log, stderr=subprocess.STDOUT)
             try:
                 wait_until(lambda: [j["State"] for j in queue(cluster, tmp_path)] == ["PENDING"], proc, "a pending job")
-                time.sleep(10)  # several status polls while the node is drained
+                time.sleep(6)  # three status polls while the node is drained
                 assert proc.poll() is None and [j["State"] for j in queue(cluster, tmp_path)] == ["PENDING"]
                 subprocess.run([*scontrol, "state=resume"], env=cluster, check=True)
                 assert proc.wait(timeout=600) == 0, (tmp_path / "snakemake.log").read_text()[-5000:]
