@@ -12,13 +12,6 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
-onerror:
-    import sys
-    from seqcomp.scheduler_hints import resource_hints  # a Slurm job killed for its memory/time: what to raise
-
-    print(*resource_hints(log), sep="\n", file=sys.stderr)
-
-
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"

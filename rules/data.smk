@@ -53,6 +53,10 @@ onsuccess:
 
 
 onerror:
+    import sys
+
+    from seqcomp.scheduler_hints import resource_hints  # a Slurm job killed for its memory/time: what to raise
     from seqcomp.tracking.replay import drain_live
 
     drain_live()
+    print(*resource_hints(log), sep="\n", file=sys.stderr)

@@ -143,7 +143,7 @@ def runs(cluster: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> d
 
 def test_every_job_ran_as_a_slurm_job_with_the_resources_its_rule_asks_for(cluster: dict, runs: dict) -> None:
     plan = json.loads((runs["slurm"] / "plan.json").read_text())
-    local_rules = {"rule_all", "rule_tracking_init"}  # localrule: True, run by Snakemake itself
+    local_rules = {"rule_all"}  # localrule: True, run by Snakemake itself
     jobs = {j["Comment"]: j for j in sacct(cluster, runs["slurm"])}
     assert set(jobs) == set(plan) - local_rules
     for comment, job in jobs.items():
@@ -253,14 +253,14 @@ def test_a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint(cl
 def test_a_job_over_its_memory_request_is_killed_and_the_error_says_what_to_raise(cluster: dict, tmp_path: Path) -> None:
     config = small_config(tmp_path, "oom")
     result = slurm_snakemake(tmp_path, config, cluster, "results/oom/data/tiny/meta.json",
-                             "--set-resources", "prepare_data:mem_mb=30", "--retries", "0")
+                             "--set-resources", "data:mem_mb=30", "--retries", "0")
     assert result.returncode != 0
     [job] = sacct(cluster, tmp_path)
-    log = tmp_path / ".snakemake" / "slurm_logs" / "rule_prepare_data" / "tiny" / f"{job['JobID']}.log"
+    log = tmp_path / ".snakemake" / "slurm_logs" / "rule_data" / "tiny" / f"{job['JobID']}.log"
     assert "exceeded memory limit" in log.read_text()
-    assert "Error in rule prepare_data" in result.stderr and str(log) in result.stderr
-    assert (f"Slurm job {job['JobID']} (rule prepare_data) was killed for exceeding its mem_mb request ({log}): "
-            "raise it, e.g. --set-resources prepare_data:mem_mb=<more>") in result.stderr
+    assert "Error in rule data" in result.stderr and str(log) in result.stderr
+    assert (f"Slurm job {job['JobID']} (rule data) was killed for exceeding its mem_mb request ({log}): "
+            "raise it, e.g. --set-resources data:mem_mb=<more>") in result.stderr
 
 
 def test_a_drained_node_holds_the_jobs_until_it_is_resumed(cluster: dict, tmp_path: Path) -> None:
@@ -288,7 +288,7 @@ def test_a_drained_node_holds_the_jobs_until_it_is_resumed(cluster: dict, tmp_pa
     finally:
         subprocess.run([*scontrol, "state=resume"], env=cluster, capture_output=True)  # for the tests after this one
     comments = [j["Comment"] for j in sacct(cluster, tmp_path)]
-    assert sorted(comments) == ["rule_prepare_data_wildcards_tiny", "rule_train_wildcards_tiny_linear_24_8_0"]
+    assert sorted(comments) == ["rule_data_wildcards_tiny", "rule_train_wildcards_tiny_linear_24_8_0"]
     assert {j["State"] for j in sacct(cluster, tmp_path)} == {"COMPLETED"}
     assert list(live_runs(tmp_path / "server.db", "train").values()) == ["FINISHED"]
     assert sqlite3.connect(tmp_path / "server.db").execute("select count(*) from runs").fetchone() == (1,)
