@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup  ## the default pipeline (config/config.yaml, 2 cores)
+	@# validate first: a YAML syntax error gets its file, line and column (Snakemake's own
+	@# --configfile loader reports only "not valid JSON or YAML")
+	$(BIN)/python -m seqcomp validate $(CONFIG)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile $(CONFIG)
 
 pages: setup  ## docs/results/<name>.md + figures from results/<name>/ of CONFIG (after the run)
