@@ -13,9 +13,10 @@ except SeqcompError as exc:
 
 P = jobs.paths(C)
 JOB = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
-# What the console says of a job (a rule's `message:` replaces Snakemake's listing of its inputs,
-# which for our jobs is mostly the package files they depend on).
+# What the console says of a job: the job and what it asks the machine or scheduler for (a
+# rule's `message:` replaces Snakemake's listing of its inputs, mostly package code stamps).
 JOB_MESSAGE = "{wildcards.dataset}/{wildcards.model} L{wildcards.lookback}-H{wildcards.horizon} seed{wildcards.seed}"
+ASKS = "threads={threads} mem_mb={resources.mem_mb} runtime={resources.runtime}"
 
 
 wildcard_constraints:

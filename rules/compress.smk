@@ -20,7 +20,7 @@ rule compress:
     benchmark:
         f"{P['logs']}/benchmarks/compress/{JOB}/{{passname}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
-        f"compress {JOB_MESSAGE} {{wildcards.passname}}"
+        f"compress {JOB_MESSAGE} {{wildcards.passname}} [{ASKS}]"
     threads: 1
     resources:
         mem_mb=4000,

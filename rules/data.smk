@@ -17,7 +17,7 @@ rule data:
     benchmark:
         f"{P['logs']}/benchmarks/data/{{dataset}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
-        "data {wildcards.dataset}"
+        f"data {{wildcards.dataset}} [{ASKS}]"
     threads: 1
     resources:
         mem_mb=2000,

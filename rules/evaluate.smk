@@ -21,7 +21,7 @@ rule evaluate:
     benchmark:
         f"{P['logs']}/benchmarks/evaluate/{JOB}/{{passname}}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
-        f"evaluate {JOB_MESSAGE} {{wildcards.passname}}"
+        f"evaluate {JOB_MESSAGE} {{wildcards.passname}} [{ASKS}]"
     threads: 1  # latency is timed with evaluate.latency_threads; one job per core keeps timings clean
     resources:
         mem_mb=4000,

@@ -34,7 +34,7 @@ rule summary:
     benchmark:
         f"{P['logs']}/benchmarks/summary.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
-        "summary of {params.experiment}: tables and plots"
+        f"summary of {{params.experiment}}: tables and plots [{ASKS}]"
     threads: 1
     resources:
         mem_mb=2000,

@@ -21,7 +21,7 @@ rule train:
     benchmark:
         f"{P['logs']}/benchmarks/train/{JOB}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
-        f"train {JOB_MESSAGE} gpus={{resources.gpu}}"
+        f"train {JOB_MESSAGE} [{ASKS} gpu={{resources.gpu}}]"
     threads: 1
     resources:
         mem_mb=4000,

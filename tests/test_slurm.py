@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -98,16 +99,25 @@ def queue(env: dict[str, str], workdir: Path) -> list[dict[str, str]]:
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, dict[str, str]]:
-    """A dry run's jobs as {plugin comment (rule_<rule>_wildcards_<values>): {threads, mem_mb, ...}}."""
+    """A dry run's jobs as {plugin comment (rule_<rule>_wildcards_<values>): {threads, mem_mb, ...}},
+    read from each job's console line (its rule's message):
+    ``Job 3: train tiny/lstm L24-H8 seed0 [threads=1 mem_mb=4000 runtime=120 gpu=1]``."""
     jobs = {}
-    for block in result.stdout.split("\nrule ")[1:]:
-        lines = [line.strip() for line in block.splitlines()]
-        rule = lines[0].rstrip(":")
-        fields = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
-        wildcards = [kv.split("=", 1)[1] for kv in fields["wildcards"].split(", ")] if "wildcards" in fields else []
+    for line in result.stdout.splitlines():
+        found = re.match(r"Job \d+: (\w+) (.*?)\s*\[(.*)\]$", line)
+        if not found:
+            continue
+        rule, what, asks = found.groups()
+        if rule == "summary":
+            wildcards = []
+        elif rule == "data":
+            wildcards = [what]
+        else:  # <dataset>/<model> L<lookback>-H<horizon> seed<seed> [<pass>]
+            data_model, window, seed, *passname = what.split()
+            lookback, horizon = window.removeprefix("L").split("-H")
+            wildcards = [*data_model.split("/"), lookback, horizon, seed.removeprefix("seed"), *passname]
         comment = f"rule_{rule}" + (f"_wildcards_{'_'.join(wildcards)}" if wildcards else "")
-        resources = dict(kv.split("=", 1) for kv in fields["resources"].split(", "))
-        jobs[comment] = {"threads": fields.get("threads", "1"), **resources}
+        jobs[comment] = dict(kv.split("=", 1) for kv in asks.split())
     return jobs
 
 

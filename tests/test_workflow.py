@@ -166,7 +166,7 @@ def test_the_console_names_jobs_without_their_input_lists(smoke_run: Path) -> No
     result = snakemake(smoke_run, "-n", "--forcerun", "evaluate")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
-    assert "evaluate tiny/lstm L24-H8 seed0 fp32" in out
+    assert "evaluate tiny/lstm L24-H8 seed0 fp32 [threads=1 mem_mb=4000 runtime=30]" in out
     assert "input:" not in out and "src/seqcomp" not in out
 
 
@@ -447,7 +447,9 @@ def dry_run_asking_for_gpus(tmp_path: Path, profile: str) -> subprocess.Complete
     assert jobs_planned(result)["train"] == len(cfg["models"])
     # each job's console line (its rule's message) shows the GPUs its training asks for
     train_lines = [line for line in result.stdout.splitlines() if ": train " in line]
-    assert len(train_lines) == len(cfg["models"]) and all(line.endswith("gpus=1") for line in train_lines)
+    assert len(train_lines) == len(cfg["models"]) and all(line.endswith(" gpu=1]") for line in train_lines)
+    others = [line for line in result.stdout.splitlines() if line.startswith("Job ") and ": train " not in line]
+    assert others and not any("gpu=" in line for line in others), "only training asks for a GPU"
     return result
 
 
