@@ -101,7 +101,7 @@ def test_forecaster_recurrent_mode_and_timescale_init() -> None:
 
 
 def test_init_is_the_hippo_nplr_and_parameters_are_grouped() -> None:
-    from seqcomp.compress.groups import named_groups
+    from seqcomp.compress.quant.groups import named_groups
 
     model = build_model("s4", {"d_state": 16, "ssm_lr": 5e-4}, SeriesShape(32, 8, 2))
     layer = model.layers[0]
