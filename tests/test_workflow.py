@@ -215,7 +215,7 @@ def test_editing_one_pass_file_reruns_only_that_pass(smoke_run: Path) -> None:
     with edited(ROOT / "src" / "seqcomp" / "compress" / "passes" / "rtn_weight_sim.py"):
         planned = jobs_planned(snakemake(smoke_run, "-n"))
     n = len(smoke_config()["models"])  # one pass of kind rtn_weight_sim in the smoke config
-    assert planned == {"compress": n, "evaluate": n, "summarize": 1, "all": 1}
+    assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
 
 
 def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:
