@@ -28,10 +28,21 @@ def broken(**changes) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "etth1.yaml", "synthetic.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml", "etth1.yaml", "etth1_linear.yaml", "synthetic.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
     cfg = load_config(ROOT / "config" / name, base_dir=ROOT)
     assert cfg["models"] and cfg["passes"]
+
+
+def test_the_cpu_sized_etth1_is_etth1_with_fewer_models() -> None:
+    """config/etth1_linear.yaml is a copy of etth1.yaml (a config cannot drop an overlay's
+    models): it must not drift from it in anything but its name and its subset of models."""
+    full = yaml.safe_load((ROOT / "config" / "etth1.yaml").read_text())
+    cheap = yaml.safe_load((ROOT / "config" / "etth1_linear.yaml").read_text())
+    assert cheap["name"] == "etth1_linear" and set(cheap["models"]) < set(full["models"])
+    assert all(cheap["models"][m] == full["models"][m] for m in cheap["models"])
+    assert {k: v for k, v in cheap.items() if k not in ("name", "models")} == \
+        {k: v for k, v in full.items() if k not in ("name", "models")}
 
 
 def test_the_long_lookback_overlay_merges_into_etth1() -> None:
