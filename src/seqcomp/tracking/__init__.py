@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -210,6 +211,21 @@ def current_runs(journal_dir: str | Path) -> list[dict[str, Any]]:
                      "end": finish.get("time"), "status": finish.get("status", "RUNNING"),
                      "commit": start["tags"].get("seqcomp.git_commit", "unknown")})
     return runs
+
+
+@contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR) -> Iterator[None]:
+    """Loggers ``names`` say only ``level`` and above while the body runs (libraries' notes that
+    are not ours to act on: MLflow's, Lightning's), then as they were."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, before):
+            lg.setLevel(lvl)
 
 
 @contextmanager

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from seqcomp.tracking import FILES_SUFFIX, resolve_uri
+from seqcomp.tracking import FILES_SUFFIX, quiet_loggers, resolve_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -292,7 +292,7 @@ class Replayer:
         # create=True: should a later MLflow rename these, logging still works (only slower).
         with (mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches", create=True),
               mock.patch("mlflow.pyfunc.warn_dependency_requirement_mismatches", create=True),
-              quiet_logger("mlflow.pytorch")):
+              quiet_loggers("mlflow.pytorch")):
             retry(lambda: pytorch_flavour.log_model(
                 net, name=name, model_id=model.model_id, run_id=run_id, input_example=example,
                 signature=infer_signature(example, output), serialization_format="pickle",
@@ -320,18 +320,6 @@ def import_mlflow_pytorch():  # noqa: ANN201 - the mlflow.pytorch module
             del sys.modules["pytorch_lightning"]
         root.handlers[:] = handlers
         root.setLevel(level)
-
-
-@contextmanager
-def quiet_logger(name: str) -> Iterator[None]:
-    """Only errors from logger ``name`` while the body runs."""
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 class Live:

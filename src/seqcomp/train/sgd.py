@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.errors import SeqcompError
 from seqcomp.io import read_json, write_json
+from seqcomp.tracking import quiet_loggers
 from seqcomp.train.module import Forecaster
 
 log = logging.getLogger("seqcomp.train")
@@ -205,15 +206,7 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
 def quiet_lightning() -> Iterator[None]:
     """Lightning's INFO lines (devices, tips, "fit stopped") and the warnings in QUIET_LIGHTNING
     off; every other warning still reaches the job's log."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [lg.level for lg in loggers]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), quiet_loggers("lightning.pytorch", "lightning.fabric", level=logging.WARNING):
         for pattern in QUIET_LIGHTNING:
             warnings.filterwarnings("ignore", message=pattern)
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+        yield
