@@ -216,6 +216,7 @@ def test_a_training_record_holds_data_code_config_and_a_loadable_model(
     replay(journals, u)
     assert len(c.search_logged_models([record.info.experiment_id])) == 1
     x = PreparedSeries.load(tiny_data).windows("test", 24, 8).tensors()[0][:5]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", u)  # models:/ resolves through the process-wide store
     logged = mlflow.pytorch.load_model(f"models:/{model.model_id}")
     stored = Path(c.download_artifacts(record.info.run_id, "model.pt", str(tmp_path / "dl")))
     with torch.no_grad():
@@ -366,3 +367,14 @@ def test_run_names_tell_the_jobs_of_a_grid_apart() -> None:
     spec = {"dataset": "ett", "model": "lstm", "lookback": 96, "horizon": 24, "seed": 2}
     assert run_name("train", spec) == "train/ett/lstm/L96-H24/seed2"
     assert run_name("evaluate", {**spec, "pass": "int8_dynamic"}) == "evaluate/ett/lstm/L96-H24/seed2/int8_dynamic"
+
+
+def test_replaying_a_model_leaves_the_process_wide_store_as_it_was(tiny_data: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """MLflow's log_model needs its global URI set, which also sets $MLFLOW_TRACKING_URI: after the
+    replay neither may point at the replayed store, or every later store of the process would be it."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    journals = tmp_path / "results" / "tracking" / "journal"
+    train_record(journals, tiny_data, tmp_path / "out")
+    replay(journals, uri(tmp_path), final=True)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert resolve_uri("sqlite:///elsewhere.db").startswith("sqlite:///elsewhere.db")

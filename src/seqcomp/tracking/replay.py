@@ -286,18 +286,25 @@ class Replayer:
         with torch.no_grad():
             output = net(torch.from_numpy(example)).numpy()
         pytorch_flavour = import_mlflow_pytorch()
-        mlflow.set_tracking_uri(self.uri)  # log_model resolves the store from the process-wide URI
         model = retry(lambda: c.create_logged_model(experiment_id, name=name, source_run_id=run_id))
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"]
+        # log_model resolves the store from the process-wide URI, and setting it also sets
+        # $MLFLOW_TRACKING_URI, which resolve_uri prefers: restored after, or every later store
+        # of this process (another replayer, a job Snakemake starts) would be this one.
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        mlflow.set_tracking_uri(self.uri)
         # create=True: should a later MLflow rename these, logging still works (only slower).
-        with (mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches", create=True),
-              mock.patch("mlflow.pyfunc.warn_dependency_requirement_mismatches", create=True),
-              quiet_loggers("mlflow.pytorch")):
-            retry(lambda: pytorch_flavour.log_model(
-                net, name=name, model_id=model.model_id, run_id=run_id, input_example=example,
-                signature=infer_signature(example, output), serialization_format="pickle",
-                pip_requirements=requirements,
-            ))
+        try:
+            with (mock.patch("mlflow.utils.environment.warn_dependency_requirement_mismatches", create=True),
+                  mock.patch("mlflow.pyfunc.warn_dependency_requirement_mismatches", create=True),
+                  quiet_loggers("mlflow.pytorch")):
+                retry(lambda: pytorch_flavour.log_model(
+                    net, name=name, model_id=model.model_id, run_id=run_id, input_example=example,
+                    signature=infer_signature(example, output), serialization_format="pickle",
+                    pip_requirements=requirements,
+                ))
+        finally:
+            mlflow.set_tracking_uri(previous)  # None unsets the variable again
 
 
 def import_mlflow_pytorch():  # noqa: ANN201 - the mlflow.pytorch module
