@@ -59,6 +59,24 @@ def test_the_long_lookback_overlay_merges_into_etth1() -> None:
     assert ("s4d", 720, 2) in points and ("naive", 96, 0) in points and ("naive", 336, 0) not in points
 
 
+def test_the_cpu_sized_long_overlay_is_part_of_the_long_overlay() -> None:
+    """config/etth1_long_cpu.yaml runs the CPU-feasible models of etth1_long.yaml: each of its
+    entries must equal the full overlay's (else its page would not be a part of that grid), and
+    the models it leaves out stay at etth1.yaml's lookback 96 and seed 0."""
+    from snakemake.utils import update_config
+
+    from seqcomp import jobs
+
+    full = yaml.safe_load((ROOT / "config" / "etth1_long.yaml").read_text())
+    cpu = yaml.safe_load((ROOT / "config" / "etth1_long_cpu.yaml").read_text())
+    assert set(cpu) == {"models"} and set(cpu["models"]) < set(full["models"])
+    assert all(cpu["models"][m] == full["models"][m] for m in cpu["models"])
+    merged = yaml.safe_load((ROOT / "config" / "etth1.yaml").read_text())
+    update_config(merged, cpu)
+    points = {(p["model"], p["lookback"], p["seed"]) for p in jobs.grid(load_config(merged, base_dir=ROOT))}
+    assert ("smamba", 720, 2) in points and ("s4d", 96, 0) in points and ("s4d", 336, 0) not in points
+
+
 def test_the_compress_overlay_merges_into_etth1_and_its_passes_validate() -> None:
     from snakemake.utils import update_config
 
