@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -95,11 +96,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cpu only to test this script")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    started = time.perf_counter()
     device = args.device
 
     from seqcomp.artifacts import load_model, model_spec
     from seqcomp.data.windows import PreparedSeries, job_windows
     from seqcomp.evaluate.metrics import forecast_errors
+    from seqcomp.summary.provenance import write_bench_result
 
     series = PreparedSeries.load(args.data)
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else device, "torch": torch.__version__,
@@ -107,7 +110,7 @@ def main() -> None:
     for path in args.models:
         net = load_model(path).to(device).eval()
         test = job_windows(series, model_spec(path), "test")
-        row = {"model": path.stem, "latency_ms": {}, "test_mse": {}}
+        row = {"model": path.stem, "path": str(path), "latency_ms": {}, "test_mse": {}}
         for precision in ("fp32", "bf16", "fp8"):
             if precision == "fp8":
                 row["fp8_layers"], row["bf16_layers"] = to_fp8(net)
@@ -124,7 +127,7 @@ def main() -> None:
                 row["latency_ms"][f"{precision}_b{b}"] = round(latency(call, example), 4)
         result["models"].append(row)
         print(json.dumps(row), flush=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    write_bench_result(args.out, result, started)
 
 
 class _Wrapped(nn.Module):

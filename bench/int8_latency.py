@@ -19,6 +19,7 @@ import argparse
 import json
 import platform
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -43,10 +44,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
 
     from seqcomp.artifacts import load_model, model_spec
     from seqcomp.compress import compress
+    from seqcomp.summary.provenance import write_bench_result
 
     rows = []
     for path in args.models:
@@ -75,7 +78,7 @@ def main() -> None:
         layers.append(row)
     env = {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": args.threads,
            "warmup": args.warmup, "repeats": args.repeats, "engine": torch.backends.quantized.engine}
-    args.out.write_text(json.dumps({"env": env, "models": rows, "linear_layers": layers}, indent=1) + "\n")
+    write_bench_result(args.out, {"env": env, "models": rows, "linear_layers": layers}, started)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from seqcomp.summary.provenance import write_bench_result
+
 ROOT = Path(__file__).resolve().parents[1]
 JOB_LINE = re.compile(r"job seconds: start-up ([\d.]+) .*, work ([\d.]+)")
 
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    started = time.perf_counter()
     floor = torch_import_s()
     if args.run:
         results, wall = run_workflow(args.run, args.cores)
@@ -104,10 +107,9 @@ def main() -> None:
     out = report(job_costs(results), wall, args.cores)
     out.update({"torch_import_s": floor, "source": str(args.run or args.results), "machine": platform.node(),
                 "load_avg_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count()})
-    text = json.dumps(out, indent=2)
-    print(text)
+    print(json.dumps(out, indent=2))
     if args.out:
-        args.out.write_text(text + "\n")
+        write_bench_result(args.out, out, started)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ answer is a measurement rather than a guess:
 
 Each variant is fit by ridge least squares on the train windows; its per-channel val and test
 MSE come from sufficient statistics (X^T X, X^T Y, Y^T Y of each split, taken once per L and
-H; every level width is exact algebra on them), so a fit costs one solve. ``table`` then reports what is chosen on validation (per horizon; also per channel)
+H; every level width is exact algebra on them), so a fit costs one solve. ``run`` then writes what is chosen on validation (per horizon; also per channel)
 and, for reference only, the best variant on *test*: an oracle no selection rule can beat.
 
-    PYTHONPATH=src python bench/linear_family.py run --data results/etth1/data/etth1 \\
-        --out bench/results/linear_family.jsonl
-    python bench/linear_family.py table bench/results/linear_family.jsonl
+    python bench/linear_family.py run --data results/etth1/data/etth1 --out bench/results/linear_family.jsonl
+    python bench/linear_family.py table bench/results/linear_family.jsonl   # the table again, from the rows
 """
 
 from __future__ import annotations
@@ -28,9 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+
+from seqcomp.io import atomic_path
+from seqcomp.summary.provenance import write_bench_result
 
 HORIZONS = (96, 192, 336, 720)
 LEVELS = ("full", "0.5", "0.25", "48", "24", "1")  # k: all L values, a fraction of L, or a count
@@ -138,7 +141,9 @@ def chosen(rows: list[dict], keep, per_channel: bool = False, on: str = "val") -
     return out
 
 
-def table(rows: list[dict]) -> str:
+def selection(rows: list[dict]) -> dict:
+    """Test MSE per horizon (and their mean) of each selection rule's choice, the test oracle's,
+    and the number of variants per horizon: what the table and docs/results/microbench.md show."""
     rules = [
         ("`linear` as configured (k = L, ridge 1e-4, shared), L chosen on val", lambda r: not r["cycle"] and r["k"] == "full" and r["ridge"] == 1e-4 and r["share"] == "shared", False),
         ("`linear_cycle` as configured, L chosen on val", lambda r: r["cycle"] and r["k"] == "full" and r["ridge"] == 1e-4 and r["share"] == "shared", False),
@@ -149,15 +154,21 @@ def table(rows: list[dict]) -> str:
         ("no cycle, L, ridge and k chosen on val", lambda r: not r["cycle"] and r["share"] == "shared", False),
         ("everything chosen on val", lambda r: True, False),
     ]
+    chosen_rows = [{"rule": label, "test_mse": chosen(rows, keep, per_channel)} for label, keep, per_channel in rules]
+    chosen_rows.append({"rule": "*oracle: best variant on the test split itself (not a valid selection)*",
+                        "test_mse": chosen(rows, lambda r: True, on="test")})
+    for row in chosen_rows:
+        row["avg"] = float(np.mean(row["test_mse"]))
+    variants = len({(r["cycle"], r["L"], r["k"], r["share"], r["ridge"]) for r in rows})
+    return {"horizons": list(HORIZONS), "variants_per_horizon": variants, "selection": chosen_rows}
+
+
+def table(summary: dict) -> str:
     lines = ["| selection rule | H = 96 | 192 | 336 | 720 | avg |", "|---|---|---|---|---|---|"]
-    for label, keep, per_channel in rules:
-        t = chosen(rows, keep, per_channel)
-        lines.append(f"| {label} | " + " | ".join(f"{x:.4f}" for x in t) + f" | {np.mean(t):.4f} |")
-    oracle = chosen(rows, lambda r: True, on="test")
-    lines.append("| *oracle: best variant on the test split itself (not a valid selection)* | "
-                 + " | ".join(f"{x:.4f}" for x in oracle) + f" | {np.mean(oracle):.4f} |")
-    n = len({(r["cycle"], r["L"], r["k"], r["share"], r["ridge"]) for r in rows})
-    return f"{n} variants per horizon; test MSE of the chosen variant(s).\n\n" + "\n".join(lines) + "\n"
+    for row in summary["selection"]:
+        lines.append(f"| {row['rule']} | " + " | ".join(f"{x:.4f}" for x in row["test_mse"]) + f" | {row['avg']:.4f} |")
+    return (f"{summary['variants_per_horizon']} variants per horizon; test MSE of the chosen variant(s).\n\n"
+            + "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -166,17 +177,21 @@ def main() -> None:
     p_run = sub.add_parser("run")
     p_run.add_argument("--data", type=Path, required=True)
     p_run.add_argument("--lookbacks", type=lambda s: [int(x) for x in s.split(",")], default=[96, 336, 512, 720])
-    p_run.add_argument("--out", type=Path, required=True, help="jsonl, a row per variant; the table goes next to it (.md)")
+    p_run.add_argument("--out", type=Path, required=True,
+                       help="jsonl, a row per variant; the selection table goes next to it (.json, with provenance)")
     p_table = sub.add_parser("table")
     p_table.add_argument("rows", type=Path)
     args = parser.parse_args()
+    started = time.perf_counter()
     if args.command == "run":
         rows = run(args.data, args.lookbacks)
-        args.out.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        args.out.with_suffix(".md").write_text(table(rows))
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        summary = selection(rows)
+        write_bench_result(args.out.with_suffix(".json"), {"lookbacks": args.lookbacks, **summary}, started)
     else:
-        rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
-    print(table(rows))
+        summary = selection([json.loads(line) for line in args.rows.read_text().splitlines()])
+    print(table(summary))
 
 
 if __name__ == "__main__":

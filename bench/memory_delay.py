@@ -28,6 +28,7 @@ import torch.nn as nn
 from seqcomp.models.mamba import MambaMixer
 from seqcomp.models.s4 import S4Layer
 from seqcomp.models.s4d import S4DLayer
+from seqcomp.summary.provenance import write_bench_result
 
 
 class Probe(nn.Module):
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--models", default=None, help="comma list (default: all)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    started = time.perf_counter()
     torch.set_num_threads(1)
     makers = layers(args.d_model, args.d_state, args.length)
     names = args.models.split(",") if args.models else list(makers)
@@ -106,9 +108,8 @@ def main() -> None:
         print(json.dumps({name: rows[name]}), flush=True)
     env = {"cpu": platform.processor() or platform.machine(), "threads": 1, "torch": torch.__version__,
            "load_average": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M")}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     setup = {k: v for k, v in vars(args).items() if k != "out"}
-    args.out.write_text(json.dumps({"env": env, "setup": setup, "results": rows}, indent=2) + "\n")
+    write_bench_result(args.out, {"env": env, "setup": setup, "results": rows}, started)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,14 @@ import argparse
 import importlib.util
 import json
 import sys
+import time
 import types
 from pathlib import Path
 
 import torch
 
 from seqcomp.models.s4 import S4Layer, untilde
+from seqcomp.summary.provenance import write_bench_result
 
 
 def load_reference(path: Path) -> types.ModuleType:
@@ -76,14 +78,14 @@ def main() -> None:
     parser.add_argument("--lengths", default="64,256,1024")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    started = time.perf_counter()
     torch.manual_seed(0)
     ref = load_reference(args.reference)
     rows = [compare(ref, init, length, 8, 64) for init in ("legs", "fourier")
             for length in (int(v) for v in args.lengths.split(","))]
     for row in rows:
         print(json.dumps(row))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=2) + "\n")
+    write_bench_result(args.out, {"torch": torch.__version__, "rows": rows}, started)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from seqcomp.models.mamba import MambaMixer
 from seqcomp.models.s4 import S4Layer
 from seqcomp.models.s4d import S4DLayer
 from seqcomp.models.selective_scan import chunked_is_default, scan_chunked, scan_sequential
+from seqcomp.summary.provenance import write_bench_result
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 # glibc mmaps blocks above M_MMAP_THRESHOLD (-3); by default the threshold rises with the first
@@ -166,6 +167,7 @@ def main() -> None:
     parser.add_argument("--parts", default="layers,crossover", help="which parts to run")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    started = time.perf_counter()
     torch.set_num_threads(1)
     LIBC.mallopt(-3, STEADY_MMAP_THRESHOLD)
     load_before = os.getloadavg()
@@ -181,9 +183,7 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d %H:%M"), "mmap_threshold_bytes": STEADY_MMAP_THRESHOLD,
            "peak_memory": "VmHWM - VmRSS over one call, after malloc_trim"}
     setup = {k: v for k, v in vars(args).items() if k != "out"}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"env": env, "setup": setup, "layers": layers, "crossover": crossover}
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_bench_result(args.out, {"env": env, "setup": setup, "layers": layers, "crossover": crossover}, started)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from seqcomp.data.synthetic import SyntheticConfig, SyntheticSource
 from seqcomp.data.windows import WindowDataset
 from seqcomp.evaluate.memory import peak_mib
 from seqcomp.models import MODELS, SeriesShape, build_model
+from seqcomp.summary.provenance import write_bench_result
 from seqcomp.train.module import Forecaster
 
 
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    started = time.perf_counter()
     torch.set_num_threads(args.threads)
     rows = []
     for lookback in (int(v) for v in args.lookbacks.split(",")):
@@ -92,8 +94,7 @@ def main() -> None:
             rows.append(row)
     env = {"device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
            "torch": torch.__version__, "threads": args.threads}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+    write_bench_result(args.out, {"env": env, "rows": rows}, started)
 
 
 if __name__ == "__main__":

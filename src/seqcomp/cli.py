@@ -161,10 +161,15 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_pages(args: argparse.Namespace) -> None:
-    from seqcomp.pages import config_name, write_page
+    from seqcomp.pages import config_name, write_bench_page, write_page
 
-    name = config_name(args.config)
-    print(f"wrote {write_page(Path(args.results) / name, Path(args.docs))}")
+    if args.bench:
+        print(f"wrote {write_bench_page(Path(args.bench_results), Path(args.docs), Path.cwd())}")
+    if args.config:
+        name = config_name(args.config)
+        print(f"wrote {write_page(Path(args.results) / name, Path(args.docs))}")
+    if not (args.bench or args.config):
+        raise SeqcompError("pages: name --config (a pipeline's page) or --bench (the micro-benchmarks' page)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-files", nargs="*", default=[], help="the run's --configfile list, for the pages")
     p.set_defaults(fn=cmd_summary)
     p = sub.add_parser("pages", help="docs/results/<name>.md and its figures from results/<name>/")
-    p.add_argument("--config", nargs="+", required=True, help="the workflow's --configfile list (names the results)")
+    p.add_argument("--config", nargs="+", help="the workflow's --configfile list (names the results)")
+    p.add_argument("--bench", action="store_true", help="docs/results/microbench.md from --bench-results")
+    p.add_argument("--bench-results", default="bench/results", help="folder of the micro-benchmarks' JSON files")
     p.add_argument("--results", default="results", help="folder holding results/<name>/")
     p.add_argument("--docs", default="docs/results", help="folder of the generated pages")
     p.set_defaults(fn=cmd_pages)

@@ -5,6 +5,8 @@ A page holds only what the pipeline wrote (the summary's tables, its plots, its
 provenance.json), headed by the command that reproduces it, the commit, the machine and the
 time the jobs took, so that a number in the docs can always be traced to a run. Run by
 ``make pages CONFIG=...`` (``python -m seqcomp pages --config ...``) after the workflow.
+The micro-benchmarks' page, docs/results/microbench.md, is made the same way from
+bench/results (``make bench-page``; its rules in ``seqcomp.summary.microbench``).
 """
 
 from __future__ import annotations
@@ -103,3 +105,13 @@ def write_page(results_dir: Path, docs_dir: Path) -> Path:
     with atomic_path(page) as tmp:
         tmp.write_text("\n".join(parts))
     return page
+
+
+def write_bench_page(results_dir: Path, docs_dir: Path, root: Path) -> Path:
+    """docs_dir/microbench.md from the micro-benchmarks' results_dir (bench/results) of the checkout at root."""
+    from seqcomp.summary.microbench import page as bench_page
+
+    out = docs_dir / "microbench.md"
+    with atomic_path(out) as tmp:
+        tmp.write_text(bench_page(results_dir, root))
+    return out

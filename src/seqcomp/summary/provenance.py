@@ -7,15 +7,23 @@ evaluate job opens its run when it starts its work and closes it when done. ``wa
 span from the first run's start to the last run's end, so it includes any pause between
 invocations (an overlay run days later) and leaves out each job's interpreter start-up before
 its run opens; ``jobs_s`` is the sum of the runs' own durations.
+
+The micro-benchmarks in bench/ write the same kind of record into each result
+(``write_bench_result``), for docs/results/microbench.md (``seqcomp.summary.microbench``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 STAGES = ("train", "compress", "evaluate")
@@ -72,3 +80,43 @@ def provenance(config_files: list[str], runs: list[Any] | None) -> dict[str, Any
         "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "times": job_times(runs) if runs is not None else {"source": "no tracking run (summary called without one)"},
     }
+
+
+# what a micro-benchmark writes itself; a dirty flag over them would flag every benchmark after the first
+BENCH_OUTPUTS = ("bench/results", "docs/results")
+
+
+def code_dirty() -> str:
+    """"True" when the checkout has uncommitted changes outside BENCH_OUTPUTS, "unknown" without git."""
+    from seqcomp.tracking import PROJECT_ROOT
+
+    excludes = [f":(exclude){path}" for path in BENCH_OUTPUTS]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", ".", *excludes], cwd=PROJECT_ROOT,
+                             capture_output=True, text=True, check=False)
+    except OSError:  # no git binary
+        return "unknown"
+    return str(bool(out.stdout.strip())) if out.returncode == 0 else "unknown"
+
+
+def bench_provenance(started: float) -> dict[str, Any]:
+    """How a micro-benchmark's result was made: its command line, commit, machine and wall seconds
+    since ``started`` (``time.perf_counter()`` at its start), for docs/results/microbench.md."""
+    from seqcomp.tracking import git_state
+
+    return {
+        "command": shlex.join(["python", *sys.argv]),
+        "commit": git_state()["seqcomp.git_commit"],
+        "dirty": code_dirty(),
+        "machine": machine(),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def write_bench_result(path: Path, result: dict[str, Any], started: float) -> None:
+    """``result`` plus its ``provenance`` block, written atomically to ``path`` (a bench script's output)."""
+    from seqcomp.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({**result, "provenance": bench_provenance(started)}, indent=2) + "\n")

@@ -1,0 +1,117 @@
+"""seqcomp.summary.microbench: the micro-benchmarks' page shows a result as current only when it is.
+
+Fixture results are written by hand: one current, one from a commit this checkout lacks, one
+GPU result from a machine without a GPU, one made by another command, one missing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import ROOT
+
+from seqcomp.summary.microbench import BENCHES, page, same_command
+from seqcomp.summary.provenance import write_bench_result
+
+HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+BY_OUT = {b.out: b for b in BENCHES}
+
+
+def prov(out: str, commit: str = HEAD, gpus: list[str] | None = None, command: str | None = None) -> dict:
+    machine = {"os": "Linux", "cpu": "Test CPU", "cores": 2, "gpus": gpus or [], "load_1min": 0.5}
+    return {"command": command or BY_OUT[out].command, "commit": commit, "dirty": "False", "machine": machine,
+            "wall_s": 12.5, "written": "2026-12-06 08:00:00 UTC"}
+
+
+SEQ = {"env": {}, "setup": {"batch": 2, "d_model": 16},
+       "layers": [{"L": 256, "s4d": {"min_ms": 13.12, "peak_mib": 5.5}, "mamba_sequential": {"skipped": "too slow"},
+                   "auto_picks": "chunked"}],
+       "crossover": [{"batch": 1, "L": 16, "state": 1024, "sequential": 2.62, "chunked": 1.44, "faster": "chunked",
+                      "auto_picks": "chunked"}]}
+DELAY = {"env": {}, "setup": {"length": 256, "lag": 64, "steps": 400, "batch": 16, "d_model": 16, "d_state": 64},
+         "results": {"s4_legt": {"nmse": 0.0013, "train_s": 71.3, "params": 5201}}}
+TRAIN = {"env": {"device": "cpu", "threads": 2},
+         "rows": [{"model": "dlinear", "lookback": 96, "batch_size": 32, "steps": 50, "samples_per_s": 7132.7,
+                   "peak_gpu_mib": None, "peak_rss_mib": 2.0, "params": 18624}]}
+
+
+def write_results(folder: Path) -> tuple:
+    folder.mkdir()
+    (folder / "seq_scaling_cpu.json").write_text(json.dumps({**SEQ, "provenance": prov("seq_scaling_cpu.json")}))
+    (folder / "memory_delay.json").write_text(json.dumps({**DELAY, "provenance": prov("memory_delay.json", "0" * 40)}))
+    (folder / "train_cuda_b32.json").write_text(json.dumps({**TRAIN, "provenance": prov("train_cuda_b32.json")}))
+    tiny = "python bench/train_throughput.py --device cpu --steps 2 --out bench/results/train_cpu.json"
+    (folder / "train_cpu.json").write_text(json.dumps({**TRAIN, "provenance": prov("train_cpu.json", command=tiny)}))
+    (folder / "old_script_output.jsonl").write_text("{}\n")
+    return tuple(BY_OUT[o] for o in ("seq_scaling_cpu.json", "memory_delay.json", "train_cuda_b32.json",
+                                     "train_cpu.json", "job_costs_smoke.json"))
+
+
+def section(text: str, out: str) -> str:
+    return text.split(f"### {out}\n", 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+
+
+def test_page_marks_each_result_for_what_it_is(tmp_path: Path) -> None:
+    benches = write_results(tmp_path / "results")
+    text = page(tmp_path / "results", ROOT, benches)
+    assert "1 of 5 results current" in text
+    seq = section(text, "seq_scaling_cpu.json")
+    assert "- current: made at commit" in seq and "Not current" not in seq
+    assert "| 256 | 13.12 / 5.5 | skipped | chunked |" in seq
+    assert "| 1 | 16 | 1024 | 2.62 | 1.44 | chunked | chunked |" in seq
+    assert "Test CPU, 2 cores, GPUs: none, load 0.5" in seq
+    delay = section(text, "memory_delay.json")
+    assert "**Not current**: made at commit `000000000000`, which this checkout does not have" in delay
+    assert "| s4_legt | 0.0013 | 71.3 | 5201 |" in delay  # stale numbers stay visible, under the mark
+    gpu = section(text, "train_cuda_b32.json")
+    assert "needs a GPU, and the machine that wrote it had none" in gpu
+    assert "| dlinear |" not in gpu  # a GPU benchmark's CPU numbers are not shown at all
+    assert "made by another command" in section(text, "train_cpu.json")
+    smoke = section(text, "job_costs_smoke.json")
+    assert "not measured: the file is missing" in smoke
+    assert BY_OUT["job_costs_smoke.json"].command in smoke  # the command that makes it
+    assert "## bench/seq_scaling.py\n\nSequence-length scaling on CPU" in text  # what it measures: its docstring
+    assert "- `old_script_output.jsonl`" in text
+
+
+def test_same_command_expands_globs_and_variables() -> None:
+    registered = "python bench/int8_latency.py --models results/default/train/*/*/L96-H48/seed0/model.pt --out x.json"
+    expanded = ("python bench/int8_latency.py --models results/default/train/synth/dlinear/L96-H48/seed0/model.pt "
+                "results/default/train/synth/lstm/L96-H48/seed0/model.pt --out x.json")
+    assert same_command(registered, expanded)
+    assert not same_command(registered, expanded.replace("--out x.json", "--threads 2 --out x.json"))
+    assert not same_command(registered, "python bench/int8_latency.py --models --out x.json")
+    assert same_command("python b.py --wall-s $WALL_S", "python b.py --wall-s 186.8")
+    assert not same_command("python b.py --steps 50", "python b.py --steps 2")
+
+
+def test_makefile_runs_the_registered_commands() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    for bench in BENCHES:
+        if bench.target.startswith("make bench"):
+            assert bench.command in makefile, bench.out
+        assert (ROOT / bench.script).is_file(), bench.script
+
+
+def test_write_bench_result_adds_provenance(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    write_bench_result(tmp_path / "r.json", {"rows": [1]}, started)
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["rows"] == [1]
+    p = saved["provenance"]
+    assert p["command"].startswith("python ") and p["commit"] == HEAD and p["dirty"] in ("True", "False")
+    assert p["machine"]["cores"] >= 1 and p["wall_s"] >= 0
+
+
+def test_pages_command_writes_the_bench_page(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from seqcomp.cli import main
+
+    write_results(tmp_path / "results")
+    monkeypatch.chdir(ROOT)  # the scripts' docstrings and git are read from the checkout
+    assert main(["pages", "--bench", "--bench-results", str(tmp_path / "results"), "--docs", str(tmp_path / "docs")]) == 0
+    text = (tmp_path / "docs" / "microbench.md").read_text()
+    assert text.startswith("# Micro-benchmarks\n") and "| 256 | 13.12 / 5.5 | skipped | chunked |" in text
+    assert main(["pages"]) == 2  # neither --config nor --bench: an error, not an empty run
