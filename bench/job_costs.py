@@ -9,6 +9,7 @@ the workflow of a config from a clean folder and times it, next to a bare ``impo
 
     python bench/job_costs.py --run config/smoke.yaml --cores 2 --out bench/results/job_costs_smoke.json
     python bench/job_costs.py --results results/etth1 --wall-s 5400 --cores 2   # a finished run
+    python bench/job_costs.py --results results/etth1 --since 1796000000 --wall-s 900   # its last invocation
 """
 
 from __future__ import annotations
@@ -43,11 +44,18 @@ def torch_import_s(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def job_costs(results: Path) -> dict[str, dict[str, float]]:
-    """Per stage: jobs, wall and CPU seconds (benchmark files), start-up and work seconds (logs)."""
+def job_costs(results: Path, since: float | None = None) -> dict[str, dict[str, float]]:
+    """Per stage: jobs, wall and CPU seconds (benchmark files), start-up and work seconds (logs).
+
+    With ``since`` (a Unix time), only the jobs whose benchmark file was written after it: the
+    jobs of one invocation in a results folder that earlier ones (the base grid of an overlay)
+    share.
+    """
     stages: dict[str, dict[str, float]] = {}
     bench = results / "logs" / "benchmarks"
     for tsv in sorted(bench.rglob("*.tsv")):
+        if since is not None and tsv.stat().st_mtime < since:
+            continue
         stage = tsv.relative_to(bench).parts[0].removesuffix(".tsv")
         row = next(csv.DictReader(tsv.open(), delimiter="\t"))
         s = stages.setdefault(stage, {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0, "startup_s": 0.0, "work_s": 0.0})
@@ -95,6 +103,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="config to run from a clean folder and time")
     parser.add_argument("--results", type=Path, help="results/<name> of a finished run")
     parser.add_argument("--wall-s", type=float, help="the finished run's wall time, if known")
+    parser.add_argument("--since", type=float, help="only jobs finished after this Unix time (one invocation)")
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -104,7 +113,7 @@ def main() -> None:
         results, wall = run_workflow(args.run, args.cores)
     else:
         results, wall = args.results, args.wall_s
-    out = report(job_costs(results), wall, args.cores)
+    out = report(job_costs(results, args.since), wall, args.cores)
     out.update({"torch_import_s": floor, "source": str(args.run or args.results), "machine": platform.node(),
                 "load_avg_1min_at_end": os.getloadavg()[0], "cpu_count": os.cpu_count()})
     print(json.dumps(out, indent=2))

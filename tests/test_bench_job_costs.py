@@ -40,3 +40,16 @@ def test_job_costs_add_up_per_stage(tmp_path: Path) -> None:
     assert out["total"]["work_s"] == pytest.approx(6.5)
     assert out["wall_over_work_per_core"] == pytest.approx(20.0 / (6.5 / 2))
     assert out["wall_over_job_seconds_per_core"] == pytest.approx(20.0 / (21.0 / 2))
+
+
+def test_since_keeps_only_one_invocations_jobs(tmp_path: Path) -> None:
+    """An overlay's run shares results/<name> with the base grid: --since counts only its jobs."""
+    import os
+
+    bench = load_bench()
+    job(tmp_path, "train", "base", 10.0, 9.0, 6.0, 4.0)
+    job(tmp_path, "train", "overlay", 3.0, 2.0, 1.0, 2.0)
+    old = tmp_path / "logs" / "benchmarks" / "train" / "base.tsv"
+    os.utime(old, (1_000, 1_000))
+    stages = bench.job_costs(tmp_path, since=2_000)
+    assert stages["train"]["jobs"] == 1 and stages["train"]["wall_s"] == 3.0
