@@ -27,7 +27,7 @@ run: setup  ## the default pipeline (config/config.yaml, 2 cores)
 	$(BIN)/python -m seqcomp validate $(CONFIG)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile $(CONFIG)
 
-pages: setup  ## docs/results/<name>.md + figures from results/<name>/ of CONFIG (after the run)
+pages: setup  ## docs/results/<page>.md + figures from the summary of the config set CONFIG (after the run)
 	$(BIN)/python -m seqcomp pages --config $(CONFIG)
 
 smoke: setup

@@ -25,5 +25,5 @@ rule all:
     message:
         "all: the summary table and plots are up to date"
     input:
-        f"{P['summary']}/results.md",
-        f"{P['plots']}/pareto.png",
+        f"{PAGE_DIRS['summary']}/results.md",
+        f"{PAGE_DIRS['plots']}/pareto.png",

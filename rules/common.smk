@@ -2,8 +2,11 @@
 import sys
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
+
 from seqcomp.config import canonical_json
 from seqcomp.errors import SeqcompError
+from seqcomp.pages import page_folder, page_name
 from seqcomp.summary import PLOTS
 
 try:
@@ -45,11 +48,33 @@ def dataset_files(w):
 
 def plot_output(name, plot):
     caption = f"workflow/report/{name}.rst"  # relative to the project, not the working directory
-    return report(f"{P['plots']}/{name}.png", category=plot.category,
+    return report(f"{PAGE_DIRS['plots']}/{name}.png", category=plot.category,
                   caption=f"../{caption}" if Path(workflow.basedir, caption).is_file() else None)
+
+
+def job_benchmarks(wildcards, input):
+    """Benchmark files of the train/compress/evaluate jobs behind the summary rule's metrics, for the
+    page's yardstick. A param, not an input: a job run before benchmarks existed has none, and
+    must not rerun for it (the summary counts it as missing). Taking ``input`` marks it derived
+    from the inputs (the same grid), so Snakemake does not store the long list as a rerun trigger."""
+    pattern = {stage: str(getattr(rules, stage).benchmark) for stage in ("train", "compress", "evaluate")}
+    return sorted({p.format(**point) for p in pattern.values() for point in jobs.grid(C)})
 
 
 def config_file_args():
     """The --configfile list as given (relative to the working directory where possible), for the pages."""
     files = [Path(f) for f in workflow.overwrite_configfiles] or [Path("config/config.yaml")]
     return [str(f.relative_to(Path.cwd()) if f.is_absolute() and f.is_relative_to(Path.cwd()) else f) for f in files]
+
+
+# The cores Snakemake runs jobs on, for the page's yardstick (seqcomp.summary.provenance); None
+# where it has no core count (a cluster executor without --cores).
+try:
+    CORES = workflow.cores
+except WorkflowError:
+    CORES = None
+
+# One page per config set (seqcomp.pages): the base config's summary and plots go to P's folders,
+# an overlay set's to <folder>_<overlays> (results/etth1/summary_compress), so they never clobber.
+PAGE = page_name(config_file_args(), C["name"])
+PAGE_DIRS = {k: page_folder(P[k], config_file_args(), C["name"]) for k in ("summary", "plots")}

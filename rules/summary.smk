@@ -2,6 +2,11 @@
 # registered plots over every evaluation, logged to MLflow. Outputs wrapped in report() make up
 # `snakemake --report results/report.html`; a plot's caption is workflow/report/<name>.rst where
 # that file exists. The plots are seqcomp.summary.PLOTS: a new entry there is a new output here.
+# One summary per config set (PAGE, PAGE_DIRS in common.smk): an overlay's has its own folders,
+# log, benchmark and MLflow run (summary/<page>), so the base grid's stays as it was.
+SUMMARY = PAGE_DIRS["summary"]
+
+
 rule summary:
     input:
         metrics=jobs.evaluation_targets(C),
@@ -11,30 +16,34 @@ rule summary:
         published=C["published"] or [],
         code=jobs.code_stamp("summary"),
     output:
-        csv=f"{P['summary']}/results.csv",
-        md=f"{P['summary']}/results.md",
-        headline=f"{P['summary']}/headline.md",
-        published=f"{P['summary']}/published.md",
-        compression=f"{P['summary']}/compression.md",
-        provenance=f"{P['summary']}/provenance.json",
+        csv=f"{SUMMARY}/results.csv",
+        md=f"{SUMMARY}/results.md",
+        headline=f"{SUMMARY}/headline.md",
+        published=f"{SUMMARY}/published.md",
+        compression=f"{SUMMARY}/compression.md",
+        provenance=f"{SUMMARY}/provenance.json",
         html=report(
-            f"{P['summary']}/results.html", caption="../workflow/report/results.rst", category="Results table"
+            f"{SUMMARY}/results.html", caption="../workflow/report/results.rst", category="Results table"
         ),
         **{name: plot_output(name, plot) for name, plot in PLOTS.items()},
     params:
         out=lambda w, output: os.path.dirname(output.csv),
         plots=lambda w, output: os.path.dirname(getattr(output, next(iter(PLOTS)))),
         title=C["name"],
+        page=PAGE,
+        benchmarks=job_benchmarks,
+        # taking `resources` makes it derived, as Snakemake treats resources: no rerun for other --cores
+        cores=lambda w, resources: f"--cores {CORES}" if CORES else "",
         experiment=f"seqcomp/{C['name']}",
         journal=P["journal"],
         published=f"--published {C['published']}" if C["published"] else "",
         config_files=" ".join(config_file_args()),
     log:
-        f"{P['logs']}/summary.log",
+        f"{P['logs']}/{Path(SUMMARY).name}.log",
     benchmark:
-        f"{P['logs']}/benchmarks/summary.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
+        f"{P['logs']}/benchmarks/{Path(SUMMARY).name}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
-        f"summary of {{params.experiment}}: tables and plots [{ASKS}]"
+        f"summary {PAGE} of {{params.experiment}}: tables and plots [{ASKS}]"
     threads: 1
     resources:
         mem_mb=2000,
@@ -45,4 +54,5 @@ rule summary:
         "python -m seqcomp summary --metrics {input.metrics} --histories {input.histories}"
         " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} --journal {params.journal}"
         " {params.published} --config-files {params.config_files} --out {params.out} --plots {params.plots}"
+        " --page {params.page:q} --benchmarks {params.benchmarks} {params.cores}"
         " > {log} 2>&1"

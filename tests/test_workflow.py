@@ -26,10 +26,12 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snake
              "--workflow-profile", str(ROOT / "workflow" / "profiles" / "default")]
 
 
-def snakemake(workdir: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, config: Path | tuple[Path, ...] | None = None) -> subprocess.CompletedProcess:
+    """Snakemake in ``workdir`` on ``config`` (a tuple: a base config and its overlays; default smoke.yaml)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", str(config or workdir / "smoke.yaml"), *args]
+    configs = config if isinstance(config, tuple) else (config or workdir / "smoke.yaml",)
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--configfile", *map(str, configs), *args]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
 
 
@@ -105,12 +107,48 @@ def test_the_page_is_generated_from_the_smoke_results(smoke_run: Path, tmp_path:
     assert "--configfile smoke.yaml" in head and "- commit: `" in head and "- machine: " in head
     prov = json.loads((smoke_run / "results" / "smoke" / "summary" / "provenance.json").read_text())
     n_jobs = len(smoke_config()["models"]) * (1 + 2 * len(smoke_config()["passes"]))
-    assert prov["times"]["jobs"] == n_jobs and 0 < prov["times"]["jobs_s"] and "- wall time: " in head
+    times = prov["times"]
+    assert times["jobs"] == n_jobs and 0 < times["jobs_s"] and "- wall time: " in head
+    # the yardstick: every job's benchmark file, on the profile's 2 cores
+    assert times["bench_files"] == n_jobs and times["bench_missing"] == 0 and times["cores"] == 2
+    assert times["wall_over_bench_per_core"] == pytest.approx(times["wall_s"] / (times["bench_s"] / 2), abs=1e-3)
+    assert f"(benchmark seconds / 2 cores) = **{times['wall_over_bench_per_core']:.2f}**" in head
     for name, plot in PLOTS.items():
         assert (docs / "smoke" / f"{name}.png").stat().st_size > 5_000 and f"](smoke/{name}.png)" in page
     for section in ("## Ours against published results", "## Compression passes against fp32", "## Test metrics"):
         assert section in page
     assert page.count("| lstm |") >= 2, "the tables are in the page"
+
+
+def test_an_overlay_set_gets_its_own_summary_and_page(smoke_run: Path, tmp_path: Path) -> None:
+    """An overlay on the same experiment (one that changes no job: only the summary runs) writes
+    summary_<overlay>, plots_<overlay>, its own MLflow run and page; the base set's stay as they were."""
+    workdir = tmp_path / "run"
+    shutil.copytree(smoke_run, workdir, symlinks=True)  # a copy: other tests count this run's MLflow runs
+    overlay = workdir / "smoke_again.yaml"
+    overlay.write_text("name: smoke\n")
+    r = workdir / "results" / "smoke"
+    base = {p.name: p.read_bytes() for p in (r / "summary").iterdir()}
+    assert jobs_planned(snakemake(workdir, "-n", config=(workdir / "smoke.yaml", overlay))) == {"summary": 1, "all": 1}
+    result = snakemake(workdir, config=(workdir / "smoke.yaml", overlay))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert {p.name: p.read_bytes() for p in (r / "summary").iterdir()} == base
+    prov = json.loads((r / "summary_again" / "provenance.json").read_text())
+    assert prov["config_files"] == ["smoke.yaml", "smoke_again.yaml"] and (r / "logs" / "summary_again.log").is_file()
+    assert all((r / "plots_again" / f"{name}.png").is_file() for name in PLOTS)
+    db = sqlite3.connect(r.parent / "mlflow.db")
+    summaries = dict(db.execute(
+        "select r.name, t.value is not null from runs r left join tags t on t.run_uuid = r.run_uuid "
+        "and t.key = 'seqcomp.superseded' where r.name like 'summary%'"))
+    assert summaries == {"summary/smoke": 0, "summary/smoke_again": 0}, "one current summary run per page"
+    docs = tmp_path / "docs"
+    pages = [sys.executable, "-m", "seqcomp", "pages", "--results", str(r.parent), "--docs", str(docs), "--config"]
+    for files in (["smoke.yaml"], ["smoke.yaml", "smoke_again.yaml"]):
+        result = subprocess.run([*pages, *files], cwd=workdir, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert (docs / "smoke.md").read_text().startswith("# Results: smoke\n")
+    assert "--configfile smoke.yaml smoke_again.yaml" in (docs / "smoke_again.md").read_text()
+    assert (docs / "smoke_again" / "pareto.png").read_bytes() == (r / "plots_again" / "pareto.png").read_bytes()
 
 
 def test_mlflow_holds_the_run_tree(smoke_run: Path) -> None:
@@ -145,7 +183,7 @@ def test_runs_are_named_by_their_job_and_evaluations_carry_their_record(smoke_ru
     db = sqlite3.connect(smoke_run / "results" / "mlflow.db")
     names = {name for (name,) in db.execute("select name from runs")}
     assert "train/tiny/lstm/L24-H8/seed0" in names
-    assert "evaluate/tiny/lstm/L24-H8/seed0/int8_dynamic" in names
+    assert "evaluate/tiny/lstm/L24-H8/seed0/int8_dynamic" in names and "summary/smoke" in names
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{smoke_run / 'results' / 'mlflow.db'}")
@@ -171,9 +209,10 @@ def test_the_console_names_jobs_without_their_input_lists(smoke_run: Path) -> No
 
 
 def test_second_invocation_has_nothing_to_do(smoke_run: Path) -> None:
-    result = snakemake(smoke_run, "-n")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Nothing to be done" in result.stdout + result.stderr
+    for cores in ("2", "1"):  # nor with other cores (the summary records them, but they change no job)
+        result = snakemake(smoke_run, "-n", "--cores", cores)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Nothing to be done" in result.stdout + result.stderr, cores
 
 
 def test_changing_one_model_reruns_only_its_jobs(smoke_run: Path) -> None:

@@ -155,9 +155,11 @@ def cmd_summary(args: argparse.Namespace) -> None:
     from seqcomp.tracking import Run, snakemake_tags
 
     tags = {"seqcomp.stage": "summary", **snakemake_tags("summary", {})}
-    run = Run.start(args.journal, args.experiment, "summary", "summary", tags)
+    # one run (and job key) per page, so that a config set's summary never supersedes another's
+    run = Run.start(args.journal, args.experiment, f"summary/{args.page}", f"summary/{args.page}", tags)
     run_summary(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run,
-                published=Path(args.published) if args.published else None, config_files=args.config_files)
+                published=Path(args.published) if args.published else None, config_files=args.config_files,
+                benchmarks=args.benchmarks, cores=args.cores)
 
 
 def cmd_pages(args: argparse.Namespace) -> None:
@@ -167,7 +169,7 @@ def cmd_pages(args: argparse.Namespace) -> None:
         print(f"wrote {write_bench_page(Path(args.bench_results), Path(args.docs), Path.cwd())}")
     if args.config:
         name = config_name(args.config)
-        print(f"wrote {write_page(Path(args.results) / name, Path(args.docs))}")
+        print(f"wrote {write_page(Path(args.results) / name, Path(args.docs), args.config)}")
     if not (args.bench or args.config):
         raise SeqcompError("pages: name --config (a pipeline's page) or --bench (the micro-benchmarks' page)")
 
@@ -213,8 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", required=True, help="folder of the plots")
     p.add_argument("--published", default=None, help="published-results file to compare with (config key published)")
     p.add_argument("--config-files", nargs="*", default=[], help="the run's --configfile list, for the pages")
+    p.add_argument("--page", required=True, help="the config set's page (seqcomp.pages.page_name): its MLflow run")
+    p.add_argument("--benchmarks", nargs="*", default=[],
+                   help="Snakemake benchmark files of the jobs behind --metrics (a missing one is counted as missing)")
+    p.add_argument("--cores", type=int, default=None, help="the cores Snakemake ran the jobs with")
     p.set_defaults(fn=cmd_summary)
-    p = sub.add_parser("pages", help="docs/results/<name>.md and its figures from results/<name>/")
+    p = sub.add_parser("pages", help="docs/results/<page>.md + figures from results/<name>/ (a page per config set)")
     p.add_argument("--config", nargs="+", help="the workflow's --configfile list (names the results)")
     p.add_argument("--bench", action="store_true", help="docs/results/microbench.md from --bench-results")
     p.add_argument("--bench-results", default="bench/results", help="folder of the micro-benchmarks' JSON files")

@@ -1,5 +1,11 @@
-"""Generated result pages: results/<name>/summary + plots -> docs/results/<name>.md and the
-figures beside it in docs/results/<name>/.
+"""Generated result pages: results/<name>/summary + plots -> docs/results/<page>.md and the
+figures beside it in docs/results/<page>/.
+
+One page per config set: the base config alone is page ``<name>`` (results/<name>/summary,
+plots); a base config with overlays, which share its experiment name and so its trained models,
+is page ``<name>_<overlays>`` with its own results/<name>/summary_<overlays>, plots_<overlays>
+(``page_name``, ``page_folder``), so the base grid's page and each overlay's never overwrite
+one another.
 
 A page holds only what the pipeline wrote (the summary's tables, its plots, its
 provenance.json), headed by the command that reproduces it, the commit, the machine and the
@@ -38,20 +44,42 @@ def config_name(config_files: list[str]) -> str:
     return name
 
 
+def overlay_tag(config_files: list[str], name: str) -> str:
+    """The overlays of a --configfile list, after its first file: their stems less a leading
+    ``<name>_``, joined by ``+`` (``long+compress``); empty for one file."""
+    return "+".join(Path(f).stem.removeprefix(f"{name}_") for f in config_files[1:])
+
+
+def page_name(config_files: list[str], name: str | None = None) -> str:
+    """The page of a --configfile list: ``etth1`` for [etth1.yaml], ``etth1_compress`` for
+    [etth1.yaml, etth1_compress.yaml]. ``name``: the experiment name (read from the files if not given)."""
+    name = name or config_name(config_files)
+    tag = overlay_tag(config_files, name)
+    return f"{name}_{tag}" if tag else name
+
+
+def page_folder(base: str | Path, config_files: list[str], name: str) -> str:
+    """Where a config set's summary (or plots) go: ``base`` (results/<name>/summary) for the base
+    config alone, ``<base>_<overlays>`` with overlays."""
+    tag = overlay_tag(config_files, name)
+    return f"{base}_{tag}" if tag else str(base)
+
+
 def _duration(seconds: float) -> str:
     minutes, s = divmod(round(seconds), 60)
     hours, m = divmod(minutes, 60)
     return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s"
 
 
-def header(name: str, prov: dict[str, Any]) -> str:
-    """The page's opening: how to reproduce it, from which commit, on which machine, how long it took."""
+def header(page: str, source: str, prov: dict[str, Any]) -> str:
+    """The page's opening: how to reproduce it, from which commit, on which machine, how long it
+    took and how busy it kept the cores. ``source``: the results folders it was generated from."""
     files = " ".join(prov["config_files"])
     m, times = prov["machine"], prov["times"]
     gpus = ", ".join(m["gpus"]) or "none"
     lines = [
-        f"# Results: {name}\n",
-        f"Generated from `results/{name}/` by `make pages CONFIG=\"{files}\"`; do not edit by hand. To reproduce:\n",
+        f"# Results: {page}\n",
+        f"Generated from {source} by `make pages CONFIG=\"{files}\"`; do not edit by hand. To reproduce:\n",
         "```sh",
         f"snakemake --workflow-profile {PROFILE} --configfile {files}   # or: make run CONFIG=\"{files}\"",
         f"make pages CONFIG=\"{files}\"",
@@ -62,18 +90,38 @@ def header(name: str, prov: dict[str, Any]) -> str:
     ]
     if times.get("jobs"):
         commits = [c for c in times["commits"] if c != prov["commit"]]
-        lines += [
-            f"- wall time: {_duration(times['wall_s'])} from the first job's start ({times['first_start']}) to the "
-            f"last one's end ({times['last_end']}); the {times['jobs']} train/compress/evaluate jobs' runs were "
-            f"open {_duration(times['jobs_s'])} in all. Source: {times['source']}. Not counted: data preparation "
-            "and each job's start-up (imports) before its run opens; counted: any pause between invocations.",
-        ]
+        lines += time_lines(times)
         if commits:
             lines.append(f"- some jobs ran at other commits: {', '.join(f'`{c[:12]}`' for c in commits)}")
     else:
         lines.append(f"- wall time: not recorded ({times['source']})")
     lines.append(f"- summary written: {prov['written']}\n")
     return "\n".join(lines)
+
+
+def time_lines(times: dict[str, Any]) -> list[str]:
+    """Wall time, the jobs' seconds and the issue-14 yardstick (wall time over the jobs' benchmark
+    seconds per core) from provenance ``times``; a summary written before benchmarks were read
+    has only the first two."""
+    wall = (f"- wall time: {_duration(times['wall_s'])} from the first job's start ({times['first_start']}) to "
+            f"the last one's end ({times['last_end']}); the {times['jobs']} train/compress/evaluate jobs' runs were "
+            f"open {_duration(times['jobs_s'])} in all (tracking journals)")
+    if "bench_s" not in times:
+        return [wall + ". Not counted: data preparation and each job's start-up before its run opens."]
+    missing = f"; {times['bench_missing']} without one, not counted" if times["bench_missing"] else ""
+    lines = [wall + f", their whole commands took {_duration(times['bench_s'])} (Snakemake benchmark files{missing})."]
+    ratio = times.get("wall_over_bench_per_core")
+    if ratio is None:
+        why = "no benchmark files" if not times["bench_files"] else "Snakemake's core count unknown"
+        lines.append(f"- wall time over the jobs' benchmark seconds per core: not computed ({why})")
+    else:
+        lines.append(
+            f"- wall time / (benchmark seconds / {times['cores']} cores) = **{ratio:.2f}** (1.0 = the cores never "
+            "idle; the issue-14 target is <= 1.25). The wall span leaves out data preparation and includes any pause "
+            "between invocations (an overlay run after the base grid), so the ratio is meaningful for one "
+            "uninterrupted invocation."
+        )
+    return lines
 
 
 def section(markdown: str, name: str) -> str:
@@ -85,26 +133,33 @@ def section(markdown: str, name: str) -> str:
     return f"## {heading[:1].upper()}{heading[1:]}\n" + "\n".join(lines) + "\n"
 
 
-def write_page(results_dir: Path, docs_dir: Path) -> Path:
-    """docs_dir/<name>.md and docs_dir/<name>/<plot>.png from results_dir (= results/<name>)."""
-    name, summary = results_dir.name, results_dir / "summary"
+def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Path:
+    """docs_dir/<page>.md and docs_dir/<page>/<plot>.png from the summary and plots folders of the
+    config set ``config_files`` under results_dir (= results/<name>)."""
+    name = results_dir.name
+    page = page_name(config_files, name)
+    summary, plots = (Path(page_folder(results_dir / base, config_files, name)) for base in ("summary", "plots"))
     if not (summary / "provenance.json").is_file():
-        raise SeqcompError(f"{summary}/provenance.json not found: run the workflow for {name} first")
+        raise SeqcompError(f"{summary}/provenance.json not found: run the workflow for {' '.join(config_files)} first")
     prov = read_json(summary / "provenance.json")
-    parts = [header(name, prov)]
+    written_for = page_name(prov["config_files"], name) if prov["config_files"] else page
+    if written_for != page:  # a summary of another config set (written before pages were per set)
+        raise SeqcompError(f"{summary}/provenance.json is of config files {' '.join(prov['config_files'])} "
+                           f"(page {written_for}), not of {' '.join(config_files)}: rerun their summary")
+    parts = [header(page, f"`results/{name}/{summary.name}/` and `{plots.name}/`", prov)]
     parts += [section((summary / file).read_text(), name) for file in SECTIONS]
-    figures = docs_dir / name
+    figures = docs_dir / page
     if figures.exists():
         shutil.rmtree(figures)  # figures of plots no longer registered must not linger
     figures.mkdir(parents=True)
     parts.append("## Figures\n")
     for plot_name, plot in PLOTS.items():
-        shutil.copyfile(results_dir / "plots" / f"{plot_name}.png", figures / f"{plot_name}.png")
-        parts.append(f"### {plot.title}\n\n![{plot.title}]({name}/{plot_name}.png)\n")
-    page = docs_dir / f"{name}.md"
-    with atomic_path(page) as tmp:
+        shutil.copyfile(plots / f"{plot_name}.png", figures / f"{plot_name}.png")
+        parts.append(f"### {plot.title}\n\n![{plot.title}]({page}/{plot_name}.png)\n")
+    out = docs_dir / f"{page}.md"
+    with atomic_path(out) as tmp:
         tmp.write_text("\n".join(parts))
-    return page
+    return out
 
 
 def write_bench_page(results_dir: Path, docs_dir: Path, root: Path) -> Path:

@@ -6,7 +6,13 @@ newest run of each job, a rerun's superseding the earlier ones): each train, com
 evaluate job opens its run when it starts its work and closes it when done. ``wall_s`` is the
 span from the first run's start to the last run's end, so it includes any pause between
 invocations (an overlay run days later) and leaves out each job's interpreter start-up before
-its run opens; ``jobs_s`` is the sum of the runs' own durations.
+its run opens; ``jobs_s`` is the sum of the runs' own durations. Only the jobs whose files the
+summary reads count (an overlay's jobs are not the base grid's).
+
+The issue-14 yardstick needs what the journals leave out, each job's start-up: ``bench_s`` sums
+the wall seconds (column ``s``) of the jobs' Snakemake benchmark files, which time the whole
+command, and ``wall_over_bench_per_core`` = wall_s / (bench_s / cores) is 1.0 when the cores
+Snakemake ran with were never idle.
 
 The micro-benchmarks in bench/ write the same kind of record into each result
 (``write_bench_result``), for docs/results/microbench.md (``seqcomp.summary.microbench``).
@@ -14,6 +20,7 @@ The micro-benchmarks in bench/ write the same kind of record into each result
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -51,9 +58,9 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def job_times(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Span and sum of the finished current job runs (``seqcomp.tracking.current_runs``) of the stages in STAGES."""
-    current = [r for r in runs if r["stage"] in STAGES and r["end"]]
+def job_times(runs: list[dict[str, Any]], jobs: set[str]) -> dict[str, Any]:
+    """Span and sum of the finished current runs (``seqcomp.tracking.current_runs``) of the job keys ``jobs``."""
+    current = [r for r in runs if r["job"] in jobs and r["end"]]
     if not current:
         return {"source": "tracking journals of the jobs", "jobs": 0}
     start, end = min(r["start"] for r in current), max(r["end"] for r in current)
@@ -68,17 +75,47 @@ def job_times(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def provenance(config_files: list[str], runs: list[Any] | None) -> dict[str, Any]:
+def benchmark_seconds(path: str | Path) -> float | None:
+    """Wall seconds (column ``s``) of a Snakemake benchmark file; None if the file does not exist."""
+    try:
+        with open(path, newline="") as f:
+            row = next(csv.DictReader(f, delimiter="\t"), None)
+    except FileNotFoundError:
+        return None
+    if row is None or not row.get("s"):
+        raise ValueError(f"{path}: no benchmark row with an `s` column")
+    return float(row["s"])
+
+
+def benchmark_times(paths: list[str], cores: int | None, wall_s: float | None) -> dict[str, Any]:
+    """The jobs' benchmark seconds summed (a missing file is counted as missing), the cores, and
+    wall_s / (those seconds / cores) where all three are known."""
+    found = [s for s in map(benchmark_seconds, paths) if s is not None]
+    bench_s = round(sum(found), 1)
+    ratio = round(wall_s / (bench_s / cores), 3) if wall_s and cores and bench_s else None
+    return {"bench_s": bench_s, "bench_files": len(found), "bench_missing": len(paths) - len(found),
+            "cores": cores, "wall_over_bench_per_core": ratio}
+
+
+def provenance(config_files: list[str], runs: list[Any] | None, jobs: set[str], benchmarks: list[str],
+               cores: int | None) -> dict[str, Any]:
+    """``runs``: the journals' current runs (None without a tracking run); ``jobs``: the job keys
+    of the summary's inputs; ``benchmarks``: those jobs' benchmark files; ``cores``: Snakemake's."""
     from seqcomp.tracking import git_state
 
     git = git_state()
+    if runs is None:
+        times: dict[str, Any] = {"source": "no tracking run (summary called without one)"}
+    else:
+        times = job_times(runs, jobs)
+        times |= benchmark_times(benchmarks, cores, times.get("wall_s"))
     return {
         "config_files": config_files,
         "commit": git["seqcomp.git_commit"],
         "dirty": git["seqcomp.git_dirty"],
         "machine": machine(),
         "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "times": job_times(runs) if runs is not None else {"source": "no tracking run (summary called without one)"},
+        "times": times,
     }
 
 

@@ -21,9 +21,9 @@ from seqcomp.summary.core import (
     RUN_KEYS, aggregate, forecast_examples, headline_markdown, metrics_frame, step_errors, to_html, to_markdown,
     with_baseline,
 )
-from seqcomp.summary.provenance import provenance
+from seqcomp.summary.provenance import STAGES, provenance
 from seqcomp.summary.published import load_published
-from seqcomp.tracking import Run, current_runs, tracked
+from seqcomp.tracking import Run, current_runs, job_key, tracked
 
 JOB_PATH = r"{stage}/(?P<dataset>[^/]+)/(?P<model>[^/]+)/L(?P<lookback>\d+)-H(?P<horizon>\d+)/seed(?P<seed>\d+)/"
 TABLES = ("results.csv", "results.md", "headline.md", "published.md", "compression.md", "results.html")
@@ -81,13 +81,17 @@ def run_summary(
     run: Run | None = None,
     published: Path | None = None,
     config_files: list[str] | None = None,
+    benchmarks: list[str] | None = None,
+    cores: int | None = None,
 ) -> pl.DataFrame:
     """Write the tables (TABLES), every registered plot and provenance.json; return the table
     of means over seeds.
 
     ``published``: a published-results file to compare with (published.md lists nothing without
-    it). With ``run``, the outputs are also logged to that MLflow run, which ends FAILED if any
-    step raises (a crashed job must not leave it RUNNING).
+    it). ``benchmarks``: the Snakemake benchmark files of the train/compress/evaluate jobs behind
+    ``metrics``; ``cores``: the cores Snakemake ran them on (provenance.json's yardstick). With
+    ``run``, the outputs are also logged to that MLflow run, which ends FAILED if any step raises
+    (a crashed job must not leave it RUNNING).
     """
     with tracked(run) if run is not None else nullcontext():
         rows = [read_json(p) for p in metrics]
@@ -96,7 +100,8 @@ def run_summary(
         _write_plots(rows, frame, histories, reports, plots_dir)
         runs = current_runs(run.journal_dir) if run is not None else None
         with atomic_path(out_dir / "provenance.json") as tmp:
-            tmp.write_text(json.dumps(provenance(config_files or [], runs), indent=2) + "\n")
+            prov = provenance(config_files or [], runs, job_keys_of(rows), benchmarks or [], cores)
+            tmp.write_text(json.dumps(prov, indent=2) + "\n")
         if run is not None:
             run.log_params({"config": title, "evaluations": len(metrics)})
             for name in (*TABLES, "provenance.json"):
@@ -104,6 +109,12 @@ def run_summary(
             for name in PLOTS:
                 run.log_artifact(plots_dir / f"{name}.png", "plots")
     return table
+
+
+def job_keys_of(rows: list[dict[str, Any]]) -> set[str]:
+    """The tracking job keys (``seqcomp.tracking.job_key``) of the train, compress and evaluate
+    jobs behind the evaluations ``rows`` (metrics.json contents)."""
+    return {job_key(stage, row) for row in rows for stage in STAGES}
 
 
 def evaluations(rows: list[dict[str, Any]], histories: list[str]) -> pl.DataFrame:

@@ -1,0 +1,109 @@
+"""Generated pages: one per config set, each from its own summary folders, headed by the yardstick."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from seqcomp.errors import SeqcompError
+from seqcomp.pages import SECTIONS, header, page_folder, page_name, write_page
+from seqcomp.summary import PLOTS
+
+BASE = ["config/etth1.yaml"]
+COMPRESS = [*BASE, "config/etth1_compress.yaml"]
+
+
+@pytest.mark.parametrize(("files", "page"), [
+    (BASE, "etth1"),
+    (COMPRESS, "etth1_compress"),
+    ([*BASE, "config/etth1_long.yaml", "config/etth1_compress.yaml"], "etth1_long+compress"),
+    ([*BASE, "elsewhere/more_passes.yaml"], "etth1_more_passes"),  # no etth1_ prefix: the whole stem
+])
+def test_page_name_is_the_name_and_the_overlays(files: list[str], page: str) -> None:
+    assert page_name(files, "etth1") == page
+
+
+def test_page_name_reads_the_name_from_the_files(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("name: etth1\n")
+    (tmp_path / "etth1_compress.yaml").write_text("horizons: [96]\n")
+    assert page_name([str(tmp_path / "base.yaml"), str(tmp_path / "etth1_compress.yaml")]) == "etth1_compress"
+
+
+def test_the_base_set_keeps_its_folders_and_an_overlay_set_gets_its_own() -> None:
+    assert page_folder("results/etth1/summary", BASE, "etth1") == "results/etth1/summary"
+    assert page_folder("results/etth1/plots", COMPRESS, "etth1") == "results/etth1/plots_compress"
+
+
+def fake_summary(results: Path, files: list[str], marker: str) -> None:
+    """What the summary rule writes for the config set ``files``: tables (``marker`` in each),
+    provenance.json and a stand-in file per plot."""
+    summary, plots = (Path(page_folder(results / base, files, results.name)) for base in ("summary", "plots"))
+    summary.mkdir(parents=True)
+    plots.mkdir(parents=True)
+    for name in SECTIONS:
+        (summary / name).write_text(f"# {results.name}: {name}\n\n{marker}\n")
+    (summary / "provenance.json").write_text(json.dumps(provenance(files)))
+    for name in PLOTS:
+        (plots / f"{name}.png").write_bytes(marker.encode())
+
+
+def provenance(files: list[str], **times: object) -> dict:
+    return {
+        "config_files": files, "commit": "abc", "dirty": "False", "written": "2026-12-06 07:00:00 UTC",
+        "machine": {"cpu": "cpu", "cores": 2, "gpus": [], "os": "linux"},
+        "times": {"source": "tracking journals", "jobs": 4, "first_start": "t0", "last_end": "t1", "wall_s": 300.0,
+                  "jobs_s": 400.0, "commits": ["abc"], "bench_s": 500.0, "bench_files": 4, "bench_missing": 0,
+                  "cores": 2, "wall_over_bench_per_core": 1.2, **times},
+    }
+
+
+def test_an_overlay_page_leaves_the_base_page_alone(tmp_path: Path) -> None:
+    results, docs = tmp_path / "results" / "etth1", tmp_path / "docs"
+    fake_summary(results, BASE, "BASE TABLES")
+    fake_summary(results, COMPRESS, "OVERLAY TABLES")
+    base = write_page(results, docs, BASE)
+    before = base.read_text()
+    overlay = write_page(results, docs, COMPRESS)
+    assert overlay == docs / "etth1_compress.md" and base.read_text() == before
+    assert "BASE TABLES" in before and "OVERLAY TABLES" not in before
+    text = overlay.read_text()
+    assert "OVERLAY TABLES" in text and "BASE TABLES" not in text
+    assert text.startswith("# Results: etth1_compress") and "`results/etth1/summary_compress/`" in text
+    assert "--configfile config/etth1.yaml config/etth1_compress.yaml" in text
+    assert "](etth1_compress/pareto.png)" in text
+    assert (docs / "etth1_compress" / "pareto.png").read_bytes() == b"OVERLAY TABLES"
+    assert (docs / "etth1" / "pareto.png").read_bytes() == b"BASE TABLES"
+
+
+def test_a_summary_of_another_config_set_is_refused(tmp_path: Path) -> None:
+    """A summary folder written before pages were per set may hold an overlay's tables."""
+    results = tmp_path / "results" / "etth1"
+    fake_summary(results, BASE, "x")
+    (results / "summary" / "provenance.json").write_text(json.dumps(provenance(COMPRESS)))
+    with pytest.raises(SeqcompError, match="page etth1_compress"):
+        write_page(results, tmp_path / "docs", BASE)
+
+
+def test_the_header_states_the_yardstick() -> None:
+    text = header("etth1", "`results/etth1/summary/`", provenance(BASE))
+    assert "their whole commands took 8 min 20 s (Snakemake benchmark files)" in text
+    assert "wall time / (benchmark seconds / 2 cores) = **1.20**" in text and "target is <= 1.25" in text
+    assert "pause between invocations" in text
+
+
+def test_the_header_says_how_many_jobs_had_no_benchmark() -> None:
+    text = header("etth1", "x", provenance(BASE, bench_missing=3, bench_files=1))
+    assert "3 without one, not counted" in text
+    text = header("etth1", "x", provenance(BASE, bench_s=0.0, bench_files=0, bench_missing=4,
+                                           wall_over_bench_per_core=None))
+    assert "not computed (no benchmark files)" in text and "**" not in text
+
+
+def test_a_summary_without_benchmark_times_still_makes_a_page() -> None:
+    prov = provenance(BASE)
+    for key in ("bench_s", "bench_files", "bench_missing", "cores", "wall_over_bench_per_core"):
+        del prov["times"][key]
+    text = header("etth1", "x", prov)
+    assert "runs were open 6 min 40 s in all" in text and "benchmark" not in text
