@@ -83,6 +83,18 @@ BENCHES = (
           "python bench/job_costs.py --results results/etth1_linear --wall-s $WALL_S --cores 2 "
           "--out bench/results/job_costs_etth1_linear.json",
           "by hand after `make run CONFIG=config/etth1_linear.yaml` from a clean results/etth1_linear, WALL_S its wall seconds"),
+    Bench("bench/job_costs.py", "job_costs_etth1.json",
+          "python bench/job_costs.py --results results/etth1 --wall-s $WALL_S --cores 2 "
+          "--out bench/results/job_costs_etth1.json",
+          "by hand after `make etth1` from a clean results/etth1, WALL_S its wall seconds (before any overlay)"),
+    Bench("bench/job_costs.py", "job_costs_etth1_compress.json",
+          "python bench/job_costs.py --results results/etth1 --since $SINCE --wall-s $WALL_S --cores 2 "
+          "--out bench/results/job_costs_etth1_compress.json",
+          "by hand after `make etth1-compress` (SINCE its start as a Unix time, WALL_S its wall seconds)"),
+    Bench("bench/job_costs.py", "job_costs_etth1_long_cpu.json",
+          "python bench/job_costs.py --results results/etth1 --since $SINCE --wall-s $WALL_S --cores 2 "
+          "--out bench/results/job_costs_etth1_long_cpu.json",
+          "by hand after `make etth1-long-cpu` (SINCE its start as a Unix time, WALL_S its wall seconds)"),
 )
 # files a registered command writes beside its result (not results themselves)
 COMPANIONS = {"linear_family.jsonl": "linear_family.json"}
