@@ -89,7 +89,7 @@ def test_a_summary_of_another_config_set_is_refused(tmp_path: Path) -> None:
 def test_the_header_states_the_yardstick() -> None:
     text = header("etth1", "`results/etth1/summary/`", provenance(BASE))
     assert "their whole commands took 8 min 20 s (Snakemake benchmark files)" in text
-    assert "wall time / (benchmark seconds / 2 cores) = **1.20**" in text and "target is <= 1.25" in text
+    assert "wall time / (benchmark seconds / 2 cores) = **1.20**" in text and "aims at is <= 1.25" in text
     assert "pause between invocations" in text
 
 

@@ -100,7 +100,7 @@ def header(page: str, source: str, prov: dict[str, Any]) -> str:
 
 
 def time_lines(times: dict[str, Any]) -> list[str]:
-    """Wall time, the jobs' seconds and the issue-14 yardstick (wall time over the jobs' benchmark
+    """Wall time, the jobs' seconds and the scheduling yardstick (wall time over the jobs' benchmark
     seconds per core) from provenance ``times``; a summary written before benchmarks were read
     has only the first two."""
     wall = (f"- wall time: {_duration(times['wall_s'])} from the first job's start ({times['first_start']}) to "
@@ -117,7 +117,7 @@ def time_lines(times: dict[str, Any]) -> list[str]:
     else:
         lines.append(
             f"- wall time / (benchmark seconds / {times['cores']} cores) = **{ratio:.2f}** (1.0 = the cores never "
-            "idle; the issue-14 target is <= 1.25). The wall span leaves out data preparation and includes any pause "
+            "idle; the scheduling overhead seqcomp aims at is <= 1.25). The wall span leaves out data preparation and includes any pause "
             "between invocations (an overlay run after the base grid), so the ratio is meaningful for one "
             "uninterrupted invocation."
         )

@@ -9,7 +9,7 @@ invocations (an overlay run days later) and leaves out each job's interpreter st
 its run opens; ``jobs_s`` is the sum of the runs' own durations. Only the jobs whose files the
 summary reads count (an overlay's jobs are not the base grid's).
 
-The issue-14 yardstick needs what the journals leave out, each job's start-up: ``bench_s`` sums
+The scheduling yardstick needs what the journals leave out, each job's start-up: ``bench_s`` sums
 the wall seconds (column ``s``) of the jobs' Snakemake benchmark files, which time the whole
 command, and ``wall_over_bench_per_core`` = wall_s / (bench_s / cores) is 1.0 when the cores
 Snakemake ran with were never idle.
