@@ -68,9 +68,10 @@ def config_file_args():
 
 
 # The cores Snakemake runs jobs on, for the page's yardstick (seqcomp.summary.provenance); None
-# where it has no core count (a cluster executor without --cores).
+# on a cluster (the jobs run on many nodes, and a job step's own Snakemake has a node's cores)
+# or where Snakemake has no core count.
 try:
-    CORES = workflow.cores
+    CORES = workflow.cores if workflow.local_exec and not workflow.remote_exec else None
 except WorkflowError:
     CORES = None
 

@@ -90,7 +90,18 @@ def test_the_header_states_the_yardstick() -> None:
     text = header("etth1", "`results/etth1/summary/`", provenance(BASE))
     assert "their whole commands took 8 min 20 s (Snakemake benchmark files)" in text
     assert "wall time / (benchmark seconds / 2 cores) = **1.20**" in text and "aims at is <= 1.25" in text
-    assert "pause between invocations" in text
+    assert "pause" not in text
+
+
+def test_the_header_takes_pauses_out_of_the_wall_time() -> None:
+    text = header("etth1", "x", provenance(BASE, pauses=2, span_s=86400.0))
+    assert "less 2 pauses of 5 min or more with no job running (separate invocations; span 24 h 00 min)" in text
+
+
+def test_an_overlay_page_says_why_it_has_no_ratio() -> None:
+    why = "an overlay's jobs share their time with its base grid's"
+    text = header("etth1_compress", "x", provenance(COMPRESS, wall_over_bench_per_core=None, no_ratio=why))
+    assert f"not computed ({why})" in text and "**" not in text
 
 
 def test_the_header_says_how_many_jobs_had_no_benchmark() -> None:

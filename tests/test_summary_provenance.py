@@ -1,5 +1,5 @@
 """Provenance times: the journals' span over the summary's own jobs, their benchmark seconds, and
-the issue-14 yardstick wall_s / (benchmark seconds / cores)."""
+the scheduling yardstick wall_s / (benchmark seconds / cores)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seqcomp.summary.provenance import benchmark_seconds, benchmark_times, job_times, provenance
+from seqcomp.summary.provenance import PAUSE_S, benchmark_seconds, benchmark_times, busy_wall_ms, job_times, provenance
 from seqcomp.summary.stage import job_keys_of
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -66,3 +66,21 @@ def test_provenance_puts_the_yardstick_beside_the_journal_times(tmp_path: Path) 
     # wall 16 s over (18 s of benchmarked jobs / 2 cores)
     assert times["wall_s"] == 16.0 and times["bench_s"] == 18.0 and times["bench_missing"] == 1
     assert times["wall_over_bench_per_core"] == pytest.approx(16 / 9, abs=1e-3)
+
+
+def test_pauses_between_invocations_are_not_wall_time() -> None:
+    """Two invocations a day apart: the wall time is their two spans; gaps under PAUSE_S count."""
+    day = 86_400_000
+    assert busy_wall_ms([(0, 10_000), (12_000, 20_000)]) == (20_000, 0)
+    assert busy_wall_ms([(0, 10_000), (5_000, 30_000), (day, day + 4_000)]) == (34_000, 1)
+    assert busy_wall_ms([(0, 10_000), (10_000 + PAUSE_S * 1000 - 1, 10_000 + PAUSE_S * 1000)]) == \
+        (10_000 + PAUSE_S * 1000, 0)
+
+
+def test_an_overlays_page_gets_no_ratio(tmp_path: Path) -> None:
+    """Its jobs include the base grid's, which ran beside jobs the page does not count."""
+    row = {"dataset": "d", "model": "m", "lookback": 96, "horizon": 24, "seed": 0, "pass": "fp32"}
+    runs = [run("train/d/m/96/24/0", 0, 10), run("evaluate/d/m/96/24/0/fp32", 10, 16)]
+    files = [bench_file(tmp_path / "train.tsv", 11.0), bench_file(tmp_path / "evaluate.tsv", 7.0)]
+    times = provenance(["c.yaml", "c_more.yaml"], runs, job_keys_of([row]), files, cores=2)["times"]
+    assert times["wall_over_bench_per_core"] is None and "base grid" in times["no_ratio"]

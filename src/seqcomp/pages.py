@@ -103,23 +103,25 @@ def time_lines(times: dict[str, Any]) -> list[str]:
     """Wall time, the jobs' seconds and the scheduling yardstick (wall time over the jobs' benchmark
     seconds per core) from provenance ``times``; a summary written before benchmarks were read
     has only the first two."""
+    pauses = times.get("pauses", 0)
+    less = (f", less {pauses} pause{'s' if pauses > 1 else ''} of 5 min or more with no job running "
+            f"(separate invocations; span {_duration(times['span_s'])})") if pauses else ""
     wall = (f"- wall time: {_duration(times['wall_s'])} from the first job's start ({times['first_start']}) to "
-            f"the last one's end ({times['last_end']}); the {times['jobs']} train/compress/evaluate jobs' runs were "
-            f"open {_duration(times['jobs_s'])} in all (tracking journals)")
+            f"the last one's end ({times['last_end']}){less}; the {times['jobs']} train/compress/evaluate jobs' "
+            f"runs were open {_duration(times['jobs_s'])} in all (tracking journals)")
     if "bench_s" not in times:
         return [wall + ". Not counted: data preparation and each job's start-up before its run opens."]
     missing = f"; {times['bench_missing']} without one, not counted" if times["bench_missing"] else ""
     lines = [wall + f", their whole commands took {_duration(times['bench_s'])} (Snakemake benchmark files{missing})."]
     ratio = times.get("wall_over_bench_per_core")
     if ratio is None:
-        why = "no benchmark files" if not times["bench_files"] else "Snakemake's core count unknown"
+        why = times.get("no_ratio") or ("no benchmark files" if not times["bench_files"]
+                                        else "Snakemake's core count unknown (a cluster)")
         lines.append(f"- wall time over the jobs' benchmark seconds per core: not computed ({why})")
     else:
         lines.append(
             f"- wall time / (benchmark seconds / {times['cores']} cores) = **{ratio:.2f}** (1.0 = the cores never "
-            "idle; the scheduling overhead seqcomp aims at is <= 1.25). The wall span leaves out data preparation and includes any pause "
-            "between invocations (an overlay run after the base grid), so the ratio is meaningful for one "
-            "uninterrupted invocation."
+            "idle; the scheduling overhead seqcomp aims at is <= 1.25). Not counted: data preparation."
         )
     return lines
 

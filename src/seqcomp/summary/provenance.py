@@ -58,18 +58,44 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+# a stretch this long with no job running is a pause between invocations (an overlay run after
+# its base grid), not scheduling: no job's start-up comes near it
+PAUSE_S = 300
+
+
+def busy_wall_ms(spans: list[tuple[int, int]]) -> tuple[int, int]:
+    """(span of ``spans`` less its pauses, number of pauses): the time from the first start to the
+    last end, less each stretch of at least PAUSE_S with no span open. Gaps shorter than that are
+    the scheduler's own (a job's start-up, Snakemake's bookkeeping) and count."""
+    spans = sorted(spans)
+    wall, pauses, open_until = 0, 0, spans[0][0]
+    block_start = spans[0][0]
+    for start, end in spans:
+        if start - open_until >= PAUSE_S * 1000:
+            wall += open_until - block_start
+            pauses += 1
+            block_start = start
+        open_until = max(open_until, end)
+    return wall + open_until - block_start, pauses
+
+
 def job_times(runs: list[dict[str, Any]], jobs: set[str]) -> dict[str, Any]:
-    """Span and sum of the finished current runs (``seqcomp.tracking.current_runs``) of the job keys ``jobs``."""
+    """Span and sum of the finished current runs (``seqcomp.tracking.current_runs``) of the job keys
+    ``jobs``. ``wall_s`` leaves out pauses between invocations (see busy_wall_ms), so an overlay's
+    page, whose jobs include its base grid's, is timed by the work, not by the days between runs."""
     current = [r for r in runs if r["job"] in jobs and r["end"]]
     if not current:
         return {"source": "tracking journals of the jobs", "jobs": 0}
     start, end = min(r["start"] for r in current), max(r["end"] for r in current)
+    busy, pauses = busy_wall_ms([(r["start"], r["end"]) for r in current])
     return {
         "source": "tracking journals of the jobs (current train/compress/evaluate runs)",
         "jobs": len(current),
         "first_start": _iso(start),
         "last_end": _iso(end),
-        "wall_s": round((end - start) / 1000, 1),
+        "wall_s": round(busy / 1000, 1),
+        "span_s": round((end - start) / 1000, 1),
+        "pauses": pauses,
         "jobs_s": round(sum(r["end"] - r["start"] for r in current) / 1000, 1),
         "commits": sorted({r["commit"] for r in current}),
     }
@@ -108,7 +134,12 @@ def provenance(config_files: list[str], runs: list[Any] | None, jobs: set[str], 
         times: dict[str, Any] = {"source": "no tracking run (summary called without one)"}
     else:
         times = job_times(runs, jobs)
-        times |= benchmark_times(benchmarks, cores, times.get("wall_s"))
+        # an overlay's jobs include its base grid's, which ran beside jobs of other pages: the
+        # cores were busy with work this page does not count, so no ratio (job_costs --since has one)
+        overlay = len(config_files) > 1
+        times |= benchmark_times(benchmarks, cores, None if overlay else times.get("wall_s"))
+        if overlay:
+            times["no_ratio"] = "an overlay's jobs share their time with its base grid's"
     return {
         "config_files": config_files,
         "commit": git["seqcomp.git_commit"],
