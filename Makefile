@@ -47,7 +47,7 @@ etth1-compress: setup  ## every compression pass on every ETTh1 model at horizon
 
 # Micro-benchmarks: each script writes bench/results/<file>.json with its provenance (command,
 # commit, machine, wall seconds); `make bench-page` turns them into docs/results/microbench.md.
-# The commands are those seqcomp.summary.microbench.BENCHES registers (a test keeps them equal).
+# The commands are those seqcomp.bench.BENCHES registers (a test keeps them equal).
 bench: setup  ## CPU micro-benchmarks at their default sizes: about 9 CPU-minutes, 8 min wall on 2 cores
 	python bench/seq_scaling.py --out bench/results/seq_scaling_cpu.json
 	python bench/train_throughput.py --device cpu --out bench/results/train_cpu.json

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqcomp.summary.provenance import write_bench_result
+from seqcomp.bench import write_bench_result
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_LINE = re.compile(r"job seconds: start-up ([\d.]+) .*, work ([\d.]+)")

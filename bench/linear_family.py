@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from seqcomp.io import atomic_path
-from seqcomp.summary.provenance import write_bench_result
+from seqcomp.bench import write_bench_result
 
 HORIZONS = (96, 192, 336, 720)
 LEVELS = ("full", "0.5", "0.25", "48", "24", "1")  # k: all L values, a fraction of L, or a count

@@ -12,7 +12,7 @@ provenance.json), headed by the command that reproduces it, the commit, the mach
 time the jobs took, so that a number in the docs can always be traced to a run. Run by
 ``make pages CONFIG=...`` (``python -m seqcomp pages --config ...``) after the workflow.
 The micro-benchmarks' page, docs/results/microbench.md, is made the same way from
-bench/results (``make bench-page``; its rules in ``seqcomp.summary.microbench``).
+bench/results (``make bench-page``; its rules in ``seqcomp.bench``).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Pa
 
 def write_bench_page(results_dir: Path, docs_dir: Path, root: Path) -> Path:
     """docs_dir/microbench.md from the micro-benchmarks' results_dir (bench/results) of the checkout at root."""
-    from seqcomp.summary.microbench import page as bench_page
+    from seqcomp.bench import page as bench_page
 
     out = docs_dir / "microbench.md"
     with atomic_path(out) as tmp:

@@ -14,21 +14,17 @@ the wall seconds (column ``s``) of the jobs' Snakemake benchmark files, which ti
 command, and ``wall_over_bench_per_core`` = wall_s / (bench_s / cores) is 1.0 when the cores
 Snakemake ran with were never idle.
 
-The micro-benchmarks in bench/ write the same kind of record into each result
-(``write_bench_result``), for docs/results/microbench.md (``seqcomp.summary.microbench``).
+The micro-benchmarks in bench/ write the same kind of record, with this module's :func:`machine`,
+into each result (``seqcomp.bench.write_bench_result``).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import platform
-import shlex
 import shutil
 import subprocess
-import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -149,42 +145,3 @@ def provenance(config_files: list[str], runs: list[Any] | None, jobs: set[str], 
         "times": times,
     }
 
-
-# what a micro-benchmark writes itself; a dirty flag over them would flag every benchmark after the first
-BENCH_OUTPUTS = ("bench/results", "docs/results")
-
-
-def code_dirty() -> str:
-    """"True" when the checkout has uncommitted changes outside BENCH_OUTPUTS, "unknown" without git."""
-    from seqcomp.tracking import PROJECT_ROOT
-
-    excludes = [f":(exclude){path}" for path in BENCH_OUTPUTS]
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--", ".", *excludes], cwd=PROJECT_ROOT,
-                             capture_output=True, text=True, check=False)
-    except OSError:  # no git binary
-        return "unknown"
-    return str(bool(out.stdout.strip())) if out.returncode == 0 else "unknown"
-
-
-def bench_provenance(started: float) -> dict[str, Any]:
-    """How a micro-benchmark's result was made: its command line, commit, machine and wall seconds
-    since ``started`` (``time.perf_counter()`` at its start), for docs/results/microbench.md."""
-    from seqcomp.tracking import git_state
-
-    return {
-        "command": shlex.join(["python", *sys.argv]),
-        "commit": git_state()["seqcomp.git_commit"],
-        "dirty": code_dirty(),
-        "machine": machine(),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-    }
-
-
-def write_bench_result(path: Path, result: dict[str, Any], started: float) -> None:
-    """``result`` plus its ``provenance`` block, written atomically to ``path`` (a bench script's output)."""
-    from seqcomp.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps({**result, "provenance": bench_provenance(started)}, indent=2) + "\n")

@@ -1,12 +1,17 @@
-"""The micro-benchmarks' page: bench/results/*.json -> docs/results/microbench.md.
+"""The micro-benchmarks: their results' provenance and their page, bench/results/*.json ->
+docs/results/microbench.md.
 
 Every result a bench script writes carries a ``provenance`` block (the command line, commit,
-machine and wall seconds: ``seqcomp.summary.provenance.write_bench_result``). The page shows a
-result as current only when it was made by the command registered here (the one ``make bench``,
-``make bench-gpu`` or ``make bench-extra`` runs), from committed code, at a commit whose code
-(src/seqcomp, the script, pyproject.toml) equals HEAD's, and, for a GPU benchmark, on a machine
-with a GPU. Anything else is listed as what it is (missing, stale, made by another command...),
-with the command that makes it, so no number on the page passes for current by accident.
+whether its code was uncommitted, machine and wall seconds: :func:`write_bench_result`). The page
+shows a result as current only when it was made by the command registered here (the one
+``make bench``, ``make bench-gpu`` or ``make bench-extra`` runs), from committed code, at a commit
+whose code (:attr:`Bench.code`: src/seqcomp less this page's code, pyproject.toml, the script; for
+a workflow's job costs also the workflow and its configs) equals HEAD's, and, for a GPU benchmark,
+on a machine with a GPU. Anything else is listed as what it is (missing, stale, made by another
+command...), with the command that makes it, so no number on the page passes for current by accident.
+
+This module lives outside seqcomp/summary on purpose: that folder is the summary jobs' code
+stamp (``seqcomp.jobs``), and an edit of this page must not rerun every config's summary.
 """
 
 from __future__ import annotations
@@ -16,14 +21,31 @@ import fnmatch
 import json
 import shlex
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from seqcomp.errors import SeqcompError
+from seqcomp.io import atomic_path
+from seqcomp.summary.provenance import machine
 
-CODE_PATHS = ("src/seqcomp", "pyproject.toml")  # plus the script itself: what a result depends on
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _code(*page_code: str) -> tuple[str, ...]:
+    """Git pathspecs of the package and pyproject.toml, less ``page_code`` (files that only make pages)."""
+    return ("src/seqcomp", *(f":(exclude){path}" for path in page_code), "pyproject.toml")
+
+
+# What a result depends on besides its script: editing the page's code must not make every result stale.
+CODE = _code("src/seqcomp/bench.py", "src/seqcomp/pages.py", "src/seqcomp/cli.py")
+# A workflow's job costs time every job's `python -m seqcomp` (cli.py) and its rules, which
+# import seqcomp.pages; and the workflow's rules, profiles and configs decide which jobs run.
+WORKFLOW_CODE = (*_code("src/seqcomp/bench.py"), "Snakefile", "rules", "workflow", "config")
 
 
 @dataclass(frozen=True)
@@ -35,6 +57,12 @@ class Bench:
     command: str  # as the Makefile runs it; a glob or a $VARIABLE stands for what the shell expands
     target: str  # the make target that runs the command, or how to get its input
     gpu: bool = False
+    code: tuple[str, ...] = CODE  # git pathspecs of the code the result depends on, besides the script
+
+    @property
+    def code_paths(self) -> tuple[str, ...]:
+        """The pathspecs whose change makes the result stale, and whose uncommitted edit makes it dirty."""
+        return (*self.code, self.script)
 
 
 BENCHES = (
@@ -75,26 +103,30 @@ BENCHES = (
           "make bench-extra (after make etth1)"),
     Bench("bench/job_costs.py", "job_costs_smoke.json",
           "python bench/job_costs.py --run config/smoke.yaml --cores 2 --out bench/results/job_costs_smoke.json",
-          "make bench"),
+          "make bench", code=WORKFLOW_CODE),
     Bench("bench/job_costs.py", "job_costs_default.json",
           "python bench/job_costs.py --run config/config.yaml --cores 2 --out bench/results/job_costs_default.json",
-          "make bench-extra"),
+          "make bench-extra", code=WORKFLOW_CODE),
     Bench("bench/job_costs.py", "job_costs_etth1_linear.json",
           "python bench/job_costs.py --results results/etth1_linear --wall-s $WALL_S --cores 2 "
           "--out bench/results/job_costs_etth1_linear.json",
-          "by hand after `make run CONFIG=config/etth1_linear.yaml` from a clean results/etth1_linear, WALL_S its wall seconds"),
+          "by hand after `make run CONFIG=config/etth1_linear.yaml` from a clean results/etth1_linear, WALL_S its wall seconds",
+          code=WORKFLOW_CODE),
     Bench("bench/job_costs.py", "job_costs_etth1.json",
           "python bench/job_costs.py --results results/etth1 --wall-s $WALL_S --cores 2 "
           "--out bench/results/job_costs_etth1.json",
-          "by hand after `make etth1` from a clean results/etth1, WALL_S its wall seconds (before any overlay)"),
+          "by hand after `make etth1` from a clean results/etth1, WALL_S its wall seconds (before any overlay)",
+          code=WORKFLOW_CODE),
     Bench("bench/job_costs.py", "job_costs_etth1_compress.json",
           "python bench/job_costs.py --results results/etth1 --since $SINCE --wall-s $WALL_S --cores 2 "
           "--out bench/results/job_costs_etth1_compress.json",
-          "by hand after `make etth1-compress` (SINCE its start as a Unix time, WALL_S its wall seconds)"),
+          "by hand after `make etth1-compress` (SINCE its start as a Unix time, WALL_S its wall seconds)",
+          code=WORKFLOW_CODE),
     Bench("bench/job_costs.py", "job_costs_etth1_long_cpu.json",
           "python bench/job_costs.py --results results/etth1 --since $SINCE --wall-s $WALL_S --cores 2 "
           "--out bench/results/job_costs_etth1_long_cpu.json",
-          "by hand after `make etth1-long-cpu` (SINCE its start as a Unix time, WALL_S its wall seconds)"),
+          "by hand after `make etth1-long-cpu` (SINCE its start as a Unix time, WALL_S its wall seconds)",
+          code=WORKFLOW_CODE),
 )
 # files a registered command writes beside its result (not results themselves)
 COMPANIONS = {"linear_family.jsonl": "linear_family.json"}
@@ -137,10 +169,53 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
 
 
-def code_changes(root: Path, commit: str, script: str) -> list[str] | None:
+def code_changes(root: Path, commit: str, bench: Bench) -> list[str] | None:
     """Files of the result's code that differ between ``commit`` and HEAD; None if the commit is unknown here."""
-    out = _git(root, "diff", "--name-only", commit, "HEAD", "--", *CODE_PATHS, script)
+    out = _git(root, "diff", "--name-only", commit, "HEAD", "--", *bench.code_paths)
     return out.stdout.split() if out.returncode == 0 else None
+
+
+def code_dirty(root: Path, paths: tuple[str, ...]) -> str:
+    """"True" when the checkout at ``root`` has uncommitted changes under the pathspecs ``paths``
+    (a result's code: an edit elsewhere, a README's, says nothing about it), "unknown" without git."""
+    try:
+        out = _git(root, "status", "--porcelain", "--", *paths)
+    except OSError:  # no git binary
+        return "unknown"
+    return str(bool(out.stdout.strip())) if out.returncode == 0 else "unknown"
+
+
+def running_code(argv0: str, root: Path = ROOT) -> tuple[str, ...]:
+    """The code pathspecs of the bench script ``argv0`` (as run): those of its registered results
+    (a script's results share them); the package's, and the script's if it is in the checkout,
+    when none is registered."""
+    path = Path(argv0).resolve()
+    if not path.is_relative_to(root):
+        return CODE
+    script = path.relative_to(root).as_posix()
+    registered = [b.code_paths for b in BENCHES if b.script == script]
+    return registered[0] if registered else (*CODE, script)
+
+
+def bench_provenance(started: float) -> dict[str, Any]:
+    """How a micro-benchmark's result was made: its command line, commit, whether its code was
+    uncommitted, machine and wall seconds since ``started`` (``time.perf_counter()`` at its start)."""
+    from seqcomp.tracking import git_state
+
+    return {
+        "command": shlex.join(["python", *sys.argv]),
+        "commit": git_state()["seqcomp.git_commit"],
+        "dirty": code_dirty(ROOT, running_code(sys.argv[0])),
+        "machine": machine(),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def write_bench_result(path: Path, result: dict[str, Any], started: float) -> None:
+    """``result`` plus its ``provenance`` block, written atomically to ``path`` (a bench script's output)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps({**result, "provenance": bench_provenance(started)}, indent=2) + "\n")
 
 
 def gpu_missing(bench: Bench, result: dict[str, Any]) -> bool:
@@ -161,7 +236,7 @@ def state(bench: Bench, result: dict[str, Any] | None, root: Path) -> tuple[bool
         return False, f"made by another command: `{prov['command']}`"
     if prov["dirty"] != "False":
         return False, f"made from uncommitted code (dirty: {prov['dirty']}) at `{prov['commit'][:12]}`"
-    changed = code_changes(root, prov["commit"], bench.script)
+    changed = code_changes(root, prov["commit"], bench)
     if changed is None:
         return False, f"made at commit `{prov['commit'][:12]}`, which this checkout does not have"
     if changed:
@@ -288,6 +363,15 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
+def table(bench: Bench, result: dict[str, Any], path: Path) -> str:
+    """The tables of ``result`` (read from ``path``) by its script's renderer."""
+    try:
+        return TABLES[bench.script](result)
+    except KeyError as exc:
+        raise SeqcompError(f"{path}: no key {exc} that the table of {bench.script} needs (a result in an older "
+                           f"format? rerun `{bench.command}`)") from exc
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -322,8 +406,9 @@ def page(results: Path, root: Path, benches: tuple[Bench, ...] = BENCHES) -> str
         "make bench-page",
         "```\n",
         f"Page written at commit `{head[:12]}`: {current} of {len(benches)} results current. A result is current when "
-        "it was made by the command below, from committed code, at a commit whose code (src/seqcomp, the script, "
-        "pyproject.toml) HEAD still has, and a GPU benchmark on a machine with a GPU.\n",
+        "it was made by the command below, from committed code, at a commit whose code HEAD still has (src/seqcomp "
+        "less the page's code, pyproject.toml, the script; for job costs also cli.py, pages.py, the Snakefile, "
+        "rules/, workflow/ and config/), and a GPU benchmark on a machine with a GPU.\n",
         md_table(["result", "state", "commit", "machine", "wall s"],
                  [overview_row(b, results_of[b.out], states[b.out][0]) for b in benches]),
     ]
@@ -339,7 +424,7 @@ def page(results: Path, root: Path, benches: tuple[Bench, ...] = BENCHES) -> str
                 parts.append(f"- written {prov['written']}, {prov['wall_s']} s, on {machine_words(prov)}")
             parts.append("")
             if result is not None and not gpu_missing(b, result):
-                parts.append(TABLES[script](result))
+                parts.append(table(b, result, results / b.out))
     known = {b.out for b in benches} | set(COMPANIONS)
     others = sorted(p.name for p in results.iterdir() if p.is_file() and p.name not in known) if results.is_dir() else []
     if others:

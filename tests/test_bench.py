@@ -1,20 +1,23 @@
-"""seqcomp.summary.microbench: the micro-benchmarks' page shows a result as current only when it is.
+"""seqcomp.bench: the micro-benchmarks' page shows a result as current only when it is.
 
 Fixture results are written by hand: one current, one from a commit this checkout lacks, one
-GPU result from a machine without a GPU, one made by another command, one missing.
+GPU result from a machine without a GPU, one made by another command, one missing. Staleness and
+the dirty flag are checked in a scratch git repository, against each result's own code paths.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
-from seqcomp.summary.microbench import BENCHES, page, same_command
-from seqcomp.summary.provenance import write_bench_result
+from seqcomp.bench import BENCHES, CODE, code_changes, code_dirty, page, running_code, same_command, write_bench_result
+from seqcomp.errors import SeqcompError
 
 HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
 BY_OUT = {b.out: b for b in BENCHES}
@@ -88,12 +91,65 @@ def test_same_command_expands_globs_and_variables() -> None:
     assert not same_command("python b.py --steps 50", "python b.py --steps 2")
 
 
-def test_makefile_runs_the_registered_commands() -> None:
-    makefile = (ROOT / "Makefile").read_text()
+def makefile_commands() -> list[str]:
+    """The Makefile's `python bench/...` commands, each cut where the shell's `;`, `&&` or `\\` ends it."""
+    return [c.strip() for c in re.findall(r"python bench/[^;&\\\n]*", (ROOT / "Makefile").read_text())]
+
+
+def test_makefile_runs_exactly_the_registered_commands() -> None:
+    made = makefile_commands()
+    registered = [b.command for b in BENCHES if b.target.startswith("make bench")]
+    assert sorted(made) == sorted(registered)  # a line with an extra argument, or an unregistered one, fails
     for bench in BENCHES:
-        if bench.target.startswith("make bench"):
-            assert bench.command in makefile, bench.out
         assert (ROOT / bench.script).is_file(), bench.script
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def scratch_repo(tmp_path: Path) -> Path:
+    """A git repository with one committed file per kind of path a result may or may not depend on."""
+    root = tmp_path / "repo"
+    for name in ("src/seqcomp/bench.py", "src/seqcomp/cli.py", "src/seqcomp/models.py", "pyproject.toml",
+                 "Snakefile", "rules/train.smk", "README.md", "bench/seq_scaling.py", "bench/job_costs.py"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("v1\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "v1")
+    return root
+
+
+def test_each_result_is_stale_or_dirty_by_its_own_code(tmp_path: Path) -> None:
+    root = scratch_repo(tmp_path)
+    first = git(root, "rev-parse", "HEAD")
+    scan, costs = BY_OUT["seq_scaling_cpu.json"], BY_OUT["job_costs_smoke.json"]
+    for name in ("README.md", "src/seqcomp/bench.py", "Snakefile", "src/seqcomp/cli.py"):
+        (root / name).write_text("v2\n")
+    assert code_dirty(root, scan.code_paths) == "False"  # the page's code, a README, the workflow: not its code
+    assert code_dirty(root, costs.code_paths) == "True"  # a workflow's job costs depend on its Snakefile
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "v2")
+    assert code_changes(root, first, scan) == []
+    assert code_changes(root, first, costs) == ["Snakefile", "src/seqcomp/cli.py"]
+    (root / "src/seqcomp/models.py").write_text("v3\n")
+    assert code_dirty(root, scan.code_paths) == code_dirty(root, costs.code_paths) == "True"
+
+
+def test_running_code_is_the_scripts_registered_code() -> None:
+    for bench in BENCHES:  # the script finds its results' code, the same for each of them
+        assert running_code(str(ROOT / bench.script)) == bench.code_paths, bench.out
+    assert "Snakefile" in BY_OUT["job_costs_etth1.json"].code_paths
+    assert running_code(str(ROOT / "bench/seq_scaling.py")) == (*CODE, "bench/seq_scaling.py")
+    assert running_code("/usr/lib/python3/pytest") == CODE  # not a script of this checkout
+
+
+def test_a_result_in_an_older_format_names_its_file_and_key(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    old = {k: v for k, v in SEQ.items() if k != "crossover"}
+    (tmp_path / "results" / "seq_scaling_cpu.json").write_text(json.dumps({**old, "provenance": prov("seq_scaling_cpu.json")}))
+    with pytest.raises(SeqcompError, match=r"seq_scaling_cpu\.json: no key 'crossover'"):
+        page(tmp_path / "results", ROOT, (BY_OUT["seq_scaling_cpu.json"],))
 
 
 def test_write_bench_result_adds_provenance(tmp_path: Path) -> None:
