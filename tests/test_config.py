@@ -74,7 +74,7 @@ def test_the_cpu_sized_long_overlay_is_part_of_the_long_overlay() -> None:
     merged = yaml.safe_load((ROOT / "config" / "etth1.yaml").read_text())
     update_config(merged, cpu)
     points = {(p["model"], p["lookback"], p["seed"]) for p in jobs.grid(load_config(merged, base_dir=ROOT))}
-    assert ("smamba", 720, 2) in points and ("s4d", 96, 0) in points and ("s4d", 336, 0) not in points
+    assert ("dlinear", 720, 2) in points and ("smamba", 96, 0) in points and ("smamba", 336, 0) not in points
 
 
 def test_the_compress_overlay_merges_into_etth1_and_its_passes_validate() -> None:
