@@ -92,7 +92,8 @@ def header(page: str, source: str, prov: dict[str, Any]) -> str:
         commits = [c for c in times["commits"] if c != prov["commit"]]
         lines += time_lines(times)
         if commits:
-            lines.append(f"- some jobs ran at other commits: {', '.join(f'`{c[:12]}`' for c in commits)}")
+            lines.append(f"- some jobs ran at earlier commits ({', '.join(f'`{c[:12]}`' for c in commits)}); Snakemake "
+                         "reruns a job whose code changed (code stamps), so theirs equals this commit's")
     else:
         lines.append(f"- wall time: not recorded ({times['source']})")
     lines.append(f"- summary written: {prov['written']}\n")
