@@ -105,8 +105,8 @@ def time_lines(times: dict[str, Any]) -> list[str]:
     seconds per core) from provenance ``times``; a summary written before benchmarks were read
     has only the first two."""
     pauses = times.get("pauses", 0)
-    less = (f", less {pauses} pause{'s' if pauses > 1 else ''} of 5 min or more with no job running "
-            f"(separate invocations; span {_duration(times['span_s'])})") if pauses else ""
+    less = (f", less {pauses} stretch{'es' if pauses > 1 else ''} of 5 min or more in which none of these jobs ran "
+            f"(a pause between invocations, or jobs of another page; span {_duration(times['span_s'])})") if pauses else ""
     wall = (f"- wall time: {_duration(times['wall_s'])} from the first job's start ({times['first_start']}) to "
             f"the last one's end ({times['last_end']}){less}; the {times['jobs']} train/compress/evaluate jobs' "
             f"runs were open {_duration(times['jobs_s'])} in all (tracking journals)")
