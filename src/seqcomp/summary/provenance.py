@@ -54,8 +54,9 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-# a stretch this long with no job running is a pause between invocations (an overlay run after
-# its base grid), not scheduling: no job's start-up comes near it
+# a stretch this long in which none of a page's jobs ran is a pause between invocations (an
+# overlay run days after its base grid) or other pages' jobs, not scheduling: no job's start-up
+# comes near it
 PAUSE_S = 300
 
 
