@@ -24,9 +24,10 @@ log itself once it holds the lock (:func:`hold_job`, standard output and error b
 as with ``> {log} 2>&1``), and keeps a second name of it, ``<folder>/.seqcomp.log``, while it
 runs: a refused start puts the holder's log back under its name. Output before the lock is
 taken (a broken install, a refusal) goes to the console, or a Slurm job's output file. The
-alternative, a lock check in the rule before the redirect, costs a Python start-up (~30 ms)
+alternative, a lock check in the rule before the redirect, costs a Python start-up (~50 ms here)
 per job, is racy (check, then start) and cannot undo Snakemake's deletion of the log. Taking
-the lock and opening the log costs about 0.3 ms per job (tests/test_lock.py measures it).
+the lock, opening the log and letting go cost under 1 ms per job, importing this module ~3 ms
+(measured on the 2-core reference machine; tests/test_lock.py checks the lock's share).
 """
 
 from __future__ import annotations
