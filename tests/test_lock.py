@@ -140,7 +140,7 @@ def test_another_hosts_holder_is_stopped_through_ssh_or_its_scheduler() -> None:
     assert holder.how_to_stop() == "`ssh node017 kill 4242` or `scancel 123456` (its Slurm job)"
 
 
-def test_taking_the_lock_costs_well_under_a_millisecond_or_so(tmp_path: Path) -> None:
+def test_taking_the_lock_adds_nothing_noticeable_to_a_jobs_start(tmp_path: Path) -> None:
     """A job starts in ~1.5 s; the lock (and opening the log) must not add a noticeable share."""
     times = []
     for i in range(20):

@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from seqcomp.errors import SeqcompError
-from seqcomp.lock import hold_job
+from seqcomp.lock import hold_job, list_locks
 
 
 LOG_HELP = "the job's log, opened once the job holds its output folder (seqcomp.lock)"
@@ -167,8 +167,6 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_locks(args: argparse.Namespace) -> None:
-    from seqcomp.lock import list_locks
-
     lines = list_locks(args.results)
     print("\n".join(lines) if lines else f"{args.results}: no job holds a folder")
 
