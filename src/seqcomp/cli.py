@@ -167,6 +167,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 
 def cmd_locks(args: argparse.Namespace) -> None:
+    if not Path(args.results).is_dir():
+        raise SeqcompError(f"{args.results}: no such folder (--results is a workflow's results/<name> folder)")
     lines = list_locks(args.results)
     print("\n".join(lines) if lines else f"{args.results}: no job holds a folder")
 
