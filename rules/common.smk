@@ -20,6 +20,8 @@ JOB = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 # rule's `message:` replaces Snakemake's listing of its inputs, mostly package code stamps).
 JOB_MESSAGE = "{wildcards.dataset}/{wildcards.model} L{wildcards.lookback}-H{wildcards.horizon} seed{wildcards.seed}"
 ASKS = "threads={threads} mem_mb={resources.mem_mb} runtime={resources.runtime}"
+# Every job gets `--log {log}` rather than `> {log} 2>&1`: it opens its log only once it holds its
+# output folder, so a second start of a job that still runs cannot wipe its log (seqcomp.lock).
 
 
 wildcard_constraints:

@@ -29,4 +29,4 @@ rule compress:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp compress --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
-        " --out {params.out} --journal {params.journal} > {log} 2>&1"
+        " --out {params.out} --journal {params.journal} --log {log}"

@@ -30,4 +30,4 @@ rule evaluate:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp evaluate --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
-        " --compressed {params.compressed} --out {output} --journal {params.journal} > {log} 2>&1"
+        " --compressed {params.compressed} --out {output} --journal {params.journal} --log {log}"

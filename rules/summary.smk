@@ -55,4 +55,4 @@ rule summary:
         " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} --journal {params.journal}"
         " {params.published} --config-files {params.config_files} --out {params.out} --plots {params.plots}"
         " --page {params.page:q} --benchmarks {params.benchmarks} {params.cores}"
-        " > {log} 2>&1"
+        " --log {log}"

@@ -31,4 +31,4 @@ rule train:
         "../envs/seqcomp.yaml"
     shell:
         "python -m seqcomp train --spec {params.spec:q} --data {params.data} --out {params.out}"
-        " --threads {threads} --config-file {params.config} --journal {params.journal} > {log} 2>&1"
+        " --threads {threads} --config-file {params.config} --journal {params.journal} --log {log}"

@@ -503,3 +503,60 @@ def test_gpu_profile_shares_the_gpu_between_trainings(tmp_path: Path) -> None:
     slots = dict(item.split("=") for item in profile["resources"])
     assert int(slots["gpu"]) > 1 and profile["cores"] > int(slots["gpu"])
     dry_run_asking_for_gpus(tmp_path, "gpu")
+
+
+def test_a_rerun_beside_an_orphaned_training_job_refuses_and_leaves_it_whole(tmp_path: Path) -> None:
+    """Kill only Snakemake's main process while a training job runs (the job lives on, orphaned),
+    `--unlock` and run again as docs/pipeline.md says: the rerun's training refuses, naming the
+    orphan's PID, and the orphan finishes with its checkpoints, log and outputs its own. The
+    orphan is paused (SIGSTOP) while the rerun starts, so a slow start-up cannot outlast it."""
+    import time
+
+    cfg = smoke_config()
+    cfg["name"] = "orphan"
+    cfg["models"] = {"lstm": {"hidden": 16}}
+    cfg["passes"] = {"fp32": {}}
+    cfg["train"].update(max_epochs=30, patience=30)
+    config = tmp_path / "orphan.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    job = Path("results/orphan/train/tiny/lstm/L24-H8/seed0")  # the target, as the rule's output names it
+    train_dir = tmp_path / job
+    log = tmp_path / "results" / "orphan" / "logs" / "train" / "tiny" / "lstm" / "L24-H8" / "seed0.log"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [*SNAKEMAKE, "--directory", str(tmp_path), "--configfile", str(config), "-c", "1", str(job / "model.pt")]
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (log.is_file() and "epoch 2/" in log.read_text()):
+            assert first.poll() is None, "the workflow ended before its training could be orphaned"
+            time.sleep(0.05)
+        orphan = json.loads((train_dir / ".seqcomp.lock").read_text())["pid"]
+        os.kill(orphan, signal.SIGSTOP)
+        os.kill(first.pid, signal.SIGKILL)  # Snakemake only: its training job goes on
+        first.wait(timeout=60)
+        assert (train_dir / "checkpoints" / "last.ckpt").is_file()
+
+        assert subprocess.run([*cmd, "--unlock"], cwd=tmp_path, env=env, capture_output=True, timeout=300).returncode == 0
+        second = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert second.returncode != 0, second.stdout[-3000:] + second.stderr[-3000:]
+        assert f"{job}: in use by PID {orphan} on " in second.stderr, second.stderr[-3000:]
+        assert f"`kill {orphan}`" in second.stderr
+        assert (train_dir / "checkpoints" / "last.ckpt").is_file(), "the rerun deleted the orphan's checkpoints"
+        assert "epoch 2/" in log.read_text(), "the rerun took the orphan's log"
+
+        os.kill(orphan, signal.SIGCONT)
+        deadline = time.time() + 120
+        while time.time() < deadline and (train_dir / ".seqcomp.lock").exists():
+            time.sleep(0.1)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # whatever is left of the first workflow (nothing, if it passed)
+    text = log.read_text()
+    assert text.count("fitting lstm") == 1 and "resumed from" not in text, "a second training wrote into the log"
+    epochs = [line.split(" epoch ")[1].split("/")[0] for line in text.splitlines() if " epoch " in line]
+    assert epochs == [str(i) for i in range(1, 31)] and "job seconds" in text
+    run = json.loads((train_dir / "run.json").read_text())
+    assert run["epochs"] == 30 and run["resumed_from"] is None
+    assert len((train_dir / "history.csv").read_text().splitlines()) == 31 and (train_dir / "model.pt").is_file()
+    assert not (train_dir / "checkpoints").exists() and not (train_dir / ".seqcomp.log").exists()

@@ -7,16 +7,20 @@ config, bad data) is printed as one clear line and exits with status 2, without 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
 import json
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from seqcomp.errors import SeqcompError
+from seqcomp.lock import hold_job, list_locks
 
 
+LOG_HELP = "the job's log, opened once the job holds its output folder (seqcomp.lock)"
 JOURNAL_HELP = "folder of the tracking journals (results/<name>/tracking/journal), replayed into MLflow by the workflow"
 
 
@@ -162,6 +166,25 @@ def cmd_summary(args: argparse.Namespace) -> None:
                 benchmarks=args.benchmarks, cores=args.cores)
 
 
+def cmd_locks(args: argparse.Namespace) -> None:
+    if not Path(args.results).is_dir():
+        raise SeqcompError(f"{args.results}: no such folder (--results is a workflow's results/<name> folder)")
+    lines = list_locks(args.results)
+    print("\n".join(lines) if lines else f"{args.results}: no job holds a folder")
+
+
+def job_of(args: argparse.Namespace) -> tuple[Path, str] | None:
+    """(output folder, job name) of a job command, for its lock; None for the other commands."""
+    if args.command == "summary":
+        return Path(args.out), f"summary/{args.page}"
+    if args.command == "data":
+        return Path(args.out), f"data/{_spec(args.spec)['dataset']}"
+    if args.command in ("train", "compress", "evaluate"):
+        out = Path(args.out)  # evaluate's --out is its metrics.json
+        return (out.parent if args.command == "evaluate" else out), run_name(args.command, _spec(args.spec))
+    return None
+
+
 def cmd_pages(args: argparse.Namespace) -> None:
     from seqcomp.pages import config_name, write_bench_page, write_page
 
@@ -184,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="data stage: split + scale one dataset into parquet + meta.json")
     p.add_argument("--spec", required=True, help="JSON of the dataset entry plus its name")
     p.add_argument("--out", required=True)
+    p.add_argument("--log", default=None, help=LOG_HELP)
     p.set_defaults(fn=cmd_data)
     p = sub.add_parser("track", help="replay a workflow's tracking journals into MLflow (what its run did not)")
     p.add_argument("--results", required=True, help="the workflow's results/<name> folder")
@@ -203,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             p.add_argument("--config-file", default=None, help="resolved config, logged as an artifact")
         p.add_argument("--out", required=True)
+        p.add_argument("--log", default=None, help=LOG_HELP)
         p.set_defaults(fn=fn)
     p = sub.add_parser("summary", help="results table and plots from metrics.json files")
     p.add_argument("--metrics", nargs="+", required=True)
@@ -219,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", nargs="*", default=[],
                    help="Snakemake benchmark files of the jobs behind --metrics (a missing one is counted as missing)")
     p.add_argument("--cores", type=int, default=None, help="the cores Snakemake ran the jobs with")
+    p.add_argument("--log", default=None, help=LOG_HELP)
     p.set_defaults(fn=cmd_summary)
+    p = sub.add_parser("locks", help="the job locks under a results folder: live jobs (held) and stale lock files")
+    p.add_argument("--results", required=True, help="the workflow's results/<name> folder")
+    p.set_defaults(fn=cmd_locks)
     p = sub.add_parser("pages", help="docs/results/<page>.md + figures from results/<name>/ (a page per config set)")
     p.add_argument("--config", nargs="+", help="the workflow's --configfile list (names the results)")
     p.add_argument("--bench", action="store_true", help="docs/results/microbench.md from --bench-results")
@@ -236,11 +265,27 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("seqcomp").setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
+    job = job_of(args)
+    try:  # refused (another process holds the job's folder): one line on the console, the holder's log kept
+        lock = hold_job(*job, log=args.log) if job else contextlib.nullcontext()
+        with lock:
+            return run_command(args)
+    except SeqcompError as exc:
+        print(f"seqcomp: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """The command's exit status; its last words (an error, the job's seconds) written while
+    the job still holds its folder, so a next start never finds them in its fresh log."""
     try:
         args.fn(args)
     except SeqcompError as exc:
         print(f"seqcomp: error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # a bug: its traceback, as Python would print it on exit
+        traceback.print_exc()
+        return 1
     if _READY and _READY[0] is not None and (total := process_age()) is not None:
         # one parseable line per job: bench/job_costs.py adds them up over a workflow
         logging.getLogger("seqcomp").info("job seconds: start-up %.2f (interpreter, imports, tracking run), work %.2f",
