@@ -221,7 +221,8 @@ def test_a_preset_refuses_a_series_of_another_step_or_with_gaps(tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"ett_minute counts .* rows of 15min, but the series steps by 1h"):
         prep(hourly, tmp_path / "out", split={"preset": "ett_minute"})
     gap = series_csv(tmp_path / "g.csv", hours(15000)[:100] + hours(15000)[105:])
-    with pytest.raises(ConfigError, match=r"ett_hour .* skips steps at 1 place \(gaps: allow\); set gaps: fill"):
+    with pytest.raises(ConfigError, match=r"ett_hour .* skips steps at 1 place \(gaps: allow\); set "
+                                          r"datasets.d.gaps: fill"):
         prep(gap, tmp_path / "out", split={"preset": "ett_hour"}, gaps="allow")
     assert prep(gap, tmp_path / "out", split={"preset": "ett_hour"}, gaps="fill")["borders"] == [8640, 11520, 14400]
 
@@ -249,3 +250,25 @@ def test_the_summary_notes_inserted_rows_per_dataset(tmp_path: Path) -> None:
         histories.append(str(history))
     assert data_notes(histories[:1]) == ""
     assert "(gaps: fill), values forward-filled: b 12 rows." in data_notes(histories)
+
+
+def test_training_records_inserted_rows_and_names_a_shifted_cycle_phase(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """A gap-filled series starting at 05:00: the dataset input and run.json count the inserted
+    rows; a daily cycle's run.json names phase 0 and the job's log warns it is not midnight."""
+    import logging
+
+    from seqcomp.tracking import Run
+    from seqcomp.train.stage import train
+
+    dates = hours(300, start=datetime(2020, 1, 1, 5))
+    path = series_csv(tmp_path / "gap.csv", dates[:100] + dates[104:])
+    prep(path, tmp_path / "data", gaps="fill")
+    spec = {"experiment": "seqcomp/t", "dataset": "d", "model": "linear_cycle", "kind": "linear",
+            "params": {"cycle": 24}, "train": {}, "lookback": 24, "horizon": 8, "seed": 0}
+    run = Run.start(tmp_path / "journal", spec["experiment"], "t", "train/linear_cycle", {})
+    with caplog.at_level(logging.INFO, logger="seqcomp"):
+        summary = train(spec, tmp_path / "data", tmp_path / "out", run)
+    assert summary["inserted_rows"] == 4 and summary["cycle_phase0"] == "05:00"
+    assert any("phase 0 = 05:00, not 00:00" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    (record,) = [json.loads(line) for line in run.path.read_text().splitlines() if '"op": "input"' in line]
+    assert record["profile"]["inserted_rows"] == 4 and record["profile"]["filled_values"] == {}

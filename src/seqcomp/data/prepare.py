@@ -51,7 +51,7 @@ def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
     channels = [c for c in frame.columns if c != "date"]
     axis = time_axis(frame["date"])
     time = {"start": str(frame["date"][0]), "step": axis.step and axis.step.to_json(), "step_jumps": axis.jumps()}
-    check_preset_step(entry.get("split"), axis.step, len(time["step_jumps"]), where=f"{where}.split")
+    check_preset_step(entry.get("split"), axis.step, len(time["step_jumps"]), where)
     borders = split_borders(entry.get("split"), frame.height, where=f"{where}.split")
     values = frame.select(channels).to_numpy().astype(np.float64)  # (T, C)
     train = values[: borders[0]]

@@ -50,23 +50,24 @@ def split_borders(split: dict[str, Any] | None, n_rows: int, where: str = "split
     return borders
 
 
-def check_preset_step(split: dict[str, Any] | None, step: Any, jumps: int, where: str = "split") -> None:
+def check_preset_step(split: dict[str, Any] | None, step: Any, jumps: int, where: str = "dataset") -> None:
     """Refuse a preset on a series whose inferred step (a ``seqcomp.data.steps.Step``; None for
     fewer than two rows) is not the one the preset counts its rows in, or whose rows skip steps
-    (``jumps``, kept by ``gaps: allow``): its borders would fall at other times."""
+    (``jumps``, kept by ``gaps: allow``): its borders would fall at other times. ``where``: the
+    dataset's config key."""
     if not split or "preset" not in split or step is None:
         return
     seconds, text = PRESET_STEPS[split["preset"]]
     if step.months or step.micros != seconds * 1_000_000:
         raise ConfigError(
-            f"{where}.preset: {split['preset']} counts its 12/4/4 months of 30 days in rows of {text}, but the "
+            f"{where}.split.preset: {split['preset']} counts its 12/4/4 months of 30 days in rows of {text}, but the "
             f"series steps by {step.text()}; split it with borders or ratios instead"
         )
     if jumps:
         raise ConfigError(
-            f"{where}.preset: {split['preset']} counts its 12/4/4 months of 30 days in rows of {text}, one row per "
-            f"step, but the series skips steps at {jumps} place{'s' * (jumps != 1)} (gaps: allow); set gaps: fill "
-            "to insert the missing rows, or split it with borders or ratios"
+            f"{where}.split.preset: {split['preset']} counts its 12/4/4 months of 30 days in rows of {text}, one "
+            f"row per step, but the series skips steps at {jumps} place{'s' * (jumps != 1)} (gaps: allow); set "
+            f"{where}.gaps: fill to insert the missing rows, or split it with borders or ratios"
         )
 
 

@@ -66,9 +66,12 @@ def step_index(meta: dict, n_rows: int) -> torch.Tensor:
     ``step_jumps`` ([row, step index] where the index is not the previous row's + 1; none, or
     absent in a meta.json written before them: the row number)."""
     index = torch.arange(n_rows)
-    for row, step in meta.get("step_jumps", []):
-        index[row:] = step + torch.arange(n_rows - row)
-    return index
+    if not meta.get("step_jumps"):
+        return index
+    rows, steps = torch.tensor(meta["step_jumps"]).T.contiguous()  # (J,), (J,)
+    last = torch.searchsorted(rows, index, right=True) - 1  # (T,) the latest jump at or before each row
+    offset = torch.where(last >= 0, (steps - rows)[last.clamp_min(0)], 0)  # step index - row after it
+    return index + offset
 
 
 # Periods (in seconds) whose phase 0 has a natural time: the hour at minute 0, the day at midnight,

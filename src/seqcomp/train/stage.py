@@ -6,7 +6,7 @@ dataset input, per-epoch metrics as they come, artifacts and an MLflow model.
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from seqcomp.io import atomic_path, write_json
 from seqcomp.models import SeriesShape
 from seqcomp.tracking import Run, tracked
 from seqcomp.train.core import build_job_model, train_job
+
+log = logging.getLogger("seqcomp.train")
 
 
 def train(
@@ -34,6 +36,7 @@ def train(
     shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
     net = build_job_model(series, spec)
     n_params = sum(p.numel() for p in net.parameters())
+    notes = data_notes(series, spec)  # before the fit: a cycle's warning heads the job's log
     with tracked(run):
         run.log_params({"n_params": n_params, **spec})
         run.log_dict(spec, "job_spec.json")
@@ -44,7 +47,7 @@ def train(
             {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])))
         run.log_metrics({f"best_val/{k}": v for k, v in result.val.items()})
         summary = {"job": run.job, "n_params": n_params, **result.info,
-                   **{f"best_val_{k}": v for k, v in result.val.items()}, **data_notes(series, spec)}
+                   **{f"best_val_{k}": v for k, v in result.val.items()}, **notes}
         save_model(net, spec["kind"], spec["params"], shape, out_dir / "model.pt")
         import polars as pl  # lazy: keeps the training module importable on a bare GPU machine
 
@@ -70,7 +73,7 @@ def data_notes(series: PreparedSeries, spec: dict[str, Any]) -> dict[str, Any]:
     if period is not None:
         origin, warning = cycle_origin(series.meta, period)
         if warning:
-            print(f"seqcomp: warning: dataset {spec['dataset']!r}: {warning}", file=sys.stderr)
+            log.warning("warning: dataset %r: %s", spec["dataset"], warning)
         notes["cycle_phase0"] = origin
     return notes
 
