@@ -1,5 +1,8 @@
-"""Fuzz: seeded random corruptions of a valid CSV get a clean error or a clean result, and
-seeded lossless rewrites of one (date format, separator, compression) read back the same.
+"""Fuzz: seeded random corruptions of a valid CSV get a clean error or a clean result;
+seeded lossless rewrites of one (date format, separator, compression) read back the same; and
+seeded edits of its layout (header spaces and duplicates, blank lines, gaps, off-grid times) of
+series at steps from 15 minutes to a quarter read back the same or are refused naming the line
+and the key that fixes them.
 
 Never a traceback from inside polars or torch: every failure must be our error, whose message
 names the file (or, for a split the data cannot fill, the dataset's config key).
@@ -8,6 +11,7 @@ names the file (or, for a split the data cannot fill, the dataset's config key).
 from __future__ import annotations
 
 import bz2
+import calendar
 import gzip
 import lzma
 import random
@@ -154,3 +158,105 @@ def test_rewritten_csv_reads_the_same_or_asks_for_the_date_format(tmp_path: Path
         assert read(path, date_format=fmt).equals(expected)
     else:
         assert read(path).equals(expected), (fmt, sep, packing)
+
+
+N_EDITS = 160
+STEPS = ["15min", "1h", "1d", "month", "month-end", "quarter"]
+
+
+def regular_dates(rng: random.Random, step: str, n: int) -> list[datetime]:
+    """``n`` timestamps at ``step`` from a random start on that step's grid."""
+    if step in ("15min", "1h", "1d"):
+        delta = {"15min": timedelta(minutes=15), "1h": timedelta(hours=1), "1d": timedelta(days=1)}[step]
+        start = datetime(rng.randrange(2016, 2023), rng.randrange(1, 13), rng.randrange(1, 29), rng.randrange(24))
+        return [start + k * delta for k in range(n)]
+    every, first = (3 if step == "quarter" else 1), rng.randrange(2000 * 12, 2020 * 12)
+    out = []
+    for k in range(n):
+        year, month = divmod(first + k * every, 12)
+        last = calendar.monthrange(year, month + 1)[1]
+        out.append(datetime(year, month + 1, last if step == "month-end" else 1))
+    return out
+
+
+def edit(rng: random.Random, dates: list[datetime], values: list[tuple[str, str]], step: str) -> tuple[str, str, str]:
+    """(kind of edit, the edited CSV text, a regular expression its refusal must match; "" if read back the same)."""
+    lines = csv_text(dates, values, "%Y-%m-%d %H:%M:%S", ",").split("\n")[:-1]  # header + one line per row
+    n, kind = len(dates), rng.choice(["dup_header", "spaced_header", "blank_tail", "blank_middle", "gap", "gaps",
+                                      "gap_at_start", "gap_at_end", "off_grid"])
+    newline = rng.choice(["\n", "\r\n"])
+    if kind == "dup_header":
+        name, other = rng.sample(["date", "a", "b"], 2)
+        names = ["date", "a", "b"]
+        names[names.index(other)] = rng.choice(["", " ", "  "]) + name + rng.choice(["", " "])
+        lines[0] = ",".join(names)
+        expected = rf"line 1: the header names '{name}' twice, in columns \d and \d .*rename one of them"
+    elif kind == "spaced_header":
+        pads = ["", " ", "  "]
+        lines[0] = ",".join(rng.choice(pads) + name + rng.choice(pads) for name in ("date", "a", "b"))
+        expected = ""
+    elif kind == "blank_tail":
+        lines += [rng.choice(["", " ", "\t", "  "]) for _ in range(rng.randrange(1, 4))]
+        expected = ""
+    elif kind == "blank_middle":
+        i = rng.randrange(2, n)
+        lines.insert(i, rng.choice(["", " ", "\t"]))
+        expected = rf"line {i + 1} is blank; remove it"
+    elif kind == "off_grid":  # a time between two grid points (a fraction of the step, within its interval)
+        i = rng.randrange(1, n - 1)
+        shift = {"15min": timedelta(minutes=5), "1h": timedelta(minutes=30), "1d": timedelta(hours=6)}.get(
+            step, timedelta(days=-3 if step == "month-end" else 3))
+        lines[i + 1] = csv_text([dates[i] + shift], [values[i]], "%Y-%m-%d %H:%M:%S", ",").split("\n")[1]
+        expected = rf"line {i + 2}: '[-0-9: ]+' is off the .* grid .*datasets.fuzz.gaps: allow"
+    else:  # rows removed: one run, several, or right after the first row or before the last
+        runs = {"gap": 1, "gaps": rng.randrange(2, 5), "gap_at_start": 1, "gap_at_end": 1}[kind]
+        drop: set[int] = set()
+        for _ in range(runs):
+            length = rng.randrange(1, 6)
+            begin = {"gap_at_start": 1, "gap_at_end": n - 1 - length}.get(kind, rng.randrange(2, n - 1 - length))
+            drop |= set(range(begin, begin + length))
+        lines = [line for k, line in enumerate(lines) if k - 1 not in drop]
+        expected = r"line \d+: a gap in the .* steps: expected .*, found .*gaps: fill .*datasets.fuzz.gaps: allow"
+    return kind, newline.join(lines) + newline, expected
+
+
+@pytest.mark.parametrize("seed", range(N_EDITS))
+def test_edited_csv_reads_back_the_same_or_is_refused_naming_line_and_key(tmp_path: Path, seed: int) -> None:
+    """Header spaces and blank lines at the end read back as the clean file; a duplicate header,
+    a blank line between rows, a gap or an off-grid time is refused naming the file, the line and
+    the fix (for gaps: the gaps key); with gaps: fill a gappy series reads back as the clean
+    file's dates, with gaps: allow as the rows it has."""
+    rng = random.Random(seed)
+    step = rng.choice(STEPS)
+    dates = regular_dates(rng, step, rng.randrange(30, 70))
+    values = [(f"{rng.gauss(0, 1):.4f}", f"{rng.gauss(5, 2):.4f}") for _ in dates]
+    clean, path = tmp_path / "clean.csv", tmp_path / "edited.csv"
+    clean.write_text(csv_text(dates, values, "%Y-%m-%d %H:%M:%S", ","))
+    kind, text, expected = edit(rng, dates, values, step)
+    path.write_bytes(text.encode())
+
+    def read(csv: Path, **keys) -> tuple[dict, pl.DataFrame]:
+        out = tmp_path / f"out-{csv.stem}-{'-'.join(keys.values())}"
+        entry = {"kind": "csv", "path": str(csv), "split": {"ratios": [0.5, 0.2, 0.3]}, **keys}
+        meta = prepare(entry, out, name="fuzz")
+        return meta, pl.read_parquet(out / "series.parquet")
+
+    reference, frame = read(clean)
+    assert reference["step_jumps"] == [] and reference["inserted_rows"] == 0
+    if not expected:
+        meta, edited = read(path)
+        assert edited.equals(frame) and meta["channels"] == reference["channels"], (kind, step)
+        return
+    with pytest.raises(DataError, match=expected) as info:
+        read(path)
+    assert str(path) in str(info.value), str(info.value)
+    if kind.startswith("gap"):
+        rows_kept = len(text.strip().splitlines()) - 1
+        meta, filled = read(path, gaps="fill")
+        assert filled["date"].equals(frame["date"]) and meta["inserted_rows"] == len(dates) - rows_kept
+        meta, kept = read(path, gaps="allow")
+        assert kept.height == rows_kept and meta["inserted_rows"] == 0 and meta["step_jumps"]
+    elif kind == "off_grid":
+        with pytest.raises(DataError, match=expected):
+            read(path, gaps="fill")
+        assert read(path, gaps="allow")[1].height == len(dates)

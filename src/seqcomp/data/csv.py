@@ -4,7 +4,10 @@ Parsing is strict and explicit: everything is read as text first, then dates and
 parsed column by column, so every problem is reported with the file, the column and the first
 offending line, never as a traceback from inside polars. A gzip, bzip2 or xz file is read
 as the CSV it holds, whatever its name; the separator is the header's most frequent of
-``, ; tab |`` unless set; dates are read with one format for the whole column (``dates.py``).
+``, ; tab |`` unless set; header names are read by the csv module (polars would rename a
+duplicate, hiding it) and stripped of surrounding spaces; blank lines at the end are dropped,
+one in the middle is refused; dates are read with one format for the whole column
+(``dates.py``) and their steps checked for gaps (``steps.py``, the ``gaps`` key).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from seqcomp.data.dates import parse_dates
+from seqcomp.data.steps import TimeAxis, time_axis
 from seqcomp.errors import DataError
 from seqcomp.registry import check
 
@@ -34,16 +38,20 @@ class CSVConfig:
     missing: str = "error"  # "error" or "ffill" (forward fill, then backward fill at the start)
     date_format: str | None = None  # strftime format of the date column; None = inferred from every row
     separator: str | None = None  # field separator; None = the header's most frequent of , ; tab |
+    gaps: str = "error"  # missing time steps: "error", "fill" (insert rows, forward-filled) or "allow"
 
     def __post_init__(self) -> None:
         check(bool(self.path), "path", "is required for a csv dataset")
         check(self.missing in ("error", "ffill"), "missing", f"must be 'error' or 'ffill', got {self.missing!r}")
+        check(self.gaps in GAPS, "gaps", f"must be one of {', '.join(GAPS)}, got {self.gaps!r}")
         check(self.separator is None or len(self.separator) == 1, "separator",
               f"must be one character, got {self.separator!r}")
         check(self.date_format is None or "%" in self.date_format, "date_format",
               f"must be a strftime format such as '%Y-%m-%d %H:%M:%S', got {self.date_format!r}")
 
 
+GAPS = ("error", "fill", "allow")
+BOM = "\ufeff"  # a UTF-8 byte order mark, which polars drops from the first name
 # The series is stored as float32: a larger finite value would become inf there.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SEPARATORS = (",", ";", "\t", "|")
@@ -62,6 +70,10 @@ def _line(row: int) -> int:
     return row + 2
 
 
+def _steps(n: int) -> str:
+    return f"{n} step{'s' * (n != 1)}"
+
+
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
@@ -70,6 +82,23 @@ def _separator(text: str) -> str:
     """The header's most frequent candidate separator (a comma on a tie or with none)."""
     header = text.split("\n", 1)[0]
     return max(SEPARATORS, key=lambda sep: (header.count(sep), sep == ","))
+
+
+def _without_blank_tail(text: str) -> str:
+    """``text`` without the blank (or whitespace-only) lines at its end; ends in one newline."""
+    lines = text.split("\n")
+    end = len(lines)
+    while end > 1 and not lines[end - 1].strip():
+        end -= 1
+    return text if end == len(lines) - 1 else "\n".join(lines[:end]) + "\n"
+
+
+def _blank_line(text: str) -> int | None:
+    """1-based number of the first blank line (the text has none at its end)."""
+    for number, line in enumerate(text.split("\n")[:-1], start=1):
+        if not line.strip():
+            return number
+    return None
 
 
 def _ragged_line(data: bytes, separator: str) -> str | None:
@@ -138,7 +167,14 @@ class CSVSource:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(f"{self.path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8 CSV") from None
+        trimmed = _without_blank_tail(text)
+        blank = _blank_line(trimmed)
+        if blank is not None:
+            raise DataError(f"{self.path}: line {blank} is blank; remove it (blank lines are ignored only at the "
+                            "end of the file, never between rows)")
+        data = data if trimmed is text else trimmed.encode()
         sep = self.cfg.separator or _separator(text)
+        names = self._header(trimmed, sep)
         try:
             frame = pl.read_csv(io.BytesIO(data), separator=sep, infer_schema=False)
         except (pl.exceptions.PolarsError, ValueError) as exc:
@@ -146,7 +182,26 @@ class CSVSource:
             raise DataError(f"{self.path}: cannot be parsed as CSV (separator {sep!r}): {problem}") from None
         if frame.height == 0:
             raise DataError(f"{self.path}: has a header but no data rows")
+        if len(names) == frame.width:  # polars' own names would rename a duplicate and keep spaces
+            frame.columns = names
         return frame
+
+    def _header(self, text: str, sep: str) -> list[str]:
+        """The header's names as written, stripped of surrounding spaces; each non-empty and unique."""
+        try:
+            names = [name.strip() for name in next(csv.reader(io.StringIO(text.removeprefix(BOM)), delimiter=sep), [])]
+        except csv.Error:
+            return []  # polars reports the malformed header, naming the problem
+        seen: dict[str, int] = {}
+        for column, name in enumerate(names, start=1):
+            if not name:
+                raise DataError(f"{self.path}: line 1: column {column} of the header has no name; name it or "
+                                "drop the column (an index pandas wrote: save with index=False)")
+            if name in seen:
+                raise DataError(f"{self.path}: line 1: the header names {name!r} twice, in columns {seen[name]} "
+                                f"and {column} (names are compared without surrounding spaces); rename one of them")
+            seen[name] = column
+        return names
 
     def _parse_dates(self, frame: pl.DataFrame) -> pl.Series:
         name = self.cfg.date_column
@@ -197,10 +252,40 @@ class CSVSource:
                 raise DataError(f"{self.path}: column {raw.name!r} has no finite value to fill from")
         return values.cast(pl.Float32).alias(raw.name), n_missing
 
+    def _check_steps(self, axis: TimeAxis, raw: pl.Series) -> None:
+        """Refuse off-grid rows (unless ``gaps: allow``) and gaps (with ``gaps: error``)."""
+        if self.cfg.gaps == "allow" or axis.step is None:
+            return
+        key, origin, step = f"{self.where}.gaps", f"{self.path}: column {raw.name!r}", axis.step.text()
+        off = axis.off_grid
+        if len(off):
+            row = int(off[0])
+            after = f" (expected {axis.expected(row)} after line {_line(row - 1)})" if row else ""
+            them = "them" if len(off) > 1 else "it"
+            raise DataError(
+                f"{origin} line {_line(row)}: {raw[row]!r} is off the {step} grid of the series' steps{after}; "
+                f"{len(off)} row{'s' * (len(off) != 1)} off the grid: correct or drop {them}, or set {key}: allow "
+                f"to keep {them} (windows and cycle phases then follow the timestamps as they are)"
+            )
+        gaps = axis.gaps
+        if len(gaps) and self.cfg.gaps == "error":
+            row = int(gaps[0])
+            missing = int(axis.index[row] - axis.index[row - 1] - 1)
+            raise DataError(
+                f"{origin} line {_line(row)}: a gap in the {step} steps: expected {axis.expected(row)} after "
+                f"{raw[row - 1]!r} (line {_line(row - 1)}), found {raw[row]!r} ({_steps(missing)} "
+                f"missing); {len(gaps)} gap{'s' * (len(gaps) != 1)}, {_steps(axis.missing_steps())} missing in all. "
+                f"Set {key}: fill to insert the missing rows (forward-filled), or {key}: allow to keep the series "
+                "as it is (windows may then span gaps)"
+            )
+
     def load(self) -> tuple[pl.DataFrame, dict]:
-        """The parsed table (``date`` + float32 channels) and what was done to it (fill counts)."""
+        """The parsed table (``date`` + float32 channels) and what was done to it (values filled,
+        rows inserted at gaps)."""
         frame = self._read_text_table()
         dates = self._parse_dates(frame)
+        axis = time_axis(dates)
+        self._check_steps(axis, frame[self.cfg.date_column])
         names = self.cfg.columns or [c for c in frame.columns if c != self.cfg.date_column]
         absent = [c for c in names if c not in frame.columns]
         if absent:
@@ -213,4 +298,7 @@ class CSVSource:
             channels.append(series)
             if n_filled:
                 filled[name] = n_filled
-        return pl.DataFrame([dates, *channels]), {"filled_values": filled}
+        table = pl.DataFrame([dates, *channels])
+        if self.cfg.gaps == "fill" and len(axis.gaps):
+            table = axis.filled(table)
+        return table, {"filled_values": filled, "inserted_rows": table.height - frame.height}

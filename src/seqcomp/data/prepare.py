@@ -1,9 +1,11 @@
 """Split a dataset chronologically, fit the scaler on train rows only, write parquet + JSON.
 
 The parquet holds the *scaled* series (metrics are reported on scaled data, as published
-tables do); meta.json holds the scaler statistics (to map forecasts back), the split borders
-and the source's identity (file hash or generator parameters) for provenance. A sample dataset
-(classification task) is written as one row per sample instead, with no scaler.
+tables do); meta.json holds the scaler statistics (to map forecasts back), the split borders,
+the source's identity (file hash or generator parameters) for provenance, and the time axis:
+the series' start, its inferred step and where the step index (what a cycle's phase counts,
+``seqcomp.data.windows.step_index``) departs from the row number, as ``gaps: allow`` lets it.
+A sample dataset (classification task) is written as one row per sample instead, with no scaler.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import numpy as np
 import polars as pl
 
 from seqcomp.data import build_source, sample_shape
-from seqcomp.data.split import split_borders
+from seqcomp.data.split import check_preset_step, split_borders
+from seqcomp.data.steps import time_axis
 from seqcomp.errors import DataError
 from seqcomp.io import atomic_path, write_json
 
@@ -31,6 +34,7 @@ class FittedSeries:
     scaled: np.ndarray  # (T, C) float32, (value - mean) / std
     mean: np.ndarray  # (C,)
     std: np.ndarray  # (C,)
+    time: dict[str, Any]  # start, step, step_jumps (meta.json's)
 
     @property
     def channels(self) -> list[str]:
@@ -45,6 +49,9 @@ def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
     """
     frame, load_info = source.load()
     channels = [c for c in frame.columns if c != "date"]
+    axis = time_axis(frame["date"])
+    time = {"start": str(frame["date"][0]), "step": axis.step and axis.step.to_json(), "step_jumps": axis.jumps()}
+    check_preset_step(entry.get("split"), axis.step, len(time["step_jumps"]), where)
     borders = split_borders(entry.get("split"), frame.height, where=f"{where}.split")
     values = frame.select(channels).to_numpy().astype(np.float64)  # (T, C)
     train = values[: borders[0]]
@@ -62,7 +69,7 @@ def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
             f"{(values[row, col] - mean[col]) / std[col]:.3g} train standard deviations from the train mean, "
             "beyond float32 once scaled"
         )
-    return FittedSeries(frame, load_info, borders, scaled, mean, std)
+    return FittedSeries(frame, load_info, borders, scaled, mean, std, time)
 
 
 def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = ".", name: str = "dataset") -> dict:
@@ -82,7 +89,9 @@ def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = "
         "n_rows": frame.height,
         "borders": list(borders),
         "scaler": {"mean": mean.tolist(), "std": std.tolist(), "fitted_on": "train"},
+        "inserted_rows": 0,  # a csv dataset's gaps: fill says how many (load_info)
         **fitted.load_info,
+        **fitted.time,
     }
     if hasattr(source, "optimal_mse_per_step"):  # up to the longest horizon a test window can have
         meta["optimal_mse_per_step"] = source.optimal_mse_per_step(std, borders[2] - borders[1])

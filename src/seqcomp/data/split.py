@@ -3,6 +3,8 @@
 Borders are the end rows (exclusive) of train, val and test. A window's forecast horizon lies
 wholly inside one split; its lookback may reach back into the previous split, exactly as
 Time-Series-Library cuts val/test (so ETTh1 at L=96, H=96 gives 8449 / 2785 / 2785 windows).
+Borders count rows, so a preset's months hold the right time only at its own step: each preset
+names the step it assumes (``PRESET_STEPS``), and a series of another step is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ PRESETS = {
     "ett_hour": (12 * HOURS_PER_MONTH, 16 * HOURS_PER_MONTH, 20 * HOURS_PER_MONTH),
     "ett_minute": (12 * HOURS_PER_MONTH * 4, 16 * HOURS_PER_MONTH * 4, 20 * HOURS_PER_MONTH * 4),
 }
+# The step each preset's rows stand for (seconds, as written): its borders count 30-day months in rows.
+PRESET_STEPS = {"ett_hour": (3600, "1h"), "ett_minute": (900, "15min")}
 DEFAULT_RATIOS = (0.7, 0.1, 0.2)
 SPLITS = ("train", "val", "test")
 
@@ -44,6 +48,27 @@ def split_borders(split: dict[str, Any] | None, n_rows: int, where: str = "split
     if borders[2] > n_rows:
         raise ConfigError(f"{where}: test ends at row {borders[2]} but the series has only {n_rows} rows")
     return borders
+
+
+def check_preset_step(split: dict[str, Any] | None, step: Any, jumps: int, where: str = "dataset") -> None:
+    """Refuse a preset on a series whose inferred step (a ``seqcomp.data.steps.Step``; None for
+    fewer than two rows) is not the one the preset counts its rows in, or whose rows skip steps
+    (``jumps``, kept by ``gaps: allow``): its borders would fall at other times. ``where``: the
+    dataset's config key."""
+    if not split or "preset" not in split or step is None:
+        return
+    seconds, text = PRESET_STEPS[split["preset"]]
+    if step.months or step.micros != seconds * 1_000_000:
+        raise ConfigError(
+            f"{where}.split.preset: {split['preset']} counts its 12/4/4 months of 30 days in rows of {text}, but the "
+            f"series steps by {step.text()}; split it with borders or ratios instead"
+        )
+    if jumps:
+        raise ConfigError(
+            f"{where}.split.preset: {split['preset']} counts its 12/4/4 months of 30 days in rows of {text}, one "
+            f"row per step, but the series skips steps at {jumps} place{'s' * (jumps != 1)} (gaps: allow); set "
+            f"{where}.gaps: fill to insert the missing rows, or split it with borders or ratios"
+        )
 
 
 def _ratio_borders(ratios: list[float], n_rows: int) -> tuple[int, int, int]:

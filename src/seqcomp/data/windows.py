@@ -3,14 +3,16 @@ of a prepared classification task.
 
 Nothing is materialised: a window is two slices of one (T, C) tensor, so any lookback or
 horizon reuses the same prepared parquet. With ``cycle=P`` each lookback row gets one more
-column, its phase (the row's index in the series modulo P), for models that forecast with a
-global cycle (seqcomp.models.cycle); the target keeps the C channels. Classification samples keep their token ids and are
+column, its phase (the row's step index modulo P: whole inferred steps since the series' first
+timestamp, the row number on a series without gaps), for models that forecast with a global
+cycle (seqcomp.models.cycle); the target keeps the C channels. Classification samples keep their token ids and are
 one-hot encoded per item: x (L, vocab) float, y (H,) int64 class ids.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,8 +57,56 @@ class PreparedSeries:
         if cycle is None:
             return WindowDataset(self.values, starts, lookback, horizon)
         # Exact small integers in float32: the phase column travels with the values.
-        phase = (torch.arange(len(self.values)) % cycle).to(self.values.dtype)[:, None]  # (T, 1)
+        phase = (step_index(self.meta, len(self.values)) % cycle).to(self.values.dtype)[:, None]  # (T, 1)
         return WindowDataset(self.values, starts, lookback, horizon, inputs=torch.cat([self.values, phase], dim=1))
+
+
+def step_index(meta: dict, n_rows: int) -> torch.Tensor:
+    """(T,) int64: each row's whole steps since the first timestamp, rebuilt from meta.json's
+    ``step_jumps`` ([row, step index] where the index is not the previous row's + 1; none, or
+    absent in a meta.json written before them: the row number)."""
+    index = torch.arange(n_rows)
+    if not meta.get("step_jumps"):
+        return index
+    rows, steps = torch.tensor(meta["step_jumps"]).T.contiguous()  # (J,), (J,)
+    last = torch.searchsorted(rows, index, right=True) - 1  # (T,) the latest jump at or before each row
+    offset = torch.where(last >= 0, (steps - rows)[last.clamp_min(0)], 0)  # step index - row after it
+    return index + offset
+
+
+# Periods (in seconds) whose phase 0 has a natural time: the hour at minute 0, the day at midnight,
+# the week at Monday midnight.
+NATURAL_PERIODS = {
+    3600: ("hour", ":%M", ":00"),
+    86400: ("day", "%H:%M", "00:00"),
+    604800: ("week", "%a %H:%M", "Mon 00:00"),
+}
+
+
+def cycle_origin(meta: dict, period: int) -> tuple[str, str | None]:
+    """(what phase 0 is, a warning when that is not the natural start of the cycle's period).
+
+    A cycle's phase counts steps from the series' first timestamp, so ``cycle: 24`` over hourly
+    data is the hour of day only if the series starts at midnight; otherwise the phases are the
+    same cycle, labelled from another hour. Nothing is wrong with the model: the warning says so.
+    """
+    start, step = meta.get("start"), meta.get("step")
+    if start is None or step is None:
+        return "the first row", None
+    start = datetime.fromisoformat(start)
+    if "months" in step:
+        origin = f"{start:%b} (month {start.month})"
+        natural = step["months"] * period == 12 and start.month != 1
+        return origin, f"phase 0 = {origin}, not January" if natural else None
+    seconds = step["seconds"] * period
+    if seconds not in NATURAL_PERIODS:
+        return f"{start}", None
+    name, fmt, zero = NATURAL_PERIODS[seconds]
+    origin = start.strftime(fmt)
+    if origin == zero:
+        return origin, None
+    return origin, (f"cycle {period} spans a {name}, but the series starts at {start}: phase 0 = {origin}, "
+                    f"not {zero} (the phases are right, labelled from {origin})")
 
 
 def job_windows(series: "PreparedSeries | PreparedSamples", spec: dict[str, Any], split: str) -> "WindowDataset | SampleDataset":

@@ -13,9 +13,12 @@ model's own fit on the residuals.
 
 The phase comes with the data, not from the values: a model built with ``cycle: P`` takes
 windows whose last column is each lookback step's phase, the row's index in the prepared
-series modulo P (``PreparedSeries.windows(..., cycle=P)``; a job's windows get them from its
-spec's ``cycle`` through ``seqcomp.data.windows.job_windows``). For hourly data starting at
-midnight, ``cycle: 24`` makes the phase the hour of day.
+series modulo P, or its step index where the series skips steps (``gaps: allow``)
+(``PreparedSeries.windows(..., cycle=P)``; a job's windows get them from its spec's ``cycle``
+through ``seqcomp.data.windows.job_windows``). Phase 0 is the series' first timestamp: for
+hourly data starting at midnight, ``cycle: 24`` makes the phase the hour of day; otherwise the
+training job says so (``seqcomp.data.windows.cycle_origin``). Forecast phases continue from the
+last input step, one per row.
 """
 
 from __future__ import annotations

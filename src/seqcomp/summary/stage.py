@@ -96,7 +96,7 @@ def run_summary(
     with tracked(run) if run is not None else nullcontext():
         rows = [read_json(p) for p in metrics]
         frame = evaluations(rows, histories)
-        table = _write_tables(frame, published, out_dir, title)
+        table = _write_tables(frame, published, out_dir, title, data_notes(histories))
         _write_plots(rows, frame, histories, reports, plots_dir)
         runs = current_runs(run.journal_dir) if run is not None else None
         with atomic_path(out_dir / "provenance.json") as tmp:
@@ -117,6 +117,20 @@ def job_keys_of(rows: list[dict[str, Any]]) -> set[str]:
     return {job_key(stage, row) for row in rows for stage in STAGES}
 
 
+def data_notes(histories: list[str]) -> str:
+    """A note under results.md's table naming the datasets whose gaps were filled (``gaps: fill``)
+    and how many rows that inserted, from the training jobs' run.json; empty when none was."""
+    inserted = {}
+    for h in histories:
+        run = read_json(Path(h).with_name("run.json"))
+        if run.get("inserted_rows"):
+            inserted[job_keys(h, "train")["dataset"]] = run["inserted_rows"]
+    if not inserted:
+        return ""
+    counts = ", ".join(f"{name} {n} row{'s' * (n != 1)}" for name, n in sorted(inserted.items()))
+    return f"\nRows inserted at the series' gaps (gaps: fill), values forward-filled: {counts}.\n"
+
+
 def evaluations(rows: list[dict[str, Any]], histories: list[str]) -> pl.DataFrame:
     """Every evaluation, one row per metrics.json content, with its fp32 baseline and (given
     the training jobs' history.csv files) the validation MSE of its training job."""
@@ -126,14 +140,15 @@ def evaluations(rows: list[dict[str, Any]], histories: list[str]) -> pl.DataFram
     return frame
 
 
-def _write_tables(frame: pl.DataFrame, published: Path | None, out_dir: Path, title: str) -> pl.DataFrame:
+def _write_tables(frame: pl.DataFrame, published: Path | None, out_dir: Path, title: str,
+                  notes: str = "") -> pl.DataFrame:
     table = aggregate(frame)
     heading = f"{title}: test metrics (mean over seeds)"
     scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
     fp32 = scored.filter(pl.col("pass_kind") == "fp32")
     values = load_published(published) if published is not None else []
     written = {"results.csv": lambda tmp: frame.write_csv(tmp),
-               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table)),
+               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table) + notes),
                "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
                "published.md": lambda tmp: tmp.write_text(
                    published_markdown(compare_published(fp32, values), values, title)),

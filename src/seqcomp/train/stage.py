@@ -6,17 +6,20 @@ dataset input, per-epoch metrics as they come, artifacts and an MLflow model.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from seqcomp.artifacts import save_model
-from seqcomp.data.windows import PreparedSeries, job_windows
+from seqcomp.data.windows import PreparedSeries, cycle_origin, job_windows
 from seqcomp.io import atomic_path, write_json
 from seqcomp.models import SeriesShape
 from seqcomp.tracking import Run, tracked
 from seqcomp.train.core import build_job_model, train_job
+
+log = logging.getLogger("seqcomp.train")
 
 
 def train(
@@ -33,6 +36,7 @@ def train(
     shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
     net = build_job_model(series, spec)
     n_params = sum(p.numel() for p in net.parameters())
+    notes = data_notes(series, spec)  # before the fit: a cycle's warning heads the job's log
     with tracked(run):
         run.log_params({"n_params": n_params, **spec})
         run.log_dict(spec, "job_spec.json")
@@ -43,7 +47,7 @@ def train(
             {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])))
         run.log_metrics({f"best_val/{k}": v for k, v in result.val.items()})
         summary = {"job": run.job, "n_params": n_params, **result.info,
-                   **{f"best_val_{k}": v for k, v in result.val.items()}}
+                   **{f"best_val_{k}": v for k, v in result.val.items()}, **notes}
         save_model(net, spec["kind"], spec["params"], shape, out_dir / "model.pt")
         import polars as pl  # lazy: keeps the training module importable on a bare GPU machine
 
@@ -57,6 +61,23 @@ def train(
     return summary
 
 
+def data_notes(series: PreparedSeries, spec: dict[str, Any]) -> dict[str, Any]:
+    """run.json's notes on the series: the rows its ``gaps: fill`` inserted (the summary lists
+    them) and, for a model with ``cycle: P``, what phase 0 is (``cycle_phase0``), with a warning
+    line in the job's log when that is not the natural start of the period (hourly data not
+    starting at midnight for P=24): the model is right, its phase labels shift."""
+    if series.task != "forecast":
+        return {}
+    notes = {"inserted_rows": series.meta.get("inserted_rows", 0)}
+    period = spec["params"].get("cycle")
+    if period is not None:
+        origin, warning = cycle_origin(series.meta, period)
+        if warning:
+            log.warning("warning: dataset %r: %s", spec["dataset"], warning)
+        notes["cycle_phase0"] = origin
+    return notes
+
+
 def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any]:
     """Rows per split and this job's windows per split, plus the raw source's identity."""
     if series.task == "classification":  # independent samples: no rows, no channels
@@ -65,4 +86,7 @@ def dataset_profile(series: PreparedSeries, shape: SeriesShape) -> dict[str, Any
     b = series.borders
     rows = {"train": b[0], "val": b[1] - b[0], "test": b[2] - b[1]}
     windows = {split: len(series.windows(split, shape.lookback, shape.horizon)) for split in rows}
-    return {"source": series.meta["source"], "channels": series.meta["channels"], "rows": rows, "windows": windows}
+    # rows a csv dataset's gaps: fill inserted and values its missing: ffill filled, apart: both change the data
+    filled = {"inserted_rows": series.meta.get("inserted_rows", 0), "filled_values": series.meta.get("filled_values")}
+    return {"source": series.meta["source"], "channels": series.meta["channels"], "rows": rows, "windows": windows,
+            **filled}
