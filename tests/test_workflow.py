@@ -318,7 +318,7 @@ def test_mlflow_ui_serves_the_runs_on_localhost(smoke_run: Path) -> None:
 def test_building_the_dag_does_not_import_torch(smoke_run: Path) -> None:
     """A no-op run must stay cheap: validating models would import torch (seconds) every time.
 
-    The first run memoizes the checked config (results/.checked-configs); an unchanged config
+    The first run memoizes the checked config (.snakemake/seqcomp/checked-configs); an unchanged config
     is not checked again. (Wall time itself is a benchmark, see docs/benchmarks.md.)
     """
     # Other tests edit package files and restore them; the first run after such a change checks
