@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fill, tmpfs
 from seqcomp.errors import SeqcompError
 from seqcomp.io import DiskFull, atomic_path, check_writable, disk_full, read_json, write_json
 
@@ -142,27 +142,11 @@ def test_an_unwritable_folder_is_named_with_the_missing_permission(tmp_path: Pat
         check_writable(tmp_path / "results")
 
 
-def mounted_tmpfs(folder: Path, options: str) -> bool:
-    """Mount a tmpfs at ``folder`` (root only: the tests run as root here and in CI)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-    return done.returncode == 0
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs, unmounted after the test; skipped where mounting is not permitted."""
-    disk = tmp_path / "disk"
-    if not mounted_tmpfs(disk, "size=1m"):
-        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission)")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def fill(disk: Path, leave: int) -> None:
-    """Fill ``disk`` up to ``leave`` bytes free."""
-    free = shutil.disk_usage(disk).free
-    (disk / "filler").write_bytes(b"x" * max(free - leave, 0))
+    """A 1 MiB tmpfs, unmounted after the test."""
+    with tmpfs(tmp_path / "disk", "size=1m") as disk:
+        yield disk
 
 
 def test_a_read_only_folder_is_named_for_root_too(small_disk: Path) -> None:
