@@ -6,11 +6,14 @@ from snakemake.exceptions import WorkflowError
 
 from seqcomp.config import canonical_json
 from seqcomp.errors import SeqcompError
+from seqcomp.io import DiskFull
 from seqcomp.pages import page_folder, page_name
 from seqcomp.summary import PLOTS
 
 try:
-    C = load_config(config, memo_dir="results/.checked-configs")
+    C = load_config(config, memo_dir=f"{jobs.CACHE_DIR}/checked-configs")
+except DiskFull as exc:  # writing the memo
+    sys.exit(f"seqcomp: error: {exc}")
 except SeqcompError as exc:
     sys.exit(f"seqcomp: invalid config: {exc}")
 

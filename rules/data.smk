@@ -38,11 +38,18 @@ rule data:
 # replays them into the store every ~2 s from a thread, and once more at the end, so only one
 # process opens the store (docs/design.md, "Tracking"). Journals a killed workflow left are
 # replayed by the next run's start, or by `python -m seqcomp track --results results/<name>`.
+#
+# A real run only (not -n): a results folder or store this user cannot write, or a full disk,
+# stops it here with one line, before any job.
 onstart:
-    from seqcomp.tracking import write_resolved_config
+    from seqcomp.tracking import check_writable_run, write_resolved_config
     from seqcomp.tracking.replay import start_live
 
-    write_resolved_config(C, P["config"])
+    try:
+        check_writable_run(jobs.results_dir(C), C["tracking_uri"])
+        write_resolved_config(C, P["config"])
+    except SeqcompError as exc:
+        sys.exit(f"seqcomp: error: {exc}")
     start_live(P["journal"], C["tracking_uri"])
 
 
@@ -55,8 +62,11 @@ onsuccess:
 onerror:
     import sys
 
+    from seqcomp.io import full_disk_note
     from seqcomp.scheduler_hints import resource_hints  # a Slurm job killed for its memory/time: what to raise
     from seqcomp.tracking.replay import drain_live
 
     drain_live()
     print(*resource_hints(log), sep="\n", file=sys.stderr)
+    if note := full_disk_note(jobs.results_dir(C)):  # its jobs' logs, on that disk, may be empty
+        print(f"seqcomp: error: {note}", file=sys.stderr)

@@ -378,3 +378,115 @@ def test_replaying_a_model_leaves_the_process_wide_store_as_it_was(tiny_data: Pa
     replay(journals, uri(tmp_path), final=True)
     assert "MLFLOW_TRACKING_URI" not in os.environ
     assert resolve_uri("sqlite:///elsewhere.db").startswith("sqlite:///elsewhere.db")
+
+
+def test_a_journal_that_cannot_start_leaves_no_file_and_one_cut_short_keeps_whole_lines(
+        tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import errno
+
+    from seqcomp.io import DiskFull
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    real_write_bytes = Path.write_bytes
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: (real_write_bytes(self, data[:5]), (_ for _ in ()).throw(full)))
+    with pytest.raises(DiskFull, match=r"\.jsonl: No space left on device"):
+        Run.start(tmp_path / "j", EXP, "t", "train/a", {})
+    assert [p for p in (tmp_path / "j").rglob("*") if p.is_file()] == []  # not even an empty journal
+    monkeypatch.setattr(Path, "write_bytes", real_write_bytes)
+
+    run = Run.start(tmp_path / "j", EXP, "t", "train/a", {})
+    run.log_params({"a": 1})
+    whole = run.path.read_bytes()
+
+    class Full:  # the journal's file: a short write, then the disk is full
+        def __init__(self, f) -> None:  # noqa: ANN001
+            self.f, self.calls = f, 0
+
+        def write(self, data) -> int:  # noqa: ANN001
+            self.calls += 1
+            if self.calls == 1:
+                return self.f.write(data[:7])
+            raise full
+
+        def fileno(self) -> int:
+            return self.f.fileno()
+
+        def close(self) -> None:
+            self.f.close()
+
+    run._out = Full(run._out)
+    with pytest.raises(ValueError, match="the job's own error"):  # not the journal's
+        with tracked(run):
+            raise ValueError("the job's own error")
+    assert run.path.read_bytes() == whole  # the cut-off line is gone; the replayer reads whole lines
+
+
+def test_the_replayer_removes_journals_without_a_first_line_once_their_writer_is_gone(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    import logging
+
+    journals = tmp_path / "journal"
+    old, fresh = journals / "train/a/01-old.jsonl", journals / "train/b/02-fresh.jsonl"
+    for path, content in ((old, b""), (fresh, b'{"op": "sta')):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(content)
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    run = Run.start(journals, EXP, "t", "train/c", {})
+    run.finish()
+    with caplog.at_level(logging.WARNING, logger="seqcomp.tracking.replay"):
+        assert replay(journals, uri(tmp_path)) == []
+        assert not old.exists() and fresh.exists()  # a writer may still be at its first line
+        assert replay(journals, uri(tmp_path), final=True) == []  # the workflow's end: every writer is gone
+    assert not fresh.exists() and len(runs_of(uri(tmp_path))) == 1
+    said = [r.getMessage() for r in caplog.records if "without a complete first line" in r.getMessage()]
+    assert len(said) == 2 and "removed 1 journal(s)" in said[0] and str(old) in said[0]
+
+
+def test_a_full_store_is_said_once_naming_the_store_not_once_per_journal(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    journals = tmp_path / "journal"
+    for job in ("train/a", "train/b", "train/c"):
+        Run.start(journals, EXP, "t", job, {}).finish()
+    replayer = Replayer(journals, uri(tmp_path))
+    tried = []
+
+    def full(journal: Path, final: bool) -> None:
+        tried.append(journal)
+        raise RuntimeError("(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO runs ...]\n"
+                           "(Background on this error at: https://sqlalche.me/e/20/e3q8)")
+
+    monkeypatch.setattr(replayer, "replay_journal", full)
+    (problem,) = replayer.replay()
+    assert len(tried) == 1, "the other journals would fail the same way"
+    assert problem.startswith(f"{tmp_path / 'mlflow.db'} (artifacts in {tmp_path / 'mlartifacts'}): the tracking store's "
+                              "disk is full (No space left on device)")
+    assert "\n" not in problem and "sqlalche" not in problem and replayer.replay() == [problem]  # the same line: said once
+
+
+def test_track_on_a_folder_it_cannot_write_says_so_in_one_line(tmp_path: Path, monkeypatch, capfd) -> None:  # noqa: ANN001
+    from seqcomp.cli import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    journals = tmp_path / "results" / "x" / "tracking" / "journal"
+    job(journals, "train", SPEC)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK and real_access(path, mode))
+    assert main(["track", "--results", "results/x"]) == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("seqcomp: error: results/x/tracking/journal: the journals' folder is not writable: "
+                           "no write permission for you")
+    assert not (journals / ".replay.lock").exists()
+
+
+def test_a_job_whose_other_writer_fills_the_disk_names_that_file(tmp_path: Path, monkeypatch, capfd) -> None:  # noqa: ANN001
+    """A writer outside seqcomp.io (Lightning moving a checkpoint from /tmp): the target it was writing."""
+    import errno
+
+    from seqcomp import cli
+
+    def move(args) -> None:  # noqa: ANN001
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/tmpab12", None, "out/checkpoints/last.ckpt")
+
+    monkeypatch.setattr(cli, "cmd_data", move)
+    assert cli.main(["data", "--spec", "{}", "--out", "out"]) == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("seqcomp: error: out/checkpoints/last.ckpt: No space left on device: the disk holding it")

@@ -6,6 +6,7 @@ import base64
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, tmpfs
 from seqcomp.summary import PLOTS
 
 pytestmark = pytest.mark.slow
@@ -318,7 +319,7 @@ def test_mlflow_ui_serves_the_runs_on_localhost(smoke_run: Path) -> None:
 def test_building_the_dag_does_not_import_torch(smoke_run: Path) -> None:
     """A no-op run must stay cheap: validating models would import torch (seconds) every time.
 
-    The first run memoizes the checked config (results/.checked-configs); an unchanged config
+    The first run memoizes the checked config (.snakemake/seqcomp/checked-configs); an unchanged config
     is not checked again. (Wall time itself is a benchmark, see docs/benchmarks.md.)
     """
     # Other tests edit package files and restore them; the first run after such a change checks
@@ -560,3 +561,38 @@ def test_a_rerun_beside_an_orphaned_training_job_refuses_and_leaves_it_whole(tmp
     assert run["epochs"] == 30 and run["resumed_from"] is None
     assert len((train_dir / "history.csv").read_text().splitlines()) == 31 and (train_dir / "model.pt").is_file()
     assert not (train_dir / "checkpoints").exists() and not (train_dir / ".seqcomp.log").exists()
+
+
+def test_a_full_results_disk_is_said_once_without_tracebacks(tmp_path: Path) -> None:
+    """The results folder on a 256 KiB tmpfs: the data job fits, training does not. The console
+    says "No space left on device" naming the folder once, the store's line at most once, no
+    SQLAlchemy or Python traceback; the failed jobs leave no output and are planned again."""
+    shutil.copy(ROOT / "config" / "smoke.yaml", tmp_path / "smoke.yaml")
+    with tmpfs(tmp_path / "results", "size=256k"):
+        result = snakemake(tmp_path)
+        out = result.stdout + result.stderr
+        assert result.returncode != 0
+        full = [line for line in out.splitlines() if "No space left on device" in line]
+        assert [line for line in full if line.startswith("seqcomp: error: results/smoke: No space left on device")]
+        assert len(full) == len(set(full)) <= 3, full  # the workflow's line, the store's, a job's own
+        assert "sqlalchemy" not in out.lower() and "Traceback" not in out, out[-4000:]
+        outputs = [p for stage in ("train", "compress", "evaluate") for p in (tmp_path / "results" / "smoke" / stage).rglob("*")]
+        assert not [p for p in outputs if p.is_file()] and not list((tmp_path / "results").rglob("*.tmp")), outputs
+        subprocess.run(["mount", "-o", "remount,size=64m", str(tmp_path / "results")], check=True)
+        planned = jobs_planned(snakemake(tmp_path, "-n"))
+    assert planned.get("train") == len(smoke_config()["models"]) and "data" not in planned
+
+
+def test_a_read_only_results_folder_plans_but_does_not_run(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config" / "smoke.yaml", tmp_path / "smoke.yaml")
+    with tmpfs(tmp_path / "results", "size=1m,ro"):
+        dry = snakemake(tmp_path, "-n")
+        assert dry.returncode == 0 and "error" not in (dry.stdout + dry.stderr).lower(), dry.stderr[-3000:]
+        assert jobs_planned(dry).get("data") == 1
+        real = snakemake(tmp_path)
+    out = real.stdout + real.stderr
+    assert real.returncode != 0
+    (line,) = [line for line in out.splitlines() if "seqcomp: error" in line]
+    assert line.startswith("seqcomp: error: results/smoke (to be created in results): the results folder is not "
+                           f"writable: results is on a read-only file system"), line
+    assert "Traceback" not in out and not re.search(r"^Job \d+:", out, re.M), out[-3000:]  # no job started

@@ -23,8 +23,25 @@ def save_model(net: torch.nn.Module, kind: str, params: dict[str, Any], shape: S
         "shape": {"lookback": shape.lookback, "horizon": shape.horizon, "channels": shape.channels},
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
+    save_torch(payload, path)
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` into ``path`` atomically; a full disk raises ``seqcomp.io.DiskFull`` naming it.
+
+    Saved by name, as always: torch names the archive's inner folder after the file, so saving
+    into a file object would change every model.pt's size (report.json's ``file_bytes``). By
+    name, torch's C++ writer reports a failed write without its cause ("basic_ios::clear:
+    iostream error", "unexpected pos"), so such a failure is redone through a Python file, whose
+    OSError carries errno ENOSPC/EDQUOT when the disk is full (``atomic_path`` then says so).
+    """
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError:
+            with open(tmp, "wb") as f:
+                torch.save(obj, f)
+            raise  # the second save fit: the first failed for another reason, shown as it was
 
 
 def model_spec(path: str | Path) -> dict[str, Any]:

@@ -72,14 +72,18 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_track(args: argparse.Namespace) -> None:
-    from seqcomp.tracking import redact, resolve_uri
+    from seqcomp.io import check_writable
+    from seqcomp.tracking import check_writable_store, redact, resolve_uri
     from seqcomp.tracking.replay import Replayer
 
     results = Path(args.results)
     journal_dir = results / "tracking" / "journal"
     if not journal_dir.is_dir():
         raise SeqcompError(f"{journal_dir}: no journals (is --results a workflow's results/<name> folder?)")
-    uri = resolve_uri(args.tracking_uri or config_tracking_uri(results / "tracking" / "config.yaml"))
+    config_uri = args.tracking_uri or config_tracking_uri(results / "tracking" / "config.yaml")
+    check_writable(journal_dir, "the journals' folder")  # the replay's lock and progress files go there
+    check_writable_store(config_uri)
+    uri = resolve_uri(config_uri)
     problems = Replayer(journal_dir, uri).replay(final=True)
     for line in problems:
         print(f"seqcomp: not replayed: {line}", file=sys.stderr)
@@ -197,6 +201,23 @@ def cmd_pages(args: argparse.Namespace) -> None:
         raise SeqcompError("pages: name --config (a pipeline's page) or --bench (the micro-benchmarks' page)")
 
 
+def _say(line: str) -> None:
+    """Print the job's error line to stderr (its log), which may be on the full disk itself."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def written_path(exc: BaseException) -> str | None:
+    """The file ``exc`` or an error it was raised from was writing: an OSError's ``filename2``
+    (the target of a copy or move: Lightning moves checkpoints from /tmp), else its ``filename``."""
+    from seqcomp.io import causes
+
+    names = (getattr(e, "filename2", None) or getattr(e, "filename", None) for e in causes(exc))
+    return next((name for name in names if name), None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqcomp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -281,7 +302,15 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         args.fn(args)
     except SeqcompError as exc:
-        print(f"seqcomp: error: {exc}", file=sys.stderr)
+        _say(f"seqcomp: error: {exc}")
+        return 2
+    except Exception as exc:
+        from seqcomp.io import DiskFull, disk_full
+
+        if not disk_full(exc):
+            raise
+        # a writer that does not go through seqcomp.io (Lightning's checkpoints): its file, else the job's output
+        _say(f"seqcomp: error: {DiskFull(written_path(exc) or getattr(args, 'out', None) or Path.cwd())}")
         return 2
     except Exception:  # a bug: its traceback, as Python would print it on exit
         traceback.print_exc()

@@ -19,6 +19,10 @@ from seqcomp.config import PROJECT_ROOT, dataset_windows, model_axes, model_para
 PKG = PROJECT_ROOT / "src" / "seqcomp"
 PASSES_DIR = PKG / "compress" / "passes"  # one file per pass: a job depends only on its own (pass_files)
 WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
+# What building the DAG writes (the checked-config memo, the code stamps): in Snakemake's own
+# folder of the working directory, not under results/, so `snakemake -n` writes nothing there
+# (a read-only or another user's results folder still plans) and `make clean` removes it.
+CACHE_DIR = ".snakemake/seqcomp"
 
 
 def results_dir(cfg: dict[str, Any]) -> str:
@@ -165,7 +169,7 @@ def _code_files(stage: str, model_file: Path | None, dataset_file: Path | None,
 
 
 def code_stamp(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
-               dataset: str | None = None, passname: str | None = None, folder: str = "results/.code") -> str:
+               dataset: str | None = None, passname: str | None = None, folder: str = f"{CACHE_DIR}/code") -> str:
     """One file standing for :func:`code_files` as a job's input: ``folder/<stage>-<id>.sha256``.
 
     Its content is the sha256 of those files' contents (and their list); it is rewritten only

@@ -6,12 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from seqcomp.artifacts import load_model
+from seqcomp.artifacts import load_model, save_torch
 from seqcomp.compress.core import compress_job
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.io import atomic_path, write_json
+from seqcomp.io import write_json
 from seqcomp.tracking import Run, tracked
 
 
@@ -22,8 +20,7 @@ def run_compress(spec: dict[str, Any], model_path: Path, data_dir: Path, out_dir
     with tracked(run):
         run.log_params(spec)
         stored, report = compress_job(net, series, spec)
-        with atomic_path(out_dir / "model.pt") as tmp:
-            torch.save(stored, tmp)
+        save_torch(stored, out_dir / "model.pt")
         report.update({"file_bytes": (out_dir / "model.pt").stat().st_size, "job": run.job})
         run.log_metrics({"size_bytes": report["size"]["bytes"], "fp32_bytes": report["fp32_bytes"]})
         run.set_tags({"seqcomp.simulated": str(report["simulated"]).lower(), "seqcomp.pass_kind": spec["pass_kind"]})

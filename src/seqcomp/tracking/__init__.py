@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from seqcomp.io import DiskFull, atomic_path, check_writable, names_full_disk
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # as seqcomp.config's, without importing jsonschema
 SQLITE_TIMEOUT_S = 120
 FILES_SUFFIX = ".files"  # beside <id>.jsonl: the files the journal's artifacts and model point to
@@ -37,13 +39,35 @@ FILES_SUFFIX = ".files"  # beside <id>.jsonl: the files the journal's artifacts 
 
 def resolve_uri(config_uri: str | None = None) -> str:
     """$MLFLOW_TRACKING_URI, else the config's ``tracking_uri``, else results/mlflow.db (SQLite) in the cwd."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or config_uri
-    if not uri:
-        uri = f"sqlite:///{(Path.cwd() / 'results' / 'mlflow.db').as_posix()}"
+    uri = _chosen_uri(config_uri)
     if uri.startswith("sqlite:///") and "timeout=" not in uri:
-        Path(uri.removeprefix("sqlite:///").split("?")[0]).parent.mkdir(parents=True, exist_ok=True)
+        sqlite_folder(uri).mkdir(parents=True, exist_ok=True)
         uri += ("&" if "?" in uri else "?") + f"timeout={SQLITE_TIMEOUT_S}"
     return uri
+
+
+def _chosen_uri(config_uri: str | None) -> str:
+    default = f"sqlite:///{(Path.cwd() / 'results' / 'mlflow.db').as_posix()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or config_uri or default
+
+
+def sqlite_folder(uri: str) -> Path | None:
+    """The folder of a SQLite store (its database and, beside it, its artifacts); None for a server."""
+    return Path(uri.removeprefix("sqlite:///").split("?")[0]).parent if uri.startswith("sqlite:///") else None
+
+
+def check_writable_run(results: str | Path, config_uri: str | None) -> None:
+    """Before a workflow runs any job: this user can write its results folder and a SQLite store's
+    folder (a one-line SeqcompError naming the folder otherwise, rather than a traceback per job)."""
+    check_writable(results)
+    check_writable_store(config_uri)
+
+
+def check_writable_store(config_uri: str | None) -> None:
+    """The folder of the SQLite store ``resolve_uri(config_uri)`` names (if SQLite) can be written
+    by this user; a one-line SeqcompError naming it otherwise."""
+    if (store := sqlite_folder(_chosen_uri(config_uri))) is not None:
+        check_writable(store, "the tracking store's folder")
 
 
 def experiment_name(cfg: dict[str, Any]) -> str:
@@ -110,10 +134,10 @@ class Run:
     def __init__(self, journal_dir: str | Path, job: str, journal_id: str):
         self.journal_dir, self.job = Path(journal_dir), job
         self.path = self.journal_dir / job / f"{journal_id}.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.files = self.path.with_suffix(FILES_SUFFIX)
         self._n_files = 0
-        self._out = self.path.open("a", encoding="utf-8")
+        self._out: Any = None  # the journal, opened for appending once its first line is written
+        self._size = 0  # bytes of whole lines in the journal
 
     @classmethod
     def start(
@@ -132,21 +156,38 @@ class Run:
         return run
 
     def _write(self, record: dict[str, Any]) -> None:
-        # One write per line, flushed: a killed job leaves whole lines (the replayer ignores a
-        # partial last line until it is complete).
-        self._out.write(json.dumps(record, default=str) + "\n")
-        self._out.flush()
+        """Append one line. The first one creates the journal whole (``atomic_path``): a job that
+        cannot write it (a full disk) leaves no journal, rather than an empty one the replayer
+        cannot use. Later lines are appended unbuffered; one that does not fit is cut off again,
+        so the journal keeps whole lines only and a later line (the FAILED finish) can follow."""
+        data = (json.dumps(record, default=str) + "\n").encode()
+        if self._out is None:
+            with atomic_path(self.path) as tmp:
+                tmp.write_bytes(data)
+            self._out = self.path.open("ab", buffering=0)
+            self._size = len(data)
+            return
+        with names_full_disk(self.path):
+            try:
+                view = memoryview(data)
+                while view:  # a write to a nearly full disk can be short before it fails
+                    view = view[self._out.write(view):]
+            except OSError:
+                os.ftruncate(self._out.fileno(), self._size)  # frees space: cannot fail for room
+                raise
+        self._size += len(data)
 
     def _keep(self, path: str | Path) -> str:
         """Hard-link (or copy) ``path`` beside the journal; returns its name there, relative to ``files``."""
         name = f"{self._n_files}/{Path(path).name}"
         self._n_files += 1
         target = self.files / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:  # another file system, or links not allowed
-            shutil.copy2(path, target)
+        with names_full_disk(target):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, target)
+            except OSError:  # another file system, or links not allowed
+                shutil.copy2(path, target)
         return name
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -180,16 +221,20 @@ class Run:
         import numpy as np
 
         example_file = self.files / f"{name}-example.npy"
-        example_file.parent.mkdir(parents=True, exist_ok=True)
-        np.save(example_file, np.asarray(example))
+        with names_full_disk(example_file):
+            example_file.parent.mkdir(parents=True, exist_ok=True)
+            np.save(example_file, np.asarray(example))
         self._write({"op": "model", "file": self._keep(model_file), "example": example_file.name, "name": name})
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self._write({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
 
     def finish(self, status: str = "FINISHED") -> None:
-        self._write({"op": "finish", "status": status, "time": now_ms()})
-        self._out.close()
+        try:
+            self._write({"op": "finish", "status": status, "time": now_ms()})
+        finally:
+            if self._out is not None:
+                self._out.close()
 
 
 def current_runs(journal_dir: str | Path) -> list[dict[str, Any]]:
@@ -230,11 +275,17 @@ def quiet_loggers(*names: str, level: int = logging.ERROR) -> Iterator[None]:
 
 @contextmanager
 def tracked(run: Run) -> Iterator[Run]:
-    """Mark the run FAILED (and re-raise) if the body raises, FINISHED otherwise."""
+    """Mark the run FAILED (and re-raise) if the body raises, FINISHED otherwise.
+
+    If the FAILED line does not fit either (a full disk), the body's error is the one raised:
+    the journal then ends without a finish, as a killed job's does (a rerun supersedes it)."""
     try:
         yield run
     except BaseException:
-        run.finish("FAILED")
+        try:
+            run.finish("FAILED")
+        except DiskFull:
+            pass
         raise
     run.finish("FINISHED")
 
@@ -242,8 +293,6 @@ def tracked(run: Run) -> Iterator[Run]:
 def write_resolved_config(cfg: dict[str, Any], path: str | Path) -> None:
     """The resolved config as YAML, for training runs to log (``tracking_uri`` without credentials)."""
     import yaml
-
-    from seqcomp.io import atomic_path
 
     if cfg.get("tracking_uri"):
         cfg = {**cfg, "tracking_uri": redact(cfg["tracking_uri"])}

@@ -19,6 +19,11 @@ track`` beside it never apply the same line twice.
 
 ``live`` runs ``replay`` every couple of seconds in a daemon thread of the Snakemake main
 process (``onstart``), ``drain`` stops it and replays what is left (``onsuccess``/``onerror``).
+
+A full disk: a store that cannot take more ("database or disk is full", ENOSPC) ends the pass
+with one line naming the store (the live thread says it once and keeps trying quietly, so a
+freed disk lets it go on); a journal without a complete first line (jobs create journals whole,
+so only an older job that failed writing it leaves one) is removed, saying so once.
 """
 
 from __future__ import annotations
@@ -36,12 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from seqcomp.tracking import FILES_SUFFIX, quiet_loggers, resolve_uri
+from seqcomp.io import DiskFull, atomic_path, disk_full
+from seqcomp.tracking import FILES_SUFFIX, quiet_loggers, redact, resolve_uri, sqlite_folder
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATE_SUFFIX = ".replayed"
 LIVE_INTERVAL_S = 2.0
+STALE_START_S = 60.0  # a journal still without its first line this long after its last write has no writer
 
 
 def retry(fn: Callable[[], T], attempts: int = 5, transient: tuple[str, ...] = ("locked", "busy")) -> T:
@@ -96,9 +103,17 @@ class Progress:
 
     def save(self, journal: Path) -> None:
         state = journal.with_name(journal.name + STATE_SUFFIX)
-        tmp = state.with_name(f".{state.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.__dict__))
-        os.replace(tmp, state)
+        with atomic_path(state) as tmp:
+            tmp.write_text(json.dumps(self.__dict__))
+
+
+def store_full(uri: str, journal_dir: Path) -> str:
+    """The line that says the tracking store's disk is full, the same every time (said once)."""
+    where = redact(uri)
+    if (folder := sqlite_folder(uri)) is not None:
+        where = f"{folder / Path(uri.split('?')[0]).name} (artifacts in {folder / 'mlartifacts'})"
+    return (f"{where}: the tracking store's disk is full (No space left on device); the journals are kept: free "
+            f"space there, then rerun the same command or `python -m seqcomp track --results {journal_dir.parent.parent}`")
 
 
 class WaitingForParent(Exception):
@@ -121,17 +136,42 @@ class Replayer:
 
     def replay(self, final: bool = False) -> list[str]:
         """One pass over the journals; returns the problems (one line each) of journals left for later."""
-        problems = []
+        problems, removed = [], []
         with self._lock():
             for journal in self.journals():
                 try:
+                    if self.unstarted(journal, final, removed):
+                        continue
                     self.replay_journal(journal, final)
                 except WaitingForParent as exc:
                     problems.append(f"{journal}: {exc}")
+                except DiskFull as exc:  # the journals' own disk: their progress files
+                    problems.append(str(exc))
+                    break
                 except Exception as exc:  # noqa: BLE001 - one bad journal must not stop the others
                     log.debug("replaying %s failed", journal, exc_info=True)
+                    if disk_full(exc):  # every other journal would fail the same way
+                        problems.append(store_full(self.uri, self.journal_dir))
+                        break
                     problems.append(f"{journal}: {type(exc).__name__}: {exc}")
+        if removed:
+            log.warning("seqcomp: tracking: removed %d journal(s) without a complete first line, left by jobs that "
+                        "failed writing it (a full disk?), e.g. %s", len(removed), removed[0])
         return problems
+
+    def unstarted(self, journal: Path, final: bool, removed: list[Path]) -> bool:
+        """Whether ``journal`` has no complete first line (nothing to replay); such a journal is
+        removed (added to ``removed``) once its writer is surely gone: at the ``final`` replay,
+        or ``STALE_START_S`` after its last write (a job writes its first line within
+        milliseconds; since journals are created whole, only an older job leaves one)."""
+        with journal.open("rb") as f:
+            if b"\n" in f.readline() or journal.with_name(journal.name + STATE_SUFFIX).exists():
+                return False
+        if final or time.time() - journal.stat().st_mtime > STALE_START_S:
+            journal.unlink(missing_ok=True)
+            shutil.rmtree(journal.with_suffix(FILES_SUFFIX), ignore_errors=True)
+            removed.append(journal)
+        return True
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -353,9 +393,15 @@ class Live:
             try:
                 self._report(self._open().replay())
             except Exception as exc:  # noqa: BLE001 - the store may be down for a while: retry
-                self._report([f"{type(exc).__name__}: {exc}"])
+                self._report([self.problem(exc)])
             if self.stop.wait(self.interval_s):
                 return
+
+    def problem(self, exc: Exception) -> str:
+        """One line for an error opening or using the store (creating it on a full disk, say)."""
+        if disk_full(exc):
+            return store_full(resolve_uri(self.config_uri), Path(self.journal_dir))
+        return f"{type(exc).__name__}: {exc}"
 
     def _report(self, problems: list[str]) -> None:
         for line in problems:
@@ -390,9 +436,10 @@ def drain_live() -> None:
     try:
         problems = _live.drain()
     except Exception as exc:  # noqa: BLE001 - the results are written; only the record keeping lags
-        problems = [f"{type(exc).__name__}: {exc}"]
+        problems = [_live.problem(exc)]
     for line in problems:
-        log.warning("seqcomp: tracking: not replayed: %s", line)
-    if problems:
+        if line not in _live._reported:  # said once already, by the live thread
+            log.warning("seqcomp: tracking: not replayed: %s", line)
+    if problems and not all("python -m seqcomp track" in line for line in problems):
         log.warning("seqcomp: tracking: replay the rest with `python -m seqcomp track --results %s`",
                     Path(_live.journal_dir).parent.parent)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import zipfile
 import sys
 import time
 import warnings
@@ -124,10 +125,11 @@ def resumable_checkpoint(ckpt_dir: Path, spec: dict[str, Any]) -> str | None:
     """``last.ckpt`` of an interrupted run of the *same* job spec, else None (and no checkpoints).
 
     The spec is kept beside the folder, not in it: Lightning warns about a non-empty
-    checkpoint folder on a fresh run.
+    checkpoint folder on a fresh run. A cut-off ``last.ckpt`` (Lightning moves it from /tmp by
+    copying, which a full disk stops half-way) is not a zip archive: it is not resumed from.
     """
     spec_file, last = resume_spec_file(ckpt_dir), ckpt_dir / "last.ckpt"
-    if last.is_file() and spec_file.is_file() and read_json(spec_file) == spec:
+    if last.is_file() and zipfile.is_zipfile(last) and spec_file.is_file() and read_json(spec_file) == spec:
         return str(last)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     write_json(spec_file, spec)
