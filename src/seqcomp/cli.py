@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         with lock:
             return run_command(args)
     except SeqcompError as exc:
-        print(f"seqcomp: error: {exc}", file=sys.stderr)
+        _say(f"seqcomp: error: {exc}")
         return 2
 
 
@@ -307,14 +307,12 @@ def run_command(args: argparse.Namespace) -> int:
     except Exception as exc:
         from seqcomp.io import DiskFull, disk_full
 
-        if not disk_full(exc):
-            raise
+        if not disk_full(exc):  # a bug: its traceback, as Python would print it on exit
+            traceback.print_exc()
+            return 1
         # a writer that does not go through seqcomp.io (Lightning's checkpoints): its file, else the job's output
         _say(f"seqcomp: error: {DiskFull(written_path(exc) or getattr(args, 'out', None) or Path.cwd())}")
         return 2
-    except Exception:  # a bug: its traceback, as Python would print it on exit
-        traceback.print_exc()
-        return 1
     if _READY and _READY[0] is not None and (total := process_age()) is not None:
         # one parseable line per job: bench/job_costs.py adds them up over a workflow
         logging.getLogger("seqcomp").info("job seconds: start-up %.2f (interpreter, imports, tracking run), work %.2f",
