@@ -487,6 +487,7 @@ def test_a_job_whose_other_writer_fills_the_disk_names_that_file(tmp_path: Path,
         raise OSError(errno.ENOSPC, "No space left on device", "/tmp/tmpab12", None, "out/checkpoints/last.ckpt")
 
     monkeypatch.setattr(cli, "cmd_data", move)
-    assert cli.main(["data", "--spec", "{}", "--out", "out"]) == 2
+    monkeypatch.chdir(tmp_path)  # the job's lock goes into its --out folder
+    assert cli.main(["data", "--spec", '{"dataset": "d"}', "--out", "out"]) == 2
     (line,) = capfd.readouterr().err.strip().splitlines()
     assert line.startswith("seqcomp: error: out/checkpoints/last.ckpt: No space left on device: the disk holding it")

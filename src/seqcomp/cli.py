@@ -294,6 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     except SeqcompError as exc:
         _say(f"seqcomp: error: {exc}")
         return 2
+    except OSError as exc:  # the lock file or the log on a full disk
+        from seqcomp.io import DiskFull, disk_full
+
+        if not disk_full(exc):
+            raise
+        _say(f"seqcomp: error: {DiskFull(written_path(exc) or getattr(args, 'out', None) or Path.cwd())}")
+        return 2
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -210,9 +210,9 @@ def folder_lock(folder: str | Path, job: str, log: str | Path | None = None) -> 
         me = Holder(os.getpid(), host_name(), job, time.time(), shlex.join(sys.orig_argv),
                     str(log.absolute()) if log is not None else None, os.environ.get("SLURM_JOB_ID"))
         record = json.dumps(me._asdict()).encode() + b"\n"
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, record, 0)
         try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, record, 0)  # a full disk fails here: the file goes with the block
             yield notes
         finally:
             path.unlink(missing_ok=True)  # while still locked: a waiter that opened it retries (_open_locked)
