@@ -37,6 +37,8 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     context = getattr(exc, "context_mark", None)
     if context is not None and exc.context:
         text += f" ({exc.context} at line {context.line + 1})"
+    if "undefined alias" in str(exc.problem):
+        text += "; define the anchor (&name) above the alias (*name)"
     return text
 
 
@@ -46,23 +48,29 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, text: str, path: Path):
         super().__init__(text)
         self.path = path
-        self.depth = 0
+        self.keys: list[str] = []  # the key path being composed, for a refusal
         self.alias_uses: list[tuple[yaml.Node, int, str]] = []  # (anchored node, line, anchor)
+        self.alias_items: dict[tuple[int, int], int] = {}  # (id of a list, index) -> line of the alias there
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent):
             node = super().compose_node(parent, index)
             self.alias_uses.append((node, event.start_mark.line + 1, event.anchor))
+            if isinstance(index, int):
+                self.alias_items[id(parent), index] = event.start_mark.line + 1
             return node
-        self.depth += 1
+        label = index.value if isinstance(index, yaml.ScalarNode) else str(index) if isinstance(index, int) else None
+        self.keys.append(cut(str(label), 80) if label is not None else "")
         try:
-            if self.depth > MAX_DEPTH:  # PyYAML composes recursively: refuse long before Python's limit
-                raise ConfigError(f"config file {self.path} line {event.start_mark.line + 1}: nested more than "
-                                  f"{MAX_DEPTH} levels deep; a config needs a few levels, flatten it")
+            if len(self.keys) > MAX_DEPTH:  # PyYAML composes recursively: refuse long before Python's limit
+                key = tuple(k for k in self.keys if k)
+                raise ConfigError(f"config file {self.path} line {event.start_mark.line + 1}: key {'.'.join(key[:6])}...: "
+                                  f"nested more than {MAX_DEPTH} levels deep; flatten it (a config needs a few levels)",
+                                  key)
             return super().compose_node(parent, index)
         finally:
-            self.depth -= 1
+            self.keys.pop()
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
@@ -101,22 +109,24 @@ def _measure(node: yaml.Node, level: int, memo: dict[int, tuple[int, int]], acti
     return values, height
 
 
-def _check_expansion(root: yaml.Node, loader: _Loader, path: Path) -> None:
+def _check_expansion(root: yaml.Node, loader: _Loader, path: Path, found: Locations) -> None:
     memo: dict[int, tuple[int, int]] = {}
     values, height = _measure(root, 0, memo, set())
     if values <= MAX_VALUES and height <= MAX_DEPTH:
         return
     what = f"more than {MAX_VALUES} values" if values > MAX_VALUES else f"more than {MAX_DEPTH} levels deep"
     if not loader.alias_uses:
-        raise ConfigError(f"config file {path}: {what}; a config needs far fewer, split it up")
-    # blame the alias that expands the most (the first such in the file)
+        raise ConfigError(f"config file {path}: {what}; split it up (a config needs far fewer)")
+    # blame the alias that expands the most (the first such in the file), named by its key
     axis = 0 if values > MAX_VALUES else 1
     _, line, anchor = max(loader.alias_uses, key=lambda use: (memo.get(id(use[0]), _ENDLESS)[axis], -use[1]))
-    raise ConfigError(f"config file {path} line {line}: alias *{cut(anchor, 80)} makes the config {what} once "
-                      "expanded (nested aliases multiply); write the values out instead")
+    key = max((k for k, (_, at) in found.items() if at == line), key=len, default=())
+    raise ConfigError(f"config file {path} line {line}: key {'.'.join(key) or '(top level)'}: alias *{cut(anchor, 80)} "
+                      f"makes the config {what} once expanded (nested aliases multiply); write the values out instead",
+                      key)
 
 
-def _walk(node: yaml.MappingNode, path: Path, prefix: KeyPath, found: Locations, leaves: set[KeyPath],
+def _walk(node: yaml.MappingNode, loader: _Loader, prefix: KeyPath, found: Locations, leaves: set[KeyPath],
           seen: set[int]) -> None:
     """Record the line of every key below ``node`` (each node walked once: an alias points to
     its anchor's lines), refusing a key set twice in one mapping."""
@@ -128,31 +138,32 @@ def _walk(node: yaml.MappingNode, path: Path, prefix: KeyPath, found: Locations,
             merge_sources = value.value if isinstance(value, yaml.SequenceNode) else [value]
             for source in merge_sources:
                 if isinstance(source, yaml.MappingNode) and id(source) not in seen:
-                    _walk(source, path, prefix, found, leaves, seen)
+                    _walk(source, loader, prefix, found, leaves, seen)
             continue
         line = key_node.start_mark.line + 1
         key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else f"<{key_node.id} key>"
         if (key_node.tag, key) in lines:
             shown_path = ".".join(prefix + (key,))
-            raise ConfigError(f"config file {path} line {line}: key {cut(shown_path)} is set twice (also at line "
+            raise ConfigError(f"config file {loader.path} line {line}: key {cut(shown_path)} is set twice (also at line "
                               f"{lines[key_node.tag, key]}); YAML would keep only the last: remove one", prefix + (key,))
         lines[key_node.tag, key] = line
-        _locate(value, path, prefix + (key,), line, found, leaves, seen)
+        _locate(value, loader, prefix + (key,), line, found, leaves, seen)
 
 
-def _locate(node: yaml.Node, path: Path, key: KeyPath, line: int, found: Locations, leaves: set[KeyPath],
+def _locate(node: yaml.Node, loader: _Loader, key: KeyPath, line: int, found: Locations, leaves: set[KeyPath],
             seen: set[int]) -> None:
-    found[key] = (str(path), line)
+    found[key] = (str(loader.path), line)
     if not isinstance(node, yaml.MappingNode):
         leaves.add(key)
     if id(node) in seen:
         return
     if isinstance(node, yaml.MappingNode):
-        _walk(node, path, key, found, leaves, seen)
+        _walk(node, loader, key, found, leaves, seen)
     elif isinstance(node, yaml.SequenceNode):
         seen.add(id(node))
         for i, item in enumerate(node.value):
-            _locate(item, path, key + (str(i),), item.start_mark.line + 1, found, leaves, seen)
+            line = loader.alias_items.get((id(node), i), item.start_mark.line + 1)
+            _locate(item, loader, key + (str(i),), line, found, leaves, seen)
 
 
 def read_config_file(path: str | Path) -> tuple[Any, Locations, set[KeyPath]]:
@@ -169,11 +180,11 @@ def read_config_file(path: str | Path) -> tuple[Any, Locations, set[KeyPath]]:
         root = loader.get_single_node()
         if root is None:
             return {}, {}, set()
-        _check_expansion(root, loader, path)
         found: Locations = {(): (str(path), root.start_mark.line + 1)}
         leaves: set[KeyPath] = set()
-        if isinstance(root, yaml.MappingNode):
-            _walk(root, path, (), found, leaves, set())
+        if isinstance(root, yaml.MappingNode):  # walks each node once, so before the expansion check
+            _walk(root, loader, (), found, leaves, set())
+        _check_expansion(root, loader, path, found)
         return loader.construct_document(root), found, leaves
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {yaml_problem(exc)}") from None
