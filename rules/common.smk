@@ -10,8 +10,12 @@ from seqcomp.io import DiskFull
 from seqcomp.pages import page_folder, page_name
 from seqcomp.summary import PLOTS
 
+# The --configfile files are read again here (seqcomp.config_files): Snakemake's loader expands
+# YAML aliases without a bound and keeps the last of two equal keys, and a refused key is named
+# with its file and line. (A mapping alias bomb costs Snakemake's own merge time before this
+# runs; `make run` validates first.)
 try:
-    C = load_config(config, memo_dir=f"{jobs.CACHE_DIR}/checked-configs")
+    C = load_config(config, memo_dir=f"{jobs.CACHE_DIR}/checked-configs", files=workflow.configfiles)
 except DiskFull as exc:  # writing the memo
     sys.exit(f"seqcomp: error: {exc}")
 except SeqcompError as exc:
@@ -82,5 +86,10 @@ except WorkflowError:
 
 # One page per config set (seqcomp.pages): the base config's summary and plots go to P's folders,
 # an overlay set's to <folder>_<overlays> (results/etth1/summary_compress), so they never clobber.
-PAGE = page_name(config_file_args(), C["name"])
+# An overlay's file name becomes a folder: one with a brace or quote is refused here, before any job.
+# (Every other path in a shell command is built from schema-checked names: letters, digits, _ . -.)
+try:
+    PAGE = page_name(config_file_args(), C["name"])
+except SeqcompError as exc:
+    sys.exit(f"seqcomp: invalid config: {exc}")
 PAGE_DIRS = {k: page_folder(P[k], config_file_args(), C["name"]) for k in ("summary", "plots")}

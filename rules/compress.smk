@@ -28,5 +28,5 @@ rule compress:
     conda:
         "../envs/seqcomp.yaml"
     shell:
-        "python -m seqcomp compress --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
-        " --out {params.out} --journal {params.journal} --log {log}"
+        "python -m seqcomp compress --spec {params.spec:q} --data {params.data:q} --train-dir {params.train_dir:q}"
+        " --out {params.out:q} --journal {params.journal:q} --log {log:q}"

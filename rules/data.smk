@@ -25,7 +25,7 @@ rule data:
     conda:
         "../envs/seqcomp.yaml"
     shell:
-        "python -m seqcomp data --spec {params.spec:q} --out {params.out} --log {log}"
+        "python -m seqcomp data --spec {params.spec:q} --out {params.out:q} --log {log:q}"
 
 
 # The resolved config (defaults filled in, config files merged), logged by every training run

@@ -29,5 +29,5 @@ rule evaluate:
     conda:
         "../envs/seqcomp.yaml"
     shell:
-        "python -m seqcomp evaluate --spec {params.spec:q} --data {params.data} --train-dir {params.train_dir}"
-        " --compressed {params.compressed} --out {output} --journal {params.journal} --log {log}"
+        "python -m seqcomp evaluate --spec {params.spec:q} --data {params.data:q} --train-dir {params.train_dir:q}"
+        " --compressed {params.compressed:q} --out {output:q} --journal {params.journal:q} --log {log:q}"

@@ -33,11 +33,11 @@ rule summary:
         page=PAGE,
         benchmarks=job_benchmarks,
         # taking `resources` makes it derived, as Snakemake treats resources: no rerun for other --cores
-        cores=lambda w, resources: f"--cores {CORES}" if CORES else "",
+        cores=lambda w, resources: ["--cores", CORES] if CORES else [],
         experiment=f"seqcomp/{C['name']}",
         journal=P["journal"],
-        published=f"--published {C['published']}" if C["published"] else "",
-        config_files=" ".join(config_file_args()),
+        published=["--published", C["published"]] if C["published"] else [],
+        config_files=config_file_args(),
     log:
         f"{P['logs']}/{Path(SUMMARY).name}.log",
     benchmark:
@@ -50,9 +50,11 @@ rule summary:
         runtime=10,
     conda:
         "../envs/seqcomp.yaml"
+    # Every argument quoted: the summary's folders and --config-files come from the config file
+    # names, which may hold spaces (lists are quoted item by item).
     shell:
-        "python -m seqcomp summary --metrics {input.metrics} --histories {input.histories}"
-        " --reports {input.reports} --title {params.title:q} --experiment {params.experiment:q} --journal {params.journal}"
-        " {params.published} --config-files {params.config_files} --out {params.out} --plots {params.plots}"
-        " --page {params.page:q} --benchmarks {params.benchmarks} {params.cores}"
-        " --log {log}"
+        "python -m seqcomp summary --metrics {input.metrics:q} --histories {input.histories:q}"
+        " --reports {input.reports:q} --title {params.title:q} --experiment {params.experiment:q}"
+        " --journal {params.journal:q} {params.published:q} --config-files {params.config_files:q}"
+        " --out {params.out:q} --plots {params.plots:q} --page {params.page:q}"
+        " --benchmarks {params.benchmarks:q} {params.cores:q} --log {log:q}"

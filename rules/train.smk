@@ -30,5 +30,5 @@ rule train:
     conda:
         "../envs/seqcomp.yaml"
     shell:
-        "python -m seqcomp train --spec {params.spec:q} --data {params.data} --out {params.out}"
-        " --threads {threads} --config-file {params.config} --journal {params.journal} --log {log}"
+        "python -m seqcomp train --spec {params.spec:q} --data {params.data:q} --out {params.out:q}"
+        " --threads {threads} --config-file {params.config:q} --journal {params.journal:q} --log {log:q}"

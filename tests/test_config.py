@@ -196,3 +196,79 @@ def test_the_checked_config_is_memoized_until_something_it_read_changes(tmp_path
     assert load_config(good, memo_dir=tmp_path)["models"]["lstm"]["hidden"] == 999
     with pytest.raises(ConfigError, match="models.lstm: unknown key"):  # ...and a changed config is checked again
         load_config(broken(models__lstm={"hiden": 5}), memo_dir=tmp_path)
+
+
+def smoke_file(tmp_path: Path, text: str, name: str = "x.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text((ROOT / "config" / "smoke.yaml").read_text() + text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("seeds: [0.0]\n", r"x.yaml line 4\d: seeds.0: 0.0 is not an integer; write 0, not 0.0"),
+        ("lookbacks: [24.0]\n", r"line 4\d: lookbacks.0: 24.0 is not an integer; write 24, not 24.0"),
+        ("seeds: [true]\n", r"seeds.0: True is not an integer; write an integer, not true"),
+        ("seeds: [4294967296]\n", r"seeds.0: 4294967296 is greater than the maximum of 4294967295"),
+    ],
+)
+def test_a_float_or_bool_is_no_integer_in_the_schema(tmp_path: Path, text: str, expected: str) -> None:
+    lines = (ROOT / "config" / "smoke.yaml").read_text().splitlines()
+    key = text.partition(":")[0]
+    path = tmp_path / "x.yaml"
+    path.write_text("\n".join(line for line in lines if not line.startswith(key + ":")) + "\n" + text)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("n_steps: 600", "n_steps: 600.0", r"x.yaml line 12: datasets.tiny.n_steps: 600.0 is not an integer; write 600"),
+        ("hidden: 16", "hidden: '16'", r"x.yaml line 19: models.lstm.hidden: '16' is not an integer; write it without quotes"),
+        ("bits: 4}", "bits: true}", r"line 25: passes.w4_rtn_sim.bits: True is not an integer"),
+        ("lstm: {hidden: 16}", "lstm: {hiden: 16}", r"x.yaml line 19: models.lstm: unknown key\(s\) hiden"),
+    ],
+)
+def test_a_plugin_key_of_the_wrong_type_is_refused_naming_file_line_and_key(tmp_path: Path, old: str, new: str,
+                                                                            expected: str) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text((ROOT / "config" / "smoke.yaml").read_text().replace(old, new))
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path)
+
+
+def test_an_alias_bomb_is_refused_at_its_line_in_well_under_a_second(tmp_path: Path) -> None:
+    import time
+
+    bomb = "".join(f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    path = tmp_path / "bomb.yaml"
+    path.write_text("x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n" + bomb + "models:\n  linear: {cycle: *x8}\n")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb.yaml line 5: key x4.0: alias \*x3 makes the config more than 10000"):
+        load_config(path)
+    assert time.perf_counter() - start < 0.5
+
+
+def test_a_key_set_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    path = smoke_file(tmp_path, "models:\n  lstm: {}\n  lstm: {hidden: 4}\n")
+    with pytest.raises(ConfigError, match=r"x.yaml line \d+: key models is set twice \(also at line 17\)"):
+        load_config(path)
+
+
+def test_an_overlay_refusal_names_the_overlay_that_set_the_key(tmp_path: Path) -> None:
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "config" / "smoke.yaml").read_text())
+    overlay = tmp_path / "over.yaml"
+    overlay.write_text("name: smoke\ntrain:\n  batch_size: 8.0\n")
+    with pytest.raises(ConfigError, match=r"over.yaml line 3: train.batch_size: 8.0 is not an integer; write 8"):
+        load_config([base, overlay])
+
+
+def test_a_config_file_name_that_cannot_be_a_folder_is_refused() -> None:
+    from seqcomp.pages import page_name
+
+    assert page_name(["smoke.yaml", "my overlay.yaml"], "smoke") == "smoke_my overlay"
+    with pytest.raises(ConfigError, match=r"'x\{y\}.yaml': its name becomes part of the page.*rename it"):
+        page_name(["smoke.yaml", "x{y}.yaml"], "smoke")

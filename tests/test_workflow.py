@@ -596,3 +596,26 @@ def test_a_read_only_results_folder_plans_but_does_not_run(tmp_path: Path) -> No
     assert line.startswith("seqcomp: error: results/smoke (to be created in results): the results folder is not "
                            f"writable: results is on a read-only file system"), line
     assert "Traceback" not in out and not re.search(r"^Job \d+:", out, re.M), out[-3000:]  # no job started
+
+
+def test_a_config_file_name_with_a_space_reaches_the_summary_as_one_argument(tmp_path: Path) -> None:
+    """An overlay named with a space: the summary's folders hold it, and its command quotes every
+    path (a dry run prints the commands; unquoted, the log would land in a stray `summary_my`)."""
+    shutil.copy(ROOT / "config" / "smoke.yaml", tmp_path / "smoke.yaml")
+    overlay = tmp_path / "my overlay.yaml"
+    overlay.write_text("name: smoke\n")
+    result = snakemake(tmp_path, "-n", "-p", config=(tmp_path / "smoke.yaml", overlay))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert "--out 'results/smoke/summary_my overlay'" in out and "> 'results/smoke/logs/summary_my overlay.log'" in out
+    assert "--config-files smoke.yaml 'my overlay.yaml'" in out
+
+
+def test_a_config_file_name_with_a_brace_is_refused_before_any_job(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "config" / "smoke.yaml", tmp_path / "smoke.yaml")
+    overlay = tmp_path / "my{x}.yaml"
+    overlay.write_text("name: smoke\n")
+    result = snakemake(tmp_path, "-n", config=(tmp_path / "smoke.yaml", overlay))
+    assert result.returncode != 0
+    assert "my{x}.yaml': its name becomes part of the page" in result.stderr and "rename it" in result.stderr
+    assert "WildcardError" not in result.stdout + result.stderr and not (tmp_path / "results" / "smoke").exists()

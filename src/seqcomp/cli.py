@@ -55,8 +55,8 @@ def cmd_validate(args: argparse.Namespace) -> None:
     from seqcomp.config import load_config
     from seqcomp.jobs import grid
 
-    cfg = load_config(args.config)
-    print(f"{args.config}: valid; {len(grid(cfg))} evaluations in experiment seqcomp/{cfg['name']}")
+    cfg = load_config(args.config)  # several files merge as Snakemake's --configfile list does
+    print(f"{' '.join(args.config)}: valid; {len(grid(cfg))} evaluations in experiment seqcomp/{cfg['name']}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
@@ -222,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqcomp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered dataset kinds, models and passes").set_defaults(fn=cmd_list)
-    p = sub.add_parser("validate", help="check a config file as the workflow would")
-    p.add_argument("config")
+    p = sub.add_parser("validate", help="check a config file (or a base config and its overlays) as the workflow would")
+    p.add_argument("config", nargs="+")
     p.set_defaults(fn=cmd_validate)
     p = sub.add_parser("data", help="data stage: split + scale one dataset into parquet + meta.json")
     p.add_argument("--spec", required=True, help="JSON of the dataset entry plus its name")

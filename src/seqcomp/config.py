@@ -3,69 +3,28 @@
 Two layers: the JSON schema (workflow/schemas/config.schema.yaml) checks structure and fills
 defaults; then each plug-in's Config dataclass checks its own keys, and cross-field checks
 (every window fits every split) run against the real series length. Every error is a
-ConfigError naming the key path, so a typo fails at DAG build time, not an hour later.
+ConfigError naming the key path, and the file and line that set it when the config came from
+files (seqcomp.config_files reads them, bounding aliases and refusing repeated keys), so a
+typo fails at DAG build time, not an hour later.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
+from seqcomp.config_files import Locations, check_size, read_config_files
+from seqcomp.config_schema import SCHEMA_PATH, located, validate_schema
 from seqcomp.errors import ConfigError, SeqcompError
 from seqcomp.io import write_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 # Keys of a model entry that are not the architecture's hyper-parameters: ``kind`` names it,
 # ``train`` overrides train settings, ``lookbacks``/``seeds`` override the grid's axes.
 # (``revin`` is a model-level option handled by seqcomp.models.)
 NON_PARAM_MODEL_KEYS = ("kind", "train", "lookbacks", "seeds")
-
-
-def _validator_filling_defaults() -> type:
-    """A Draft 2020-12 validator that also writes each property's ``default`` into the instance."""
-    base = jsonschema.Draft202012Validator
-    validate_props = base.VALIDATORS["properties"]
-
-    def properties(validator, props, instance, schema):  # noqa: ANN001 - jsonschema hook
-        if isinstance(instance, dict):
-            for key, sub in props.items():
-                if "default" in sub and key not in instance:
-                    instance[key] = copy.deepcopy(sub["default"])
-        yield from validate_props(validator, props, instance, schema)
-
-    return jsonschema.validators.extend(base, {"properties": properties})
-
-
-def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
-
-
-def _schema_error_message(error: jsonschema.ValidationError) -> str:
-    best = jsonschema.exceptions.best_match([error])
-    if best.validator == "additionalProperties":
-        allowed = sorted(best.schema.get("properties", {}))
-        return f"{best.message}; allowed keys here: {', '.join(allowed)}"
-    if best.validator == "enum":
-        return f"{best.instance!r} is not one of {best.validator_value}"
-    return best.message
-
-
-def validate_schema(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Check ``cfg`` against the schema and return a copy with defaults filled in."""
-    schema = yaml.safe_load(SCHEMA_PATH.read_text())
-    cfg = copy.deepcopy(cfg)
-    errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = [f"  {_key_path(e)}: {_schema_error_message(e)}" for e in errors]
-        raise ConfigError("config does not match workflow/schemas/config.schema.yaml:\n" + "\n".join(lines))
-    return cfg
 
 
 def _resolve_plugins(cfg: dict[str, Any]) -> None:
@@ -119,7 +78,8 @@ def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
                 raise ConfigError(
                     f"lookbacks/horizons: lookback {lookback} + horizon {horizon} leaves no "
                     f"{'/'.join(empty)} window in dataset {name!r}; "
-                    f"shorten the windows or change datasets.{name}.split"
+                    f"shorten the windows or change datasets.{name}.split",
+                    ("lookbacks",),
                 )
 
 
@@ -138,39 +98,39 @@ def _check_key(cfg: dict[str, Any], base_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """'line L, column C: problem (context at line L')', 1-based, without yaml's source excerpts."""
-    mark = getattr(exc, "problem_mark", None)
-    if mark is None:
-        return str(exc)
-    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
-    context = getattr(exc, "context_mark", None)
-    if context is not None and exc.context:
-        text += f" ({exc.context} at line {context.line + 1})"
-    return text
-
-
 def load_config(
-    source: str | Path | dict[str, Any], base_dir: str | Path = ".", memo_dir: str | Path | None = None
+    source: str | Path | list[str | Path] | dict[str, Any],
+    base_dir: str | Path = ".",
+    memo_dir: str | Path | None = None,
+    files: list[str | Path] | None = None,
 ) -> dict[str, Any]:
-    """Read (if a path), validate and resolve a config; relative data paths resolve from ``base_dir``.
+    """Read (if a path or a --configfile list), validate and resolve a config; relative data
+    paths resolve from ``base_dir``.
 
-    The plug-in checks import every model module, hence torch (2-4 s), and Snakemake builds
-    the DAG on every call, including a no-op one. With ``memo_dir`` the resolved config is
-    kept in ``memo_dir/<name>.json`` under a key of everything the checks read
-    (:func:`_check_key`), so an unchanged config is not checked twice; any edit of the config,
-    the package or a CSV's size/mtime checks it again.
+    ``files``: with a config Snakemake already read and merged, the files it read, checked
+    here (aliases, repeated keys: seqcomp.config_files) and used to name the file and line of a
+    refused key. The plug-in checks import every model module, hence torch (2-4 s), and
+    Snakemake builds the DAG on every call, including a no-op one. With ``memo_dir`` the
+    resolved config is kept in ``memo_dir/<name>.json`` under a key of everything the checks
+    read (:func:`_check_key`), so an unchanged config is not checked twice; any edit of the
+    config, the package or a CSV's size/mtime checks it again.
     """
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            source = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
-    cfg = validate_schema(source)
-    base = Path(base_dir)
+    locations: Locations = {}
+    if isinstance(source, (str, Path, list)):
+        source, locations = read_config_files(source if isinstance(source, list) else [source])
+    elif files:
+        locations = read_config_files(list(files))[1]
+    try:
+        check_size(source)
+        return _checked(source, Path(base_dir), memo_dir, locations)
+    except ConfigError as exc:
+        if exc.key is None or not located(exc.key, locations):
+            raise
+        raise ConfigError(located(exc.key, locations) + str(exc), exc.key) from None
+
+
+def _checked(source: dict[str, Any], base: Path, memo_dir: str | Path | None, locations: Locations) -> dict[str, Any]:
+    cfg = validate_schema(source, locations)
     if cfg["published"]:  # cheap (one small YAML file), so checked on every load, memo or not
         from seqcomp.summary.published import load_published
 
@@ -214,4 +174,4 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-__all__ = ["ConfigError", "SeqcompError", "load_config", "train_settings", "canonical_json"]
+__all__ = ["ConfigError", "SeqcompError", "SCHEMA_PATH", "load_config", "train_settings", "canonical_json"]

@@ -17,19 +17,24 @@ bench/results (``make bench-page``; its rules in ``seqcomp.bench``).
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from seqcomp.errors import SeqcompError
+from seqcomp.errors import ConfigError, SeqcompError, shown
 from seqcomp.io import atomic_path, read_json
 from seqcomp.summary import PLOTS
 
 # summary tables in page order; each file's title becomes its section heading
 SECTIONS = ("headline.md", "published.md", "compression.md", "results.md")
 PROFILE = "workflow/profiles/default"
+# What a config file's name may hold: an overlay's becomes a folder (results/<name>/summary_<stem>), a
+# Snakemake output pattern (where { } are wildcards) and a page file (docs/results/<page>.md).
+CONFIG_STEM = re.compile(r"[A-Za-z0-9_.+ -]+")
 
 
 def config_name(config_files: list[str]) -> str:
@@ -46,7 +51,13 @@ def config_name(config_files: list[str]) -> str:
 
 def overlay_tag(config_files: list[str], name: str) -> str:
     """The overlays of a --configfile list, after its first file: their stems less a leading
-    ``<name>_``, joined by ``+`` (``long+compress``); empty for one file."""
+    ``<name>_``, joined by ``+`` (``long+compress``); empty for one file. A file name with a character
+    other than letters, digits, spaces and ``_ . + -`` is refused, naming the file."""
+    for file in config_files:
+        if not CONFIG_STEM.fullmatch(Path(file).stem):
+            raise ConfigError(f"config file {shown(str(file))}: its name becomes part of the page, a folder "
+                              "(results/<name>/summary_<file name>) and Snakemake patterns; rename it using only "
+                              "letters, digits, spaces and _ . + -")
     return "+".join(Path(f).stem.removeprefix(f"{name}_") for f in config_files[1:])
 
 
@@ -74,7 +85,7 @@ def _duration(seconds: float) -> str:
 def header(page: str, source: str, prov: dict[str, Any]) -> str:
     """The page's opening: how to reproduce it, from which commit, on which machine, how long it
     took and how busy it kept the cores. ``source``: the results folders it was generated from."""
-    files = " ".join(prov["config_files"])
+    files = shlex.join(prov["config_files"])  # a name with a space stays one argument
     m, times = prov["machine"], prov["times"]
     gpus = ", ".join(m["gpus"]) or "none"
     lines = [
@@ -158,7 +169,8 @@ def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Pa
     parts.append("## Figures\n")
     for plot_name, plot in PLOTS.items():
         shutil.copyfile(plots / f"{plot_name}.png", figures / f"{plot_name}.png")
-        parts.append(f"### {plot.title}\n\n![{plot.title}]({page}/{plot_name}.png)\n")
+        link = f"{page}/{plot_name}.png"
+        parts.append(f"### {plot.title}\n\n![{plot.title}]({f'<{link}>' if ' ' in link else link})\n")
     out = docs_dir / f"{page}.md"
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(parts))

@@ -80,7 +80,7 @@ def _make_config(cls: type, own: dict[str, Any], where: str) -> Any:
     except ConfigError as exc:
         if "unknown key" not in str(exc):
             raise
-        raise ConfigError(f"{exc}; model-level keys: {', '.join(MODEL_LEVEL_KEYS)}") from None
+        raise ConfigError(f"{exc}; model-level keys: {', '.join(MODEL_LEVEL_KEYS)}", exc.key) from None
 
 
 def model_config(kind: str, params: dict[str, Any] | None, where: str) -> Any:
