@@ -9,6 +9,15 @@ CONFIG ?= config/config.yaml
 PROFILE ?= default
 export PATH := $(abspath $(BIN)):$(PATH)
 
+# Every pipeline target validates its config set first: a YAML syntax error gets its file, line
+# and column, a hostile file (an alias bomb, a repeated key) is refused in well under a second
+# (Snakemake's own --configfile loader says only "not valid JSON or YAML", and merges the files
+# before our Snakefile can check them).
+define workflow
+	$(BIN)/python -m seqcomp validate $(1)
+	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile $(1)
+endef
+
 .PHONY: setup run pages smoke etth1 etth1-long etth1-long-cpu etth1-compress bench bench-gpu bench-extra bench-page test test-fast ui clean
 
 $(STAMP): pyproject.toml
@@ -22,28 +31,25 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup  ## the default pipeline (config/config.yaml, 2 cores)
-	@# validate first: a YAML syntax error gets its file, line and column (Snakemake's own
-	@# --configfile loader reports only "not valid JSON or YAML")
-	$(BIN)/python -m seqcomp validate $(CONFIG)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile $(CONFIG)
+	$(call workflow,$(CONFIG))
 
 pages: setup  ## docs/results/<page>.md + figures from the summary of the config set CONFIG (after the run)
 	$(BIN)/python -m seqcomp pages --config $(CONFIG)
 
 smoke: setup
-	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/smoke.yaml
+	$(call workflow,config/smoke.yaml)
 
 etth1: setup  ## the ETTh1 benchmark at lookback 96, every model, 4 horizons, 1 seed (CPU: < 2 h)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/etth1.yaml
+	$(call workflow,config/etth1.yaml)
 
 etth1-long: setup  ## + lookbacks 336/512/720 and 3 seeds for the headline models (GPU advised: PROFILE=gpu)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/etth1.yaml config/etth1_long.yaml
+	$(call workflow,config/etth1.yaml config/etth1_long.yaml)
 
 etth1-long-cpu: setup  ## the part of etth1-long a 2-core CPU runs in well under an hour (closed-form models, DLinear)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/etth1.yaml config/etth1_long_cpu.yaml
+	$(call workflow,config/etth1.yaml config/etth1_long_cpu.yaml)
 
 etth1-compress: setup  ## every compression pass on every ETTh1 model at horizon 96
-	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/etth1.yaml config/etth1_compress.yaml
+	$(call workflow,config/etth1.yaml config/etth1_compress.yaml)
 
 # Micro-benchmarks: each script writes bench/results/<file>.json with its provenance (command,
 # commit, machine, wall seconds); `make bench-page` turns them into docs/results/microbench.md.
