@@ -30,6 +30,7 @@ run: setup  ## the default pipeline (config/config.yaml, 2 cores)
 pages: setup  ## docs/results/<page>.md + figures of the config set CONFIG (the workflow's pages rule; runs what is missing)
 	$(BIN)/python -m seqcomp validate $(CONFIG)
 	$(BIN)/snakemake pages --workflow-profile workflow/profiles/$(PROFILE) --configfile $(CONFIG)
+	$(BIN)/python -m seqcomp pages --index
 
 smoke: setup
 	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile config/smoke.yaml
@@ -59,8 +60,8 @@ bench-gpu: setup  ## GPU micro-benchmarks (a few minutes on an H100); without CU
 bench-extra: setup  ## benchmarks on other runs' outputs (ETTh1, state-spaces/s4) and the default workflow's job costs (~4 min)
 	$(BIN)/python -m seqcomp bench --group extra
 
-bench-page: setup  ## docs/results/microbench.md from bench/results
-	$(BIN)/python -m seqcomp pages --bench
+bench-page: setup  ## docs/results/microbench.md from bench/results, and the index docs/benchmarks.md
+	$(BIN)/python -m seqcomp pages --bench --index
 
 test: setup  ## unit tests + end-to-end runs of the real workflow on config/smoke.yaml
 	$(BIN)/python -m pytest

@@ -118,3 +118,26 @@ def test_a_summary_without_benchmark_times_still_makes_a_page() -> None:
         del prov["times"][key]
     text = page_header("etth1", "x", prov)
     assert "runs were open 6 min 40 s in all" in text and "benchmark" not in text
+
+
+HEADLINE = """| dataset | model | seeds_L96 | mse_L96 | mse_val_chosen | val_chosen_lookbacks |
+|---|---|---|---|---|---|
+| etth1 | linear | 1 | 0.4407 | 0.4075 | 336 |
+| etth1 | dlinear | 1 | 0.4571 | 0.4571 | 96 |
+"""
+
+
+def test_the_index_takes_each_headline_from_its_page(tmp_path: Path) -> None:
+    from seqcomp.publish.index import index
+
+    results, docs = tmp_path / "results" / "etth1", tmp_path / "docs"
+    fake_summary(results, BASE, "x")
+    (results / "summary" / "headline.md").write_text("# etth1: headline (fp32, test MSE)\n\n" + HEADLINE)
+    write_page(results, docs, BASE)
+    text = index(docs)
+    row = next(line for line in text.splitlines() if line.startswith("| `config/etth1.yaml`"))
+    assert "etth1, test MSE at L96: linear 0.4407, dlinear 0.4571" in row
+    assert "at the validation-chosen lookback: linear 0.4075, dlinear 0.4571" in row  # it differs: shown too
+    assert "(4 jobs in 5 min 00 s, wall / (jobs' seconds / cores) = 1.20)" in row and "[etth1](results/etth1.md)" in row
+    smoke = next(line for line in text.splitlines() if line.startswith("| `config/smoke.yaml`"))
+    assert "not run (no page)" in smoke  # a page not generated is said, not left out

@@ -191,7 +191,7 @@ def job_of(args: argparse.Namespace) -> tuple[Path, str] | None:
 
 def cmd_pages(args: argparse.Namespace) -> None:
     from seqcomp.lock import redirect_output
-    from seqcomp.publish.pages import config_name, write_bench_page, write_page
+    from seqcomp.publish.pages import config_name, write_bench_page, write_index, write_page
 
     if args.log:  # the workflow's pages rule: a page is written whole (atomically), so a rerun may start the log afresh
         redirect_output(Path(args.log))
@@ -200,8 +200,11 @@ def cmd_pages(args: argparse.Namespace) -> None:
     if args.config:
         name = config_name(args.config)
         print(f"wrote {write_page(Path(args.results) / name, Path(args.docs), args.config)}")
-    if not (args.bench or args.config):
-        raise SeqcompError("pages: name --config (a pipeline's page) or --bench (the micro-benchmarks' page)")
+    if args.index:
+        print(f"wrote {write_index(Path(args.docs), Path(args.index_out))}")
+    if not (args.bench or args.config or args.index):
+        raise SeqcompError("pages: name --config (a pipeline's page), --bench (the micro-benchmarks' page) "
+                           "or --index (docs/benchmarks.md)")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -286,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-results", default="bench/results", help="folder of the micro-benchmarks' JSON files")
     p.add_argument("--results", default="results", help="folder holding results/<name>/")
     p.add_argument("--docs", default="docs/results", help="folder of the generated pages")
+    p.add_argument("--index", action="store_true", help="--index-out (the index of the pages) from the pages in --docs")
+    p.add_argument("--index-out", default="docs/benchmarks.md", help="where the index goes")
     p.add_argument("--log", default=None, help="write standard output and error here (the workflow's pages rule)")
     p.set_defaults(fn=cmd_pages)
     p = sub.add_parser("bench", help="run a group of the registered micro-benchmarks (seqcomp.publish.bench.BENCHES)")

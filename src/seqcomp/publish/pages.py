@@ -175,3 +175,12 @@ def write_bench_page(results_dir: Path, docs_dir: Path, root: Path) -> Path:
     with atomic_path(out) as tmp:
         tmp.write_text(bench_page(results_dir, root))
     return out
+
+
+def write_index(docs_dir: Path, out: Path) -> Path:
+    """``out`` (docs/benchmarks.md), the index of the pages in docs_dir (:mod:`seqcomp.publish.index`)."""
+    from seqcomp.publish.index import index
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(index(docs_dir))
+    return out
