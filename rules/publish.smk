@@ -12,7 +12,7 @@ rule pages:
         plots=[f"{PAGE_DIRS['plots']}/{name}.png" for name in PLOTS],
     output:
         page=f"docs/results/{PAGE}.md",
-        figures=directory(f"docs/results/{PAGE}"),
+        figures=directory(f"docs/results/{PAGE}"),  # one PNG per registered plot
     params:
         results=os.path.dirname(jobs.results_dir(C)),  # the folder holding results/<name>
         docs=lambda w, output: os.path.dirname(output.page),

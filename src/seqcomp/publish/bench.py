@@ -83,6 +83,9 @@ BY_HAND_COSTS = "--wall-s $WALL_S --cores 2 --out bench/results/job_costs_{}.jso
 BENCHES = (
     Bench("bench/seq_scaling.py", "seq_scaling_cpu.json",
           "python bench/seq_scaling.py --out bench/results/seq_scaling_cpu.json", "cpu"),
+    Bench("bench/seq_scaling.py", "seq_scaling_cpu_s4.json",
+          "python bench/seq_scaling.py --steps s4,s4d,s4_kernel,s4d_kernel --parts layers "
+          "--out bench/results/seq_scaling_cpu_s4.json", "extra"),
     Bench("bench/train_throughput.py", "train_cpu.json",
           "python bench/train_throughput.py --device cpu --out bench/results/train_cpu.json", "cpu"),
     Bench("bench/train_throughput.py", "train_cuda_b32.json",
