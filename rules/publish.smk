@@ -14,7 +14,7 @@ rule pages:
         page=f"docs/results/{PAGE}.md",
         figures=directory(f"docs/results/{PAGE}"),  # one PNG per registered plot
     params:
-        results=os.path.dirname(jobs.results_dir(C)),  # the folder holding results/<name>
+        results=lambda w, input: str(Path(input.provenance).parents[2]),  # the folder holding results/<name>/
         docs=lambda w, output: os.path.dirname(output.page),
         config_files=config_file_args(),
     log:
