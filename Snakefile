@@ -1,4 +1,4 @@
-# seqcomp: data -> train -> compress -> evaluate -> summary (docs/pipeline.md explains the targets).
+# seqcomp: data -> train -> compress -> evaluate -> summary -> pages (docs/pipeline.md explains the targets).
 # The config is validated when the DAG is built: a wrong key fails here, naming the key.
 from seqcomp.config import load_config
 from seqcomp import jobs
@@ -18,6 +18,7 @@ include: "rules/train.smk"
 include: "rules/compress.smk"
 include: "rules/evaluate.smk"
 include: "rules/summary.smk"
+include: "rules/publish.smk"
 
 
 rule all:

@@ -49,7 +49,7 @@ def main() -> None:
 
     from seqcomp.artifacts import load_model, model_spec
     from seqcomp.compress import compress
-    from seqcomp.bench import write_bench_result
+    from seqcomp.publish.bench import write_bench_result
 
     rows = []
     for path in args.models:

@@ -15,7 +15,6 @@ the workflow of a config from a clean folder and times it, next to a bare ``impo
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -28,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from seqcomp.bench import write_bench_result
+from seqcomp.publish.bench import write_bench_result
+from seqcomp.publish.timing import benchmark_row, per_core_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB_LINE = re.compile(r"job seconds: start-up ([\d.]+) .*, work ([\d.]+)")
@@ -57,11 +57,11 @@ def job_costs(results: Path, since: float | None = None) -> dict[str, dict[str, 
         if since is not None and tsv.stat().st_mtime < since:
             continue
         stage = tsv.relative_to(bench).parts[0].removesuffix(".tsv")
-        row = next(csv.DictReader(tsv.open(), delimiter="\t"))
+        row = benchmark_row(tsv)
         s = stages.setdefault(stage, {"jobs": 0, "wall_s": 0.0, "cpu_s": 0.0, "startup_s": 0.0, "work_s": 0.0})
         s["jobs"] += 1
-        s["wall_s"] += float(row["s"])
-        s["cpu_s"] += float(row["cpu_time"]) if row.get("cpu_time") not in (None, "", "NA", "-") else 0.0
+        s["wall_s"] += row["s"]
+        s["cpu_s"] += row["cpu_s"]
         log = results / "logs" / tsv.relative_to(bench).with_suffix(".log")
         found = JOB_LINE.search(log.read_text()) if log.is_file() else None
         if found:
@@ -74,9 +74,9 @@ def report(stages: dict[str, dict[str, float]], wall_s: float | None, cores: int
     total = {k: sum(s[k] for s in stages.values()) for k in ("jobs", "wall_s", "cpu_s", "startup_s", "work_s")}
     out = {"stages": stages, "total": total, "cores": cores, "workflow_wall_s": wall_s}
     if wall_s:
-        # the issue's yardstick: wall time over (the jobs' compute seconds spread over the cores)
-        out["wall_over_work_per_core"] = wall_s / (total["work_s"] / cores) if total["work_s"] else None
-        out["wall_over_job_seconds_per_core"] = wall_s / (total["wall_s"] / cores)
+        # the pages' yardstick: wall time over (the jobs' seconds spread over the cores)
+        out["wall_over_work_per_core"] = per_core_ratio(wall_s, total["work_s"], cores)
+        out["wall_over_job_seconds_per_core"] = per_core_ratio(wall_s, total["wall_s"], cores)
     return out
 
 

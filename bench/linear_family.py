@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from seqcomp.io import atomic_path
-from seqcomp.bench import write_bench_result
+from seqcomp.publish.bench import write_bench_result
+from seqcomp.publish.bench_tables import linear_family_tables
 
 HORIZONS = (96, 192, 336, 720)
 LEVELS = ("full", "0.5", "0.25", "48", "24", "1")  # k: all L values, a fraction of L, or a count
@@ -163,14 +164,6 @@ def selection(rows: list[dict]) -> dict:
     return {"horizons": list(HORIZONS), "variants_per_horizon": variants, "selection": chosen_rows}
 
 
-def table(summary: dict) -> str:
-    lines = ["| selection rule | H = 96 | 192 | 336 | 720 | avg |", "|---|---|---|---|---|---|"]
-    for row in summary["selection"]:
-        lines.append(f"| {row['rule']} | " + " | ".join(f"{x:.4f}" for x in row["test_mse"]) + f" | {row['avg']:.4f} |")
-    return (f"{summary['variants_per_horizon']} variants per horizon; test MSE of the chosen variant(s).\n\n"
-            + "\n".join(lines) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,11 +180,12 @@ def main() -> None:
         rows = run(args.data, args.lookbacks)
         with atomic_path(args.out) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        summary = selection(rows)
-        write_bench_result(args.out.with_suffix(".json"), {"lookbacks": args.lookbacks, **summary}, started)
+        summary = {"lookbacks": args.lookbacks, **selection(rows)}
+        write_bench_result(args.out.with_suffix(".json"), summary, started)
     else:
-        summary = selection([json.loads(line) for line in args.rows.read_text().splitlines()])
-    print(table(summary))
+        rows = [json.loads(line) for line in args.rows.read_text().splitlines()]
+        summary = {"lookbacks": sorted({r["L"] for r in rows}), **selection(rows)}
+    print(linear_family_tables(summary))  # as the micro-benchmarks' page shows it
 
 
 if __name__ == "__main__":

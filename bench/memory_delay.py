@@ -28,7 +28,7 @@ import torch.nn as nn
 from seqcomp.models.mamba import MambaMixer
 from seqcomp.models.s4 import S4Layer
 from seqcomp.models.s4d import S4DLayer
-from seqcomp.bench import write_bench_result
+from seqcomp.publish.bench import write_bench_result
 
 
 class Probe(nn.Module):

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from seqcomp.models.s4 import S4Layer, untilde
-from seqcomp.bench import write_bench_result
+from seqcomp.publish.bench import write_bench_result
 
 
 def load_reference(path: Path) -> types.ModuleType:

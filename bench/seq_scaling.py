@@ -41,7 +41,7 @@ from seqcomp.models.mamba import MambaMixer
 from seqcomp.models.s4 import S4Layer
 from seqcomp.models.s4d import S4DLayer
 from seqcomp.models.selective_scan import chunked_is_default, scan_chunked, scan_sequential
-from seqcomp.bench import write_bench_result
+from seqcomp.publish.bench import write_bench_result
 
 LIBC = ctypes.CDLL(ctypes.util.find_library("c"))
 # glibc mmaps blocks above M_MMAP_THRESHOLD (-3); by default the threshold rises with the first

@@ -26,7 +26,7 @@ from seqcomp.data.synthetic import SyntheticConfig, SyntheticSource
 from seqcomp.data.windows import WindowDataset
 from seqcomp.evaluate.memory import peak_mib
 from seqcomp.models import MODELS, SeriesShape, build_model
-from seqcomp.bench import write_bench_result
+from seqcomp.publish.bench import write_bench_result
 from seqcomp.train.module import Forecaster
 
 

@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 from seqcomp.config import canonical_json
 from seqcomp.errors import SeqcompError
 from seqcomp.io import DiskFull
-from seqcomp.pages import page_folder, page_name
+from seqcomp.publish.pages import page_folder, page_name
 from seqcomp.summary import PLOTS
 
 # The --configfile files are read again here (seqcomp.config_files): Snakemake's loader expands
@@ -76,7 +76,7 @@ def config_file_args():
     return [str(f.relative_to(Path.cwd()) if f.is_absolute() and f.is_relative_to(Path.cwd()) else f) for f in files]
 
 
-# The cores Snakemake runs jobs on, for the page's yardstick (seqcomp.summary.provenance); None
+# The cores Snakemake runs jobs on, for the page's yardstick (seqcomp.publish.timing); None
 # on a cluster (the jobs run on many nodes, and a job step's own Snakemake has a node's cores)
 # or where Snakemake has no core count.
 try:
@@ -84,7 +84,7 @@ try:
 except WorkflowError:
     CORES = None
 
-# One page per config set (seqcomp.pages): the base config's summary and plots go to P's folders,
+# One page per config set (seqcomp.publish.pages): the base config's summary and plots go to P's folders,
 # an overlay set's to <folder>_<overlays> (results/etth1/summary_compress), so they never clobber.
 # An overlay's file name becomes a folder: one with a brace or quote is refused here, before any job.
 # (Every other path in a shell command is built from schema-checked names: letters, digits, _ . -.)

@@ -1,4 +1,4 @@
-"""seqcomp.bench: the micro-benchmarks' page shows a result as current only when it is.
+"""seqcomp.publish.bench: the micro-benchmarks' page shows a result as current only when it is.
 
 Fixture results are written by hand: one current, one from a commit this checkout lacks, one
 GPU result from a machine without a GPU, one made by another command, one missing. Staleness and
@@ -8,7 +8,6 @@ the dirty flag are checked in a scratch git repository, against each result's ow
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from seqcomp.bench import BENCHES, CODE, code_changes, code_dirty, page, running_code, same_command, write_bench_result
+import seqcomp.publish.bench as bench_module
+from seqcomp.publish.bench import BENCHES, CODE, GROUPS, Bench, page, run_group, running_code, same_command, write_bench_result
+from seqcomp.publish.record import code_changes, code_dirty
 from seqcomp.errors import SeqcompError
 
 HEAD = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
@@ -91,17 +92,34 @@ def test_same_command_expands_globs_and_variables() -> None:
     assert not same_command("python b.py --steps 50", "python b.py --steps 2")
 
 
-def makefile_commands() -> list[str]:
-    """The Makefile's `python bench/...` commands, each cut where the shell's `;`, `&&` or `\\` ends it."""
-    return [c.strip() for c in re.findall(r"python bench/[^;&\\\n]*", (ROOT / "Makefile").read_text())]
-
-
-def test_makefile_runs_exactly_the_registered_commands() -> None:
-    made = makefile_commands()
-    registered = [b.command for b in BENCHES if b.target.startswith("make bench")]
-    assert sorted(made) == sorted(registered)  # a line with an extra argument, or an unregistered one, fails
+def test_the_makefile_runs_the_registry() -> None:
+    """The registry is the only list of bench commands: the Makefile calls its groups, no script."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "python bench/" not in makefile
+    for group, target in GROUPS.items():
+        recipe = makefile.split(f"\n{target.removeprefix('make ')}: ", 1)[1].split("\n\n", 1)[0]
+        assert f"-m seqcomp bench --group {group}" in recipe, target
+    assert {b.group for b in BENCHES} == {*GROUPS, None}
     for bench in BENCHES:
         assert (ROOT / bench.script).is_file(), bench.script
+
+
+def test_a_group_runs_its_commands_and_skips_those_without_input(tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    made = tmp_path / "made.txt"
+    monkeypatch.setattr(bench_module, "BENCHES", (
+        Bench("bench/a.py", "a.json", f"python -c 'open(\"{made}\", \"w\").write(\"ok\")'", "cpu"),
+        Bench("bench/b.py", "b.json", "python -c 'raise SystemExit(3)'", "cpu", "make etth1",
+              needs=(str(tmp_path / "no-models/*.pt"),)),
+        Bench("bench/c.py", "c.json", "python -c 'raise SystemExit(4)'", "extra"),
+    ))
+    assert run_group("cpu", tmp_path) == ["b.json"]
+    assert made.read_text() == "ok"
+    said = capsys.readouterr().out
+    assert "b.json skipped: nothing at" in said and "(first make etth1)" in said
+    with pytest.raises(SeqcompError, match=r"bench c\.json: .* failed \(exit 4\)"):
+        run_group("extra", tmp_path)
+    with pytest.raises(SeqcompError, match="the groups are cpu, gpu, extra"):
+        run_group("fast", tmp_path)
 
 
 def git(root: Path, *args: str) -> str:
@@ -111,7 +129,7 @@ def git(root: Path, *args: str) -> str:
 def scratch_repo(tmp_path: Path) -> Path:
     """A git repository with one committed file per kind of path a result may or may not depend on."""
     root = tmp_path / "repo"
-    for name in ("src/seqcomp/bench.py", "src/seqcomp/cli.py", "src/seqcomp/models.py", "pyproject.toml",
+    for name in ("src/seqcomp/publish/bench.py", "src/seqcomp/cli.py", "src/seqcomp/models.py", "pyproject.toml",
                  "Snakefile", "rules/train.smk", "README.md", "bench/seq_scaling.py", "bench/job_costs.py"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text("v1\n")
@@ -125,13 +143,13 @@ def test_each_result_is_stale_or_dirty_by_its_own_code(tmp_path: Path) -> None:
     root = scratch_repo(tmp_path)
     first = git(root, "rev-parse", "HEAD")
     scan, costs = BY_OUT["seq_scaling_cpu.json"], BY_OUT["job_costs_smoke.json"]
-    for name in ("README.md", "src/seqcomp/bench.py", "Snakefile", "src/seqcomp/cli.py"):
+    for name in ("README.md", "src/seqcomp/publish/bench.py", "Snakefile", "src/seqcomp/cli.py"):
         (root / name).write_text("v2\n")
     assert code_dirty(root, scan.code_paths) == "False"  # the page's code, a README, the workflow: not its code
     assert code_dirty(root, costs.code_paths) == "True"  # a workflow's job costs depend on its Snakefile
     git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "v2")
-    assert code_changes(root, first, scan) == []
-    assert code_changes(root, first, costs) == ["Snakefile", "src/seqcomp/cli.py"]
+    assert code_changes(root, first, scan.code_paths) == []
+    assert code_changes(root, first, costs.code_paths) == ["Snakefile", "src/seqcomp/cli.py"]
     (root / "src/seqcomp/models.py").write_text("v3\n")
     assert code_dirty(root, scan.code_paths) == code_dirty(root, costs.code_paths) == "True"
 

@@ -267,7 +267,7 @@ def test_an_overlay_refusal_names_the_overlay_that_set_the_key(tmp_path: Path) -
 
 
 def test_a_config_file_name_that_cannot_be_a_folder_is_refused() -> None:
-    from seqcomp.pages import page_name
+    from seqcomp.publish.pages import page_name
 
     assert page_name(["smoke.yaml", "my overlay.yaml"], "smoke") == "smoke_my overlay"
     with pytest.raises(ConfigError, match=r"'x\{y\}.yaml': its name becomes part of the page.*rename it"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from seqcomp.errors import SeqcompError
-from seqcomp.pages import SECTIONS, header, page_folder, page_name, write_page
+from seqcomp.publish.pages import SECTIONS, page_folder, page_header, page_name, write_page
 from seqcomp.summary import PLOTS
 
 BASE = ["config/etth1.yaml"]
@@ -87,27 +87,27 @@ def test_a_summary_of_another_config_set_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_header_states_the_yardstick() -> None:
-    text = header("etth1", "`results/etth1/summary/`", provenance(BASE))
+    text = page_header("etth1", "`results/etth1/summary/`", provenance(BASE))
     assert "their whole commands took 8 min 20 s (Snakemake benchmark files)" in text
     assert "wall time / (benchmark seconds / 2 cores) = **1.20**" in text and "aims at is <= 1.25" in text
     assert "pause" not in text
 
 
 def test_the_header_takes_pauses_out_of_the_wall_time() -> None:
-    text = header("etth1", "x", provenance(BASE, pauses=2, span_s=86400.0))
+    text = page_header("etth1", "x", provenance(BASE, pauses=2, span_s=86400.0))
     assert "less 2 stretches of 5 min or more in which none of these jobs ran" in text and "span 24 h 00 min" in text
 
 
 def test_an_overlay_page_says_why_it_has_no_ratio() -> None:
     why = "an overlay's jobs share their time with its base grid's"
-    text = header("etth1_compress", "x", provenance(COMPRESS, wall_over_bench_per_core=None, no_ratio=why))
+    text = page_header("etth1_compress", "x", provenance(COMPRESS, wall_over_bench_per_core=None, no_ratio=why))
     assert f"not computed ({why})" in text and "**" not in text
 
 
 def test_the_header_says_how_many_jobs_had_no_benchmark() -> None:
-    text = header("etth1", "x", provenance(BASE, bench_missing=3, bench_files=1))
+    text = page_header("etth1", "x", provenance(BASE, bench_missing=3, bench_files=1))
     assert "3 without one, not counted" in text
-    text = header("etth1", "x", provenance(BASE, bench_s=0.0, bench_files=0, bench_missing=4,
+    text = page_header("etth1", "x", provenance(BASE, bench_s=0.0, bench_files=0, bench_missing=4,
                                            wall_over_bench_per_core=None))
     assert "not computed (no benchmark files)" in text and "**" not in text
 
@@ -116,5 +116,28 @@ def test_a_summary_without_benchmark_times_still_makes_a_page() -> None:
     prov = provenance(BASE)
     for key in ("bench_s", "bench_files", "bench_missing", "cores", "wall_over_bench_per_core"):
         del prov["times"][key]
-    text = header("etth1", "x", prov)
+    text = page_header("etth1", "x", prov)
     assert "runs were open 6 min 40 s in all" in text and "benchmark" not in text
+
+
+HEADLINE = """| dataset | model | seeds_L96 | mse_L96 | mse_val_chosen | val_chosen_lookbacks |
+|---|---|---|---|---|---|
+| etth1 | linear | 1 | 0.4407 | 0.4075 | 336 |
+| etth1 | dlinear | 1 | 0.4571 | 0.4571 | 96 |
+"""
+
+
+def test_the_index_takes_each_headline_from_its_page(tmp_path: Path) -> None:
+    from seqcomp.publish.index import index
+
+    results, docs = tmp_path / "results" / "etth1", tmp_path / "docs"
+    fake_summary(results, BASE, "x")
+    (results / "summary" / "headline.md").write_text("# etth1: headline (fp32, test MSE)\n\n" + HEADLINE)
+    write_page(results, docs, BASE)
+    text = index(docs)
+    row = next(line for line in text.splitlines() if line.startswith("| `config/etth1.yaml`"))
+    assert "etth1, test MSE at L96: linear 0.4407, dlinear 0.4571" in row
+    assert "at the validation-chosen lookback: linear 0.4075, dlinear 0.4571" in row  # it differs: shown too
+    assert "(4 jobs in 5 min 00 s, wall / (jobs' seconds / cores) = 1.20)" in row and "[etth1](results/etth1.md)" in row
+    smoke = next(line for line in text.splitlines() if line.startswith("| `config/smoke.yaml`"))
+    assert "not run (no page)" in smoke  # a page not generated is said, not left out

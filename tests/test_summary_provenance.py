@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seqcomp.summary.provenance import PAUSE_S, benchmark_seconds, benchmark_times, busy_wall_ms, job_times, provenance
+from seqcomp.publish.record import summary_record as provenance
+from seqcomp.publish.timing import PAUSE_S, benchmark_seconds, benchmark_times, busy_wall_ms, job_times
 from seqcomp.summary.stage import job_keys_of
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"

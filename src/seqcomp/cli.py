@@ -190,15 +190,28 @@ def job_of(args: argparse.Namespace) -> tuple[Path, str] | None:
 
 
 def cmd_pages(args: argparse.Namespace) -> None:
-    from seqcomp.pages import config_name, write_bench_page, write_page
+    from seqcomp.lock import redirect_output
+    from seqcomp.publish.pages import config_name, write_bench_page, write_index, write_page
 
+    if args.log:  # the workflow's pages rule: a page is written whole (atomically), so a rerun may start the log afresh
+        redirect_output(Path(args.log))
     if args.bench:
         print(f"wrote {write_bench_page(Path(args.bench_results), Path(args.docs), Path.cwd())}")
     if args.config:
         name = config_name(args.config)
         print(f"wrote {write_page(Path(args.results) / name, Path(args.docs), args.config)}")
-    if not (args.bench or args.config):
-        raise SeqcompError("pages: name --config (a pipeline's page) or --bench (the micro-benchmarks' page)")
+    if args.index:
+        print(f"wrote {write_index(Path(args.docs), Path(args.index_out))}")
+    if not (args.bench or args.config or args.index):
+        raise SeqcompError("pages: name --config (a pipeline's page), --bench (the micro-benchmarks' page) "
+                           "or --index (docs/benchmarks.md)")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from seqcomp.publish.bench import run_group
+
+    skipped = run_group(args.group)
+    print(f"bench --group {args.group}: done" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
 
 
 def _say(line: str) -> None:
@@ -261,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", required=True, help="folder of the plots")
     p.add_argument("--published", default=None, help="published-results file to compare with (config key published)")
     p.add_argument("--config-files", nargs="*", default=[], help="the run's --configfile list, for the pages")
-    p.add_argument("--page", required=True, help="the config set's page (seqcomp.pages.page_name): its MLflow run")
+    p.add_argument("--page", required=True, help="the config set's page (seqcomp.publish.pages.page_name): its MLflow run")
     p.add_argument("--benchmarks", nargs="*", default=[],
                    help="Snakemake benchmark files of the jobs behind --metrics (a missing one is counted as missing)")
     p.add_argument("--cores", type=int, default=None, help="the cores Snakemake ran the jobs with")
@@ -276,7 +289,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-results", default="bench/results", help="folder of the micro-benchmarks' JSON files")
     p.add_argument("--results", default="results", help="folder holding results/<name>/")
     p.add_argument("--docs", default="docs/results", help="folder of the generated pages")
+    p.add_argument("--index", action="store_true", help="--index-out (the index of the pages) from the pages in --docs")
+    p.add_argument("--index-out", default="docs/benchmarks.md", help="where the index goes")
+    p.add_argument("--log", default=None, help="write standard output and error here (the workflow's pages rule)")
     p.set_defaults(fn=cmd_pages)
+    p = sub.add_parser("bench", help="run a group of the registered micro-benchmarks (seqcomp.publish.bench.BENCHES)")
+    p.add_argument("--group", required=True, help="cpu (make bench), gpu (make bench-gpu) or extra (make bench-extra)")
+    p.set_defaults(fn=cmd_bench)
     return parser
 
 

@@ -153,7 +153,8 @@ def _code_files(stage: str, model_file: Path | None, dataset_file: Path | None,
         "train": ["data/windows.py", "train", "evaluate/metrics.py"],
         "compress": ["data/windows.py", "compress"],
         "evaluate": ["data/windows.py", "compress", "evaluate"],
-        "summary": ["summary"],
+        # the summary's provenance record, timing and table writer (not the pages' own code)
+        "summary": ["summary", "publish/__init__.py", "publish/record.py", "publish/timing.py", "publish/markdown.py"],
     }[stage]
     files: list[Path] = [PKG / f for f in shared]
     for entry in stage_files:

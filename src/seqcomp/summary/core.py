@@ -13,6 +13,7 @@ from typing import Any
 
 import polars as pl
 
+from seqcomp.publish import markdown
 from seqcomp.summary.headline import headline
 
 LATENCY = re.compile(r"latency_b\d+_ms")
@@ -105,23 +106,15 @@ def aggregate(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _cell(v: object) -> str:
-    if v is None:
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
 def to_markdown(frame: pl.DataFrame) -> str:
     """A GitHub-flavoured markdown table (floats to 4 significant digits)."""
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in frame.iter_rows()]
-    return "\n".join(lines) + "\n"
+    return markdown.table(frame.columns, frame.iter_rows())
 
 
 def to_html(frame: pl.DataFrame, title: str) -> str:
     """A standalone HTML page holding the table (the Snakemake report shows HTML files inline)."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>\n"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(markdown.short(v))}</td>" for v in row) + "</tr>\n"
                    for row in frame.iter_rows())
     style = ("body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}")

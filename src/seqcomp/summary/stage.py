@@ -21,7 +21,7 @@ from seqcomp.summary.core import (
     RUN_KEYS, aggregate, forecast_examples, headline_markdown, metrics_frame, step_errors, to_html, to_markdown,
     with_baseline,
 )
-from seqcomp.summary.provenance import STAGES, provenance
+from seqcomp.publish.record import summary_record
 from seqcomp.summary.published import load_published
 from seqcomp.tracking import Run, current_runs, job_key, tracked
 
@@ -100,7 +100,7 @@ def run_summary(
         _write_plots(rows, frame, histories, reports, plots_dir)
         runs = current_runs(run.journal_dir) if run is not None else None
         with atomic_path(out_dir / "provenance.json") as tmp:
-            prov = provenance(config_files or [], runs, job_keys_of(rows), benchmarks or [], cores)
+            prov = summary_record(config_files or [], runs, job_keys_of(rows), benchmarks or [], cores)
             tmp.write_text(json.dumps(prov, indent=2) + "\n")
         if run is not None:
             run.log_params({"config": title, "evaluations": len(metrics)})
@@ -114,7 +114,7 @@ def run_summary(
 def job_keys_of(rows: list[dict[str, Any]]) -> set[str]:
     """The tracking job keys (``seqcomp.tracking.job_key``) of the train, compress and evaluate
     jobs behind the evaluations ``rows`` (metrics.json contents)."""
-    return {job_key(stage, row) for row in rows for stage in STAGES}
+    return {job_key(stage, row) for row in rows for stage in ("train", "compress", "evaluate")}
 
 
 def data_notes(histories: list[str]) -> str:

@@ -1,5 +1,5 @@
-"""Generated result pages: results/<name>/summary + plots -> docs/results/<page>.md and the
-figures beside it in docs/results/<page>/.
+"""The pipeline's pages: results/<name>/summary + plots -> docs/results/<page>.md and the
+figures beside it in docs/results/<page>/ (the workflow's ``pages`` rule).
 
 One page per config set: the base config alone is page ``<name>`` (results/<name>/summary,
 plots); a base config with overlays, which share its experiment name and so its trained models,
@@ -9,10 +9,10 @@ one another.
 
 A page holds only what the pipeline wrote (the summary's tables, its plots, its
 provenance.json), headed by the command that reproduces it, the commit, the machine and the
-time the jobs took, so that a number in the docs can always be traced to a run. Run by
-``make pages CONFIG=...`` (``python -m seqcomp pages --config ...``) after the workflow.
+time the jobs took, so that a number in the docs can always be traced to a run. Built by
+the workflow's ``pages`` rule (``make pages CONFIG=...``), which reruns when the summary changes.
 The micro-benchmarks' page, docs/results/microbench.md, is made the same way from
-bench/results (``make bench-page``; its rules in ``seqcomp.bench``).
+bench/results (``make bench-page``; its rules in :mod:`seqcomp.publish.bench`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ import yaml
 
 from seqcomp.errors import ConfigError, SeqcompError, shown
 from seqcomp.io import atomic_path, read_json
+from seqcomp.publish.markdown import duration, header
+from seqcomp.publish.record import machine_line, workflow_command
 from seqcomp.summary import PLOTS
 
 # summary tables in page order; each file's title becomes its section heading
 SECTIONS = ("headline.md", "published.md", "compression.md", "results.md")
-PROFILE = "workflow/profiles/default"
 # What a config file's name may hold: an overlay's becomes a folder (results/<name>/summary_<stem>), a
 # Snakemake output pattern (where { } are wildcards) and a page file (docs/results/<page>.md).
 CONFIG_STEM = re.compile(r"[A-Za-z0-9_.+ -]+")
@@ -76,39 +77,28 @@ def page_folder(base: str | Path, config_files: list[str], name: str) -> str:
     return f"{base}_{tag}" if tag else str(base)
 
 
-def _duration(seconds: float) -> str:
-    minutes, s = divmod(round(seconds), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours} h {m:02d} min" if hours else f"{m} min {s:02d} s"
-
-
-def header(page: str, source: str, prov: dict[str, Any]) -> str:
+def page_header(page: str, source: str, prov: dict[str, Any]) -> str:
     """The page's opening: how to reproduce it, from which commit, on which machine, how long it
     took and how busy it kept the cores. ``source``: the results folders it was generated from."""
     files = shlex.join(prov["config_files"])  # a name with a space stays one argument
     m, times = prov["machine"], prov["times"]
-    gpus = ", ".join(m["gpus"]) or "none"
-    lines = [
-        f"# Results: {page}\n",
-        f"Generated from {source} by `make pages CONFIG=\"{files}\"`; do not edit by hand. To reproduce:\n",
-        "```sh",
-        f"snakemake --workflow-profile {PROFILE} --configfile {files}   # or: make run CONFIG=\"{files}\"",
-        f"make pages CONFIG=\"{files}\"",
-        "```\n",
+    facts = [
         f"- commit: `{prov['commit']}`" + (" (with uncommitted changes)" if prov["dirty"] == "True" else ""),
-        f"- machine: {m['cpu']}, {m['cores']} cores, GPUs: {gpus}; {m['os']}"
+        f"- machine: {machine_line({**m, 'load_1min': None})}; {m['os']}"
         + (f"; load average {m['load_1min']} when the summary ran" if m.get("load_1min") is not None else ""),
     ]
     if times.get("jobs"):
         commits = [c for c in times["commits"] if c != prov["commit"]]
-        lines += time_lines(times)
+        facts += time_lines(times)
         if commits:
-            lines.append(f"- some jobs ran at earlier commits ({', '.join(f'`{c[:12]}`' for c in commits)}); Snakemake "
+            facts.append(f"- some jobs ran at earlier commits ({', '.join(f'`{c[:12]}`' for c in commits)}); Snakemake "
                          "reruns a job whose code changed (code stamps), so theirs equals this commit's")
     else:
-        lines.append(f"- wall time: not recorded ({times['source']})")
-    lines.append(f"- summary written: {prov['written']}\n")
-    return "\n".join(lines)
+        facts.append(f"- wall time: not recorded ({times['source']})")
+    facts.append(f"- summary written: {prov['written']}\n")
+    commands = [f"{workflow_command(prov['config_files'], 'pages')}   # or: make pages CONFIG=\"{files}\""]
+    return header(f"Results: {page}", source, f"the workflow's `pages` rule (`make pages CONFIG=\"{files}\"`)",
+                  commands, facts)
 
 
 def time_lines(times: dict[str, Any]) -> list[str]:
@@ -117,14 +107,14 @@ def time_lines(times: dict[str, Any]) -> list[str]:
     has only the first two."""
     pauses = times.get("pauses", 0)
     less = (f", less {pauses} stretch{'es' if pauses > 1 else ''} of 5 min or more in which none of these jobs ran "
-            f"(a pause between invocations, or jobs of another page; span {_duration(times['span_s'])})") if pauses else ""
-    wall = (f"- wall time: {_duration(times['wall_s'])} from the first job's start ({times['first_start']}) to "
+            f"(a pause between invocations, or jobs of another page; span {duration(times['span_s'])})") if pauses else ""
+    wall = (f"- wall time: {duration(times['wall_s'])} from the first job's start ({times['first_start']}) to "
             f"the last one's end ({times['last_end']}){less}; the {times['jobs']} train/compress/evaluate jobs' "
-            f"runs were open {_duration(times['jobs_s'])} in all (tracking journals)")
+            f"runs were open {duration(times['jobs_s'])} in all (tracking journals)")
     if "bench_s" not in times:
         return [wall + ". Not counted: data preparation and each job's start-up before its run opens."]
     missing = f"; {times['bench_missing']} without one, not counted" if times["bench_missing"] else ""
-    lines = [wall + f", their whole commands took {_duration(times['bench_s'])} (Snakemake benchmark files{missing})."]
+    lines = [wall + f", their whole commands took {duration(times['bench_s'])} (Snakemake benchmark files{missing})."]
     ratio = times.get("wall_over_bench_per_core")
     if ratio is None:
         why = times.get("no_ratio") or ("no benchmark files" if not times["bench_files"]
@@ -160,7 +150,7 @@ def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Pa
     if written_for != page:  # a summary of another config set (written before pages were per set)
         raise SeqcompError(f"{summary}/provenance.json is of config files {' '.join(prov['config_files'])} "
                            f"(page {written_for}), not of {' '.join(config_files)}: rerun their summary")
-    parts = [header(page, f"`results/{name}/{summary.name}/` and `{plots.name}/`", prov)]
+    parts = [page_header(page, f"`results/{name}/{summary.name}/` and `{plots.name}/`", prov)]
     parts += [section((summary / file).read_text(), name) for file in SECTIONS]
     figures = docs_dir / page
     if figures.exists():
@@ -179,9 +169,18 @@ def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Pa
 
 def write_bench_page(results_dir: Path, docs_dir: Path, root: Path) -> Path:
     """docs_dir/microbench.md from the micro-benchmarks' results_dir (bench/results) of the checkout at root."""
-    from seqcomp.bench import page as bench_page
+    from seqcomp.publish.bench import page as bench_page
 
     out = docs_dir / "microbench.md"
     with atomic_path(out) as tmp:
         tmp.write_text(bench_page(results_dir, root))
+    return out
+
+
+def write_index(docs_dir: Path, out: Path) -> Path:
+    """``out`` (docs/benchmarks.md), the index of the pages in docs_dir (:mod:`seqcomp.publish.index`)."""
+    from seqcomp.publish.index import index
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(index(docs_dir))
     return out
