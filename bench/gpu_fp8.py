@@ -101,7 +101,7 @@ def main() -> None:
 
     from seqcomp.artifacts import load_model, model_spec
     from seqcomp.data.windows import PreparedSeries, job_windows
-    from seqcomp.evaluate.metrics import forecast_errors
+    from seqcomp.scores import forecast_errors
     from seqcomp.bench import write_bench_result
 
     series = PreparedSeries.load(args.data)

@@ -147,7 +147,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = run_evaluate(
         spec, Path(args.train_dir) / "model.pt", Path(args.compressed), Path(args.data), Path(args.out), run
     )
-    from seqcomp.evaluate.metrics import HEADLINE
+    from seqcomp.scores import HEADLINE
 
     scores = " ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE[metrics["task"]])
     unit = "samples" if "n_samples" in metrics else "windows"
@@ -275,11 +275,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def record_modules(args: argparse.Namespace) -> None:
+    """A job's package modules, as it ends, into its output folder: its code stamp in the next
+    DAG build (seqcomp.stamps). Imported here, after the work, so that it records only the job's."""
+    if (job := job_of(args)) is not None:
+        from seqcomp.stamps import record_job
+
+        record_job(job[0])
+
+
 def run_command(args: argparse.Namespace) -> int:
     """The command's exit status; its last words (an error, the job's seconds) written while
     the job still holds its folder, so a next start never finds them in its fresh log."""
     try:
         args.fn(args)
+        record_modules(args)
     except SeqcompError as exc:
         print(f"seqcomp: error: {exc}", file=sys.stderr)
         return 2
