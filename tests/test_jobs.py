@@ -14,7 +14,8 @@ from conftest import ROOT
 from seqcomp import jobs
 from seqcomp.compress import PASSES
 from seqcomp.config import load_config
-from seqcomp.stamps import RECORD_NAME, ast_digest, import_closure, write_stamp
+from seqcomp.stamps import (AS_RAN_NS, RECORD_NAME, ast_digest, import_closure, module_file, record_job,
+                             recorded_modules, write_stamp)
 
 CFG = load_config(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
 
@@ -151,7 +152,7 @@ def test_a_stamp_is_one_file_per_job_rewritten_only_when_its_code_changes(tmp_pa
     assert {line.split()[1] for line in lines} == jobs.code_modules("train", CFG, "lstm")
     record = tmp_path / "job"  # a job that ran: its record decides, at the same path
     record.mkdir()
-    (record / RECORD_NAME).write_text(json.dumps({"modules": ["seqcomp", "seqcomp.models.linear"]}))
+    (record / RECORD_NAME).write_text(json.dumps({"modules": {"seqcomp": "x", "seqcomp.models.linear": "y"}}))
     stamp = Path(jobs.code_stamp("train", CFG, str(record), "lstm", folder=folder))
     assert [line.split()[1] for line in stamp.read_text().splitlines()] == ["seqcomp", "seqcomp.models.linear"]
 
@@ -208,30 +209,40 @@ def test_the_static_walk_follows_every_import_form(tmp_path: Path) -> None:
     assert import_closure(["seqcomp.stage"], pkg, leaves=["seqcomp.models.mamba"]) == found - {"seqcomp.deep"}
 
 
-def test_a_stamp_is_rewritten_for_real_edits_only_and_dated_by_its_newest_module(tmp_path: Path) -> None:
+def test_a_stamp_is_newer_than_the_outputs_exactly_while_the_code_differs_from_what_ran(tmp_path: Path) -> None:
     pkg = fake_package(tmp_path, {"seqcomp.a": "x = 1\n", "seqcomp.b": "y = 2\n"})
-    a, b, init = pkg / "a.py", pkg / "b.py", pkg / "__init__.py"
-    for path, t in ((a, 10**18), (b, 15 * 10**17), (init, 10**18)):
-        os.utime(path, ns=(t, t))
+    a, b = pkg / "a.py", pkg / "b.py"
     modules, stamp = frozenset({"seqcomp", "seqcomp.a", "seqcomp.b"}), tmp_path / "stamps" / "job.sha256"
+    ran = {name: ast_digest(module_file(name, pkg)) for name in modules}  # the job's record
 
-    def build() -> None:  # each call a new DAG build
-        write_stamp.__globals__["_stamp_content"].cache_clear()
-        write_stamp(stamp, modules, pkg)
+    def build() -> int:  # a new DAG build: the stamp's mtime
+        write_stamp.__globals__["_digests"].cache_clear()
+        write_stamp(stamp, modules, ran, pkg)
+        return stamp.stat().st_mtime_ns
 
-    build()
+    assert build() == AS_RAN_NS  # as it ran: older than any output
     first = stamp.read_text()
-    assert stamp.stat().st_mtime_ns == 15 * 10**17  # the newest module's mtime
-    a.write_text("x = 1  # a comment\n")  # newer, but no code changed: the stamp stays as it was
-    build()
-    assert stamp.read_text() == first and stamp.stat().st_mtime_ns == 15 * 10**17
-    a.write_text("x = 3\n")  # a real edit: new content, dated by the edit
-    build()
-    assert stamp.read_text() != first and stamp.stat().st_mtime_ns == a.stat().st_mtime_ns
-    a.write_text("x = 1\n")  # undone, mtime included: as before the edit
-    os.utime(a, ns=(10**18, 10**18))
-    build()
-    assert stamp.read_text() == first and stamp.stat().st_mtime_ns == 15 * 10**17
-    b.unlink()  # a module the job ran is gone: dated now, so the job reruns
-    build()
-    assert "missing seqcomp.b" in stamp.read_text() and stamp.stat().st_mtime_ns > 15 * 10**17
+    a.write_text("x = 1  # a comment\n")  # newer, but no code changed
+    assert build() == AS_RAN_NS and stamp.read_text() == first
+    a.write_text("x = 3\n")  # a real edit: dated when first seen, and stays so
+    seen = build()
+    assert seen > AS_RAN_NS and stamp.read_text() != first
+    assert build() == seen
+    a.write_text("x = 1\n")  # undone (with a new mtime, as a checkout gives): as it ran again
+    assert build() == AS_RAN_NS and stamp.read_text() == first
+    assert write_stamp(stamp, modules, None, pkg) is None and stamp.stat().st_mtime_ns > AS_RAN_NS  # no record
+    b.unlink()  # a module the job ran is gone: the job reruns
+    assert build() > AS_RAN_NS and "missing seqcomp.b" in stamp.read_text()
+
+
+def test_a_job_records_the_modules_it_loaded_with_their_digests(tmp_path: Path) -> None:
+    import time
+
+    record_job(tmp_path, started=time.time())
+    ran = recorded_modules(tmp_path)
+    assert ran["seqcomp.jobs"] == ast_digest(module_file("seqcomp.jobs")) and "seqcomp.stamps" not in ran
+    assert all(name == "seqcomp" or name.startswith("seqcomp.") for name in ran)
+    record_job(tmp_path, started=0.0)  # every file saved after the process started: none counts as it ran
+    assert set(recorded_modules(tmp_path).values()) == {"saved-while-running"}
+    (tmp_path / RECORD_NAME).write_text("[1, 2]")  # unreadable: as if the job never ran
+    assert recorded_modules(tmp_path) is None

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -276,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def record_modules(args: argparse.Namespace) -> None:
-    """A job's package modules, as it ends, into its output folder: its code stamp in the next
-    DAG build (seqcomp.stamps). Imported here, after the work, so that it records only the job's."""
+    """The package modules a job loaded, recorded in its output folder as it ends: its code
+    stamp in the next DAG build (seqcomp.stamps; the recorder leaves itself out)."""
     if (job := job_of(args)) is not None:
         from seqcomp.stamps import record_job
 
-        record_job(job[0])
+        record_job(job[0], started=time.time() - (process_age() or 0.0))
 
 
 def run_command(args: argparse.Namespace) -> int:

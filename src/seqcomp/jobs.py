@@ -2,8 +2,16 @@
 
 The Snakefile stays declarative by asking this module. A job's *spec* is the slice of the
 resolved config that affects it; Snakemake uses it as a ``params`` rerun trigger, so editing
-one model's hyper-parameters reruns only that model's jobs. Code dependencies are listed as
-inputs because Snakemake does not track modules a command imports (snakemake#2192).
+one model's hyper-parameters reruns only that model's jobs. A job's code is one input, its
+stamp (:func:`code_stamp`), because Snakemake does not track modules a command imports
+(snakemake#2192): the digests of the package modules the job's last run loaded, or, for a job
+that never ran, of those a static walk of the imports finds (seqcomp.stamps).
+
+What an edit reruns (docs/pipeline.md, "Reruns"): an edit of a package module reruns the jobs
+that loaded it, the job shell ``cli.py`` included (every job); a comment, docstring or
+reformatting reruns nothing. This module is the DAG's code, loaded by no job: a change here
+reaches a job only as a changed spec (``params``), output path or stamp, and Snakemake reruns
+exactly those; a change that alters none of them reruns nothing.
 """
 
 from __future__ import annotations
@@ -161,14 +169,15 @@ def code_stamp(stage: str, cfg: dict[str, Any] | None, job_dir: str, model: str 
     """The job's code as one input file: ``folder/<job_dir>.sha256``, one per job.
 
     It holds the digests (:func:`seqcomp.stamps.ast_digest`) of the modules the job's last run
-    recorded in ``job_dir``, its output folder, or of :func:`code_modules` if it never ran; it is
-    rewritten only when they change (:func:`seqcomp.stamps.write_stamp`). One path per job,
-    whatever its modules: Snakemake reruns a job whose set of input files changes.
+    recorded in ``job_dir``, its output folder, or of :func:`code_modules` if it never ran, and is
+    newer than the job's outputs exactly when they differ from the recorded ones
+    (:func:`seqcomp.stamps.write_stamp`). One path per job, whatever its modules: Snakemake
+    reruns a job whose set of input files changes.
     """
     parts = [part if part != ".." else "__" for part in Path(job_dir).parts if part != Path(job_dir).anchor]
     stamp = Path(folder, *parts[:-1], parts[-1] + ".sha256")
-    modules = recorded_modules(job_dir) or code_modules(stage, cfg, model, dataset, passname)
-    write_stamp(stamp, modules)
+    ran = recorded_modules(job_dir)
+    write_stamp(stamp, frozenset(ran) if ran else code_modules(stage, cfg, model, dataset, passname), ran)
     return str(stamp)
 
 

@@ -1,12 +1,13 @@
 """Code stamps: the package modules a job ran, hashed so that only a change of code counts.
 
-A job's process records the ``seqcomp`` modules it loaded (:func:`record_job`, called by the job
-shell as the job ends) in ``.seqcomp-modules.json`` in its output folder, as a compiler writes
-a depfile (``gcc -MD``) of what a build read. The next DAG build stamps the job from that record;
-a job with no record (it never ran) from :func:`import_closure`, a static walk of the package's
-imports that finds at least what the job will load. A module counts by :func:`ast_digest`, the
-hash of its syntax tree without docstrings: a comment, a reflowed docstring or a reformatting
-changes no stamp and reruns nothing (as ccache hashes preprocessed input).
+A job's process records the ``seqcomp`` modules it loaded and their digests (:func:`record_job`,
+called by the job shell as the job ends) in ``.seqcomp-modules.json`` in its output folder, as a
+compiler writes a depfile (``gcc -MD``) of what a build read. The next DAG build stamps the job
+from that record, newer than its outputs exactly when a module's digest differs from the one it
+ran (:func:`write_stamp`); a job with no record (it never ran) from :func:`import_closure`, a
+static walk of the package's imports that finds at least what the job will load. A module counts
+by :func:`ast_digest`, the hash of its syntax tree without docstrings: a comment, a reflowed
+docstring or a reformatting changes no stamp and reruns nothing (as ccache hashes preprocessed input).
 
 Stdlib only and no import of the package's modules: the Snakefile calls this for every job of
 the DAG, and a no-op run must not import torch (seconds).
@@ -119,64 +120,73 @@ def import_closure(roots: Iterable[str], pkg: Path = PKG, leaves: Iterable[str] 
     return found
 
 
-def record_job(folder: str | Path) -> None:
-    """Write the package modules this process has loaded into ``folder``'s record, atomically.
+def record_job(folder: str | Path, started: float) -> None:
+    """Write the package modules this process has loaded, with their digests, into ``folder``'s
+    record, atomically.
 
-    Called by the job shell after the job's work: what it imported is then what it ran. This
+    Called by the job shell after the job's work: what it imported is then what it ran. A module
+    whose file was saved after ``started`` (the process's start, seconds since the epoch) may have
+    run in another version than its file's: it is recorded as such, and the job reruns. This
     module itself is left out (it is loaded to write the record and changes no result).
     """
     from seqcomp.io import atomic_path
 
     names = {getattr(m, "__spec__", None) and m.__spec__.name for m in list(sys.modules.values())}
-    modules = sorted(n for n in names if n and (n == "seqcomp" or n.startswith("seqcomp.")) and n != __name__)
+    digests = {}
+    for name in sorted(n for n in names if n and (n == "seqcomp" or n.startswith("seqcomp.")) and n != __name__):
+        path = module_file(name)
+        if path is not None:
+            digests[name] = ast_digest(path) if path.stat().st_mtime < started else "saved-while-running"
     with atomic_path(Path(folder) / RECORD_NAME) as tmp:
-        tmp.write_text(json.dumps({"modules": modules}, indent=1) + "\n")
+        tmp.write_text(json.dumps({"modules": digests}, indent=1) + "\n")
 
 
-def recorded_modules(folder: str | Path) -> frozenset[str] | None:
-    """The modules recorded by the last job that finished in ``folder``; None if none did.
+def recorded_modules(folder: str | Path) -> dict[str, str] | None:
+    """{module: digest} as the last job that finished in ``folder`` ran them; None if none did.
 
-    A record that does not parse (written by hand) counts as none: the job is then stamped from
-    the static walk, which finds at least what it loads.
+    A record that does not parse (written by hand, or by an older version) counts as none: the
+    job is then stamped from the static walk, which finds at least what it loads, as changed.
     """
     try:
         modules = json.loads((Path(folder) / RECORD_NAME).read_text())["modules"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return frozenset(m for m in modules if isinstance(m, str)) if isinstance(modules, list) else None
+    if not isinstance(modules, dict) or not all(isinstance(v, str) for v in modules.values()):
+        return None
+    return modules
 
 
-def write_stamp(stamp: Path, modules: frozenset[str], pkg: Path = PKG) -> None:
-    """Make ``stamp`` hold the digests of ``modules``; rewritten (atomically) only when they change.
+# A stamp's mtime when the job's code is as it ran: older than any output, so no rerun.
+AS_RAN_NS = 946_684_800 * 10**9  # 2000-01-01
 
-    A rewritten stamp gets the newest module file's mtime: a real edit makes it newer than the
-    job's outputs (the job reruns), undoing an edit (content and mtime, as ``git checkout``
-    does) leaves nothing to do, and a job whose record replaces its static list reruns
-    nothing. A recorded module that no longer exists dates the stamp now: the job reruns.
+
+def write_stamp(stamp: Path, modules: frozenset[str], ran: dict[str, str] | None = None, pkg: Path = PKG) -> None:
+    """Make ``stamp`` hold the digests of ``modules``, dated so that Snakemake reruns the job
+    exactly when they differ from ``ran``, the digests its last run recorded (None: no record).
+
+    As it ran: dated 2000-01-01 (older than the outputs). Otherwise, an edit of code the job ran,
+    or no record: dated when the difference is first seen (newer than the outputs), and left so
+    until the job runs again. Written atomically, and only when content or date must change: a
+    ``touch``, a comment or undoing an edit (even with a new mtime, as ``git checkout`` gives)
+    reruns nothing, and a dry run that saw an edit leaves nothing behind once it is undone.
     """
-    content, newest = _stamp_content(modules, pkg)
-    if stamp.is_file() and stamp.read_text() == content:
+    digests = _digests(frozenset(modules), pkg)
+    content = "".join(f"{digest} {name}\n" for name, digest in sorted(digests.items()))
+    as_ran = ran == digests
+    if stamp.is_file() and stamp.read_text() == content and (stamp.stat().st_mtime_ns == AS_RAN_NS) == as_ran:
         return
     from seqcomp.io import atomic_path
 
     with atomic_path(stamp) as tmp:
         tmp.write_text(content)
-    mtime = newest if newest is not None else time.time_ns()
+    mtime = AS_RAN_NS if as_ran else time.time_ns()
     os.utime(stamp, ns=(mtime, mtime))
 
 
 @lru_cache(maxsize=None)
-def _stamp_content(modules: frozenset[str], pkg: Path) -> tuple[str, int | None]:
-    """(the stamp's text: one ``<digest> <module>`` line per module, the newest file's mtime or
-    None when a module is missing), once per distinct module set per DAG build: a grid's jobs
-    share a few sets, and hashing them per job made a 2,400-job DAG slow to build."""
-    lines, newest, missing = [], 0, False
-    for name in sorted(modules):
-        path = module_file(name, pkg)
-        if path is None:
-            lines.append(f"missing {name}\n")
-            missing = True
-            continue
-        lines.append(f"{ast_digest(path)} {name}\n")
-        newest = max(newest, path.stat().st_mtime_ns)
-    return "".join(lines), None if missing else newest
+def _digests(modules: frozenset[str], pkg: Path) -> dict[str, str]:
+    """{module: digest, or ``missing`` for a module with no file}, once per distinct module set
+    per DAG build: a grid's jobs share a few sets, and hashing them per job made a 2,400-job DAG
+    slow to build."""
+    found = {name: module_file(name, pkg) for name in modules}
+    return {name: ast_digest(path) if path is not None else "missing" for name, path in found.items()}
