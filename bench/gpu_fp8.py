@@ -101,8 +101,8 @@ def main() -> None:
 
     from seqcomp.artifacts import load_model, model_spec
     from seqcomp.data.windows import PreparedSeries, job_windows
-    from seqcomp.evaluate.metrics import forecast_errors
     from seqcomp.publish.bench import write_bench_result
+    from seqcomp.scores import forecast_errors
 
     series = PreparedSeries.load(args.data)
     result = {"device": torch.cuda.get_device_name(0) if device == "cuda" else device, "torch": torch.__version__,

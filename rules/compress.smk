@@ -5,7 +5,7 @@ rule compress:
     input:
         model=f"{P['train']}/model.pt",
         series=f"{P['data']}/series.parquet",  # calibration windows come from the train split
-        code=lambda w: jobs.code_stamp("compress", C, w.model, passname=w.passname),
+        code=lambda w: jobs.code_stamp("compress", C, P["compress"].format(**w), w.model, passname=w.passname),
     output:
         model=f"{P['compress']}/model.pt",
         report=f"{P['compress']}/report.json",

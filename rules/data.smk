@@ -5,7 +5,7 @@
 rule data:
     input:
         source=dataset_files,
-        code=lambda w: jobs.code_stamp("data", C, dataset=w.dataset),
+        code=lambda w: jobs.code_stamp("data", C, P["data"].format(**w), dataset=w.dataset),
     output:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",

@@ -7,7 +7,7 @@ rule evaluate:
         compressed=f"{P['compress']}/model.pt",
         report=f"{P['compress']}/report.json",
         series=f"{P['data']}/series.parquet",
-        code=lambda w: jobs.code_stamp("evaluate", C, w.model, passname=w.passname),
+        code=lambda w: jobs.code_stamp("evaluate", C, os.path.dirname(P["evaluate"].format(**w)), w.model, passname=w.passname),
     output:
         P["evaluate"],
     params:

@@ -14,7 +14,7 @@ rule summary:
         runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
         published=C["published"] or [],
-        code=jobs.code_stamp("summary"),
+        code=jobs.code_stamp("summary", C, SUMMARY),
     output:
         csv=f"{SUMMARY}/results.csv",
         md=f"{SUMMARY}/results.md",

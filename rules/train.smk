@@ -5,7 +5,7 @@ rule train:
     input:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",
-        code=lambda w: jobs.code_stamp("train", C, w.model),
+        code=lambda w: jobs.code_stamp("train", C, P["train"].format(**w), w.model),
     output:
         model=f"{P['train']}/model.pt",
         history=f"{P['train']}/history.csv",

@@ -14,7 +14,7 @@ import pytest
 
 from seqcomp.data.split import window_starts
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.evaluate.metrics import forecast_errors
+from seqcomp.scores import forecast_errors
 from seqcomp.models import SeriesShape
 from seqcomp.models.linear import ClosedFormLinear
 

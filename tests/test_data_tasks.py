@@ -16,7 +16,7 @@ from seqcomp.data.prepare import prepare
 from seqcomp.data.selective_copying import SelectiveCopying, SelectiveCopyingConfig
 from seqcomp.data.windows import PreparedSamples, PreparedSeries
 from seqcomp.errors import ConfigError
-from seqcomp.evaluate.metrics import classification_scores
+from seqcomp.scores import classification_scores
 
 COPY = {"kind": "selective_copying", "length": 20, "n_tokens": 3, "vocab": 7, "n_train": 50, "n_val": 10, "n_test": 20}
 INDUCTION = {"kind": "induction_heads", "length": 12, "vocab": 6, "n_train": 50, "n_val": 10, "n_test": 20}

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.evaluate.metrics import call_ms, forecast_errors, latency_ms
+from seqcomp.evaluate.metrics import call_ms, latency_ms
+from seqcomp.scores import forecast_errors
 
 
 class Shift(torch.nn.Module):

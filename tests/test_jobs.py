@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from conftest import ROOT
 from seqcomp import jobs
 from seqcomp.compress import PASSES
 from seqcomp.config import load_config
+from seqcomp.stamps import (AS_RAN_NS, RECORD_NAME, ast_digest, import_closure, module_file, record_job,
+                             recorded_modules, write_stamp)
 
 CFG = load_config(yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text()))
 
@@ -51,30 +55,34 @@ def test_per_model_train_override() -> None:
 
 
 def test_code_dependencies_separate_models_and_stages() -> None:
-    lstm = set(jobs.code_files("train", CFG, "lstm"))
-    s4d = set(jobs.code_files("train", CFG, "s4d"))
-    assert any(p.endswith("models/lstm.py") for p in lstm) and not any(p.endswith("models/lstm.py") for p in s4d)
-    assert not any("/compress/" in p for p in lstm)
-    compress = set(jobs.code_files("compress", CFG, "lstm"))
-    assert any("/compress/" in p for p in compress) and not any("/train/" in p for p in compress)
+    lstm = jobs.code_modules("train", CFG, "lstm")
+    s4d = jobs.code_modules("train", CFG, "s4d")
+    assert "seqcomp.models.lstm" in lstm and "seqcomp.models.lstm" not in s4d
+    assert not any(m.startswith(("seqcomp.compress", "seqcomp.evaluate", "seqcomp.summary")) for m in lstm)
+    assert {"seqcomp.cli", "seqcomp.scores", "seqcomp.models._common"} <= lstm  # the job shell; shared code
+    assert "seqcomp.models._common" not in jobs.code_modules("train", CFG, "linear")
+    compress = jobs.code_modules("compress", CFG, "lstm")
+    assert "seqcomp.compress.stage" in compress and not any(m.startswith("seqcomp.train") for m in compress)
+    assert "seqcomp.jobs" not in lstm | compress  # the DAG's code, not a job's (docs/pipeline.md, Reruns)
 
 
-def pass_names(files: list[str]) -> set[str]:
-    """The pass files (registry keys) among ``files``, without the passes package's __init__."""
-    return {Path(f).stem for f in files if Path(f).parent.name == "passes" and not f.endswith("__init__.py")}
+def pass_names(modules: frozenset[str]) -> set[str]:
+    """The pass modules (registry keys) among ``modules``."""
+    return {m.rpartition(".")[2] for m in modules if m.startswith("seqcomp.compress.passes.")}
 
 
-def test_a_pass_job_depends_on_its_own_pass_file_and_all_shared_machinery() -> None:
+def test_a_pass_job_depends_on_its_own_pass_file_and_the_machinery_it_imports() -> None:
     for stage in ("compress", "evaluate"):
-        rtn = jobs.code_files(stage, CFG, "lstm", passname="w4_rtn_sim")
-        fp32 = jobs.code_files(stage, CFG, "lstm", passname="fp32")
+        rtn = jobs.code_modules(stage, CFG, "lstm", passname="w4_rtn_sim")
+        fp32 = jobs.code_modules(stage, CFG, "lstm", passname="fp32")
         assert pass_names(rtn) == {"rtn_weight_sim"} and pass_names(fp32) == {"fp32"}
-        shared = {f for f in fp32 if "/compress/" in f and "/passes/" not in f}
-        assert any(f.endswith("compress/quant/uniform.py") for f in shared)
-        assert any(f.endswith("compress/__init__.py") for f in shared)
-        assert shared <= set(rtn)
-    # without a pass, every pass's file (the conservative answer)
-    assert pass_names(jobs.code_files("compress", CFG, "lstm")) == set(PASSES.names())
+        assert {"seqcomp.compress", "seqcomp.compress.quant.common", "seqcomp.compress.quant.size"} <= fp32 & rtn
+        assert "seqcomp.compress.quant.uniform" in rtn and "seqcomp.compress.quant.uniform" not in fp32
+        assert "seqcomp.compress.quant.gptq" not in rtn | fp32
+    gptq = load_config({**copy.deepcopy(CFG), "passes": {"g": {"kind": "gptq_weight_sim"}}})
+    assert "seqcomp.compress.quant.gptq" in jobs.code_modules("compress", gptq, "lstm", passname="g")
+    # without a pass, every pass (the conservative answer)
+    assert pass_names(jobs.code_modules("compress", CFG, "lstm")) == set(PASSES.names())
 
 
 def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
@@ -86,7 +94,7 @@ def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
         "nested": {"kind": "chain", "steps": [{"kind": "qat_sim"}]},
     }
     cfg = load_config(other)
-    deps = {name: pass_names(jobs.code_files("compress", cfg, "lstm", passname=name)) for name in cfg["passes"]}
+    deps = {name: pass_names(jobs.code_modules("compress", cfg, "lstm", passname=name)) for name in cfg["passes"]}
     assert deps == {
         "pruned_int4": {"chain", "prune_sim", "rtn_weight_sim"},
         "qat": {"qat_sim", "rtn_weight_sim"},
@@ -128,30 +136,113 @@ def test_a_model_can_have_its_own_lookbacks_and_seeds() -> None:
 def test_dataset_kinds_are_separate_code_dependencies() -> None:
     """The smoke dataset is synthetic: the CSV reader is not its code, and no dataset kind's file
     is training code (training reads the prepared series), so adding a kind retrains nothing."""
-    data = set(jobs.code_files("data", CFG, dataset="tiny"))
-    assert any(p.endswith("data/synthetic.py") for p in data) and not any(p.endswith("data/csv.py") for p in data)
-    train = set(jobs.code_files("train", CFG, "lstm"))
-    assert any(p.endswith("data/windows.py") for p in train)
-    assert not any(p.endswith(("data/synthetic.py", "data/csv.py", "data/prepare.py")) for p in train)
+    data = jobs.code_modules("data", CFG, dataset="tiny")
+    assert "seqcomp.data.synthetic" in data and "seqcomp.data.csv" not in data
+    assert not any(m.startswith(("seqcomp.models", "seqcomp.train")) for m in data)
+    train = jobs.code_modules("train", CFG, "lstm")
+    assert "seqcomp.data.windows" in train
+    assert not {"seqcomp.data.synthetic", "seqcomp.data.csv", "seqcomp.data.ar"} & train
 
 
-def test_code_stamp_follows_content_not_mtime(tmp_path: Path) -> None:
-    import os
+def test_a_stamp_is_one_file_per_job_rewritten_only_when_its_code_changes(tmp_path: Path) -> None:
+    folder, job_dir = str(tmp_path / "stamps"), "results/x/train/tiny/lstm/L24-H8/seed0"
+    stamp = Path(jobs.code_stamp("train", CFG, job_dir, "lstm", folder=folder))
+    assert stamp == tmp_path / "stamps" / "results/x/train/tiny/lstm/L24-H8/seed0.sha256"
+    lines = stamp.read_text().splitlines()
+    assert {line.split()[1] for line in lines} == jobs.code_modules("train", CFG, "lstm")
+    record = tmp_path / "job"  # a job that ran: its record decides, at the same path
+    record.mkdir()
+    (record / RECORD_NAME).write_text(json.dumps({"modules": {"seqcomp": "x", "seqcomp.models.linear": "y"}}))
+    stamp = Path(jobs.code_stamp("train", CFG, str(record), "lstm", folder=folder))
+    assert [line.split()[1] for line in stamp.read_text().splitlines()] == ["seqcomp", "seqcomp.models.linear"]
 
-    stamp_of = jobs._code_stamp.__wrapped__  # uncached: each call is a new DAG build
-    a, b = tmp_path / "a.py", tmp_path / "b.py"
-    a.write_text("x = 1\n"), b.write_text("y = 2\n")
-    os.utime(a, ns=(10**18, 10**18)), os.utime(b, ns=(15 * 10**17, 15 * 10**17))
-    files, folder = (str(a), str(b)), str(tmp_path / "stamps")
-    stamp = Path(stamp_of("train", files, folder))
-    assert stamp.stat().st_mtime_ns == 15 * 10**17  # the newest source's mtime
+
+def test_the_ast_digest_ignores_comments_docstrings_and_formatting(tmp_path: Path) -> None:
+    def digest(name: str, text: str) -> str:
+        path = tmp_path / f"{name}.py"
+        path.write_text(text)
+        return ast_digest(path)
+
+    base = digest("a", '"""Module."""\nX = 1\n\n\ndef f(a, b):\n    """Doc."""\n    return a + b\n')
+    same = '"""Module,\n  reflowed."""\n# a comment\nX = 1  # another\n\ndef f(a,\n      b):\n    """Other."""\n    return (a + b)\n'
+    assert digest("b", same) == base
+    assert digest("c", "X = 1\n\n\ndef f(a, b):\n    return a + b\n") == base  # no docstring at all
+    assert digest("d", '"""Module."""\nX = 2\n\n\ndef f(a, b):\n    """Doc."""\n    return a + b\n') != base
+    assert digest("e", '"""Module."""\nX = 1\n\n\ndef f(a, b):\n    """Doc."""\n    return b + a\n') != base
+    assert digest("f", 'X = "a string that is not a docstring"\n') != digest("g", 'X = "another string"\n')
+
+
+def fake_package(root: Path, files: dict[str, str]) -> Path:
+    """A package named seqcomp under ``root`` from {module name: source}; returns its folder. A
+    module that others are under is a package (``__init__.py``)."""
+    pkg = root / "seqcomp"
+    for name, text in {"seqcomp": "", **files}.items():
+        parts = name.split(".")[1:]
+        is_package = any(other.startswith(name + ".") for other in files) or not parts
+        path = pkg.joinpath(*parts, "__init__.py") if is_package else pkg.joinpath(*parts[:-1], parts[-1] + ".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return pkg
+
+
+def test_the_static_walk_follows_every_import_form(tmp_path: Path) -> None:
+    pkg = fake_package(tmp_path, {
+        "seqcomp.stage": (
+            "import os\n"
+            "import seqcomp.plain\n"
+            "from seqcomp.models import mamba\n"              # a module, from its package
+            "from seqcomp.names import CONSTANT as other\n"   # a name, under another name
+            "from . import sibling\n"                         # relative
+            "def run():\n    from .models.inner import go\n"  # inside a function, relative to a subpackage
+            "    return importlib.import_module('seqcomp.lazy')\n"  # by name in a string
+            "REGISTRY = {'x': 'seqcomp.models.other:Cls'}\n"  # a registry entry: not followed
+        ),
+        "seqcomp.plain": "", "seqcomp.names": "CONSTANT = 1\n",
+        "seqcomp.models": "", "seqcomp.models.mamba": "from .. import deep\n", "seqcomp.models.other": "",
+        "seqcomp.models.inner": "", "seqcomp.sibling": "", "seqcomp.lazy": "", "seqcomp.deep": "",
+        "seqcomp.unused": "",
+    })
+    found = import_closure(["seqcomp.stage"], pkg)
+    assert found == {"seqcomp", "seqcomp.stage", "seqcomp.plain", "seqcomp.models", "seqcomp.models.mamba",
+                     "seqcomp.names", "seqcomp.sibling", "seqcomp.models.inner", "seqcomp.lazy", "seqcomp.deep"}
+    # a leaf is kept but not followed (the job shell: its other commands' imports are not the job's)
+    assert import_closure(["seqcomp.stage"], pkg, leaves=["seqcomp.models.mamba"]) == found - {"seqcomp.deep"}
+
+
+def test_a_stamp_is_newer_than_the_outputs_exactly_while_the_code_differs_from_what_ran(tmp_path: Path) -> None:
+    pkg = fake_package(tmp_path, {"seqcomp.a": "x = 1\n", "seqcomp.b": "y = 2\n"})
+    a, b = pkg / "a.py", pkg / "b.py"
+    modules, stamp = frozenset({"seqcomp", "seqcomp.a", "seqcomp.b"}), tmp_path / "stamps" / "job.sha256"
+    ran = {name: ast_digest(module_file(name, pkg)) for name in modules}  # the job's record
+
+    def build() -> int:  # a new DAG build: the stamp's mtime
+        write_stamp.__globals__["_digests"].cache_clear()
+        write_stamp(stamp, modules, ran, pkg)
+        return stamp.stat().st_mtime_ns
+
+    assert build() == AS_RAN_NS  # as it ran: older than any output
     first = stamp.read_text()
-    os.utime(a)  # touched, same content: the stamp stays as it was
-    assert stamp_of("train", files, folder) == str(stamp) and stamp.stat().st_mtime_ns == 15 * 10**17
-    a.write_text("x = 3\n")  # a real edit: new content, new mtime
-    stamp_of("train", files, folder)
-    assert stamp.read_text() != first and stamp.stat().st_mtime_ns == a.stat().st_mtime_ns
-    a.write_text("x = 1\n")  # undone, mtime included: as before the edit
-    os.utime(a, ns=(10**18, 10**18))
-    stamp_of("train", files, folder)
-    assert stamp.read_text() == first and stamp.stat().st_mtime_ns == 15 * 10**17
+    a.write_text("x = 1  # a comment\n")  # newer, but no code changed
+    assert build() == AS_RAN_NS and stamp.read_text() == first
+    a.write_text("x = 3\n")  # a real edit: dated when first seen, and stays so
+    seen = build()
+    assert seen > AS_RAN_NS and stamp.read_text() != first
+    assert build() == seen
+    a.write_text("x = 1\n")  # undone (with a new mtime, as a checkout gives): as it ran again
+    assert build() == AS_RAN_NS and stamp.read_text() == first
+    assert write_stamp(stamp, modules, None, pkg) is None and stamp.stat().st_mtime_ns > AS_RAN_NS  # no record
+    b.unlink()  # a module the job ran is gone: the job reruns
+    assert build() > AS_RAN_NS and "missing seqcomp.b" in stamp.read_text()
+
+
+def test_a_job_records_the_modules_it_loaded_with_their_digests(tmp_path: Path) -> None:
+    import time
+
+    record_job(tmp_path, started=time.time())
+    ran = recorded_modules(tmp_path)
+    assert ran["seqcomp.jobs"] == ast_digest(module_file("seqcomp.jobs")) and "seqcomp.stamps" not in ran
+    assert all(name == "seqcomp" or name.startswith("seqcomp.") for name in ran)
+    record_job(tmp_path, started=0.0)  # every file saved after the process started: none counts as it ran
+    assert set(recorded_modules(tmp_path).values()) == {"saved-while-running"}
+    (tmp_path / RECORD_NAME).write_text("[1, 2]")  # unreadable: as if the job never ran
+    assert recorded_modules(tmp_path) is None

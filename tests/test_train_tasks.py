@@ -16,7 +16,7 @@ from seqcomp.artifacts import load_model
 from seqcomp.compress.stage import run_compress
 from seqcomp.data.prepare import prepare
 from seqcomp.data.windows import PreparedSeries
-from seqcomp.evaluate.metrics import classification_scores
+from seqcomp.scores import classification_scores
 from seqcomp.evaluate.stage import run_evaluate
 from seqcomp.io import read_json
 from seqcomp.models import SeriesShape, build_model

@@ -54,18 +54,18 @@ def jobs_planned(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 @contextmanager
-def edited(source: Path) -> Iterator[None]:
-    """A real edit of a package file, undone afterwards (content and mtime).
-
-    Snakemake ignores a newer mtime when the content's checksum is unchanged, so touching is not enough.
-    """
-    before, text = source.stat(), source.read_text()
+def edited(*sources: Path, line: str = "_EDITED_BY_A_TEST = 1") -> Iterator[None]:
+    """An edit of package files (by default a real one: a new statement), undone afterwards
+    (content and mtime). A comment (``line="# ..."``) is no code: it changes no stamp."""
+    before = {source: (source.stat(), source.read_text()) for source in sources}
     try:
-        source.write_text(text + "# edited by a test\n")
+        for source, (_, text) in before.items():
+            source.write_text(text + line + "\n")
         yield
     finally:
-        source.write_text(text)
-        os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+        for source, (stat, text) in before.items():
+            source.write_text(text)
+            os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +250,8 @@ def test_editing_a_model_file_reruns_only_that_model(smoke_run: Path) -> None:
 
 
 def test_editing_shared_compression_code_reruns_every_pass_but_no_training(smoke_run: Path) -> None:
-    with edited(ROOT / "src" / "seqcomp" / "compress" / "quant" / "uniform.py"):
+    # quant/size.py sizes every pass's stored form (quant/uniform.py is only the grid passes' code)
+    with edited(ROOT / "src" / "seqcomp" / "compress" / "quant" / "size.py"):
         planned = jobs_planned(snakemake(smoke_run, "-n"))
     cfg = smoke_config()
     n = len(cfg["models"]) * len(cfg["passes"])
@@ -262,6 +263,77 @@ def test_editing_one_pass_file_reruns_only_that_pass(smoke_run: Path) -> None:
         planned = jobs_planned(snakemake(smoke_run, "-n"))
     n = len(smoke_config()["models"])  # one pass of kind rtn_weight_sim in the smoke config
     assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
+
+
+PKG = ROOT / "src" / "seqcomp"
+
+
+def test_a_comment_or_a_docstring_anywhere_in_the_package_reruns_nothing(smoke_run: Path) -> None:
+    metrics = PKG / "evaluate" / "metrics.py"
+    with edited(*sorted(PKG.rglob("*.py")), line="# a comment"):
+        text = metrics.read_text()
+        metrics.write_text(text.replace("forward call: the", "forward\ncall: the", 1))  # a reflowed docstring
+        assert metrics.read_text() != text
+        result = snakemake(smoke_run, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+def test_editing_the_latency_timer_reruns_evaluations_only(smoke_run: Path) -> None:
+    with edited(PKG / "evaluate" / "metrics.py"):  # training imports nothing of the evaluation stage
+        planned = jobs_planned(snakemake(smoke_run, "-n"))
+    cfg = smoke_config()
+    assert planned == {"evaluate": len(cfg["models"]) * len(cfg["passes"]), "summary": 1, "all": 1}
+
+
+def test_editing_code_no_job_ran_reruns_nothing(smoke_run: Path) -> None:
+    """GPTQ's rounding (no smoke pass uses GPTQ), the DAG's own code (jobs.py: a change that matters
+    to a job shows as a changed spec, path or stamp) and a model the config does not train."""
+    assert not {"gptq_weight_sim", "mixed_precision_sim"} & {p.get("kind", n) for n, p in smoke_config()["passes"].items()}
+    for source in (PKG / "compress" / "quant" / "gptq.py", PKG / "jobs.py", PKG / "models" / "mamba.py"):
+        with edited(source):
+            result = snakemake(smoke_run, "-n")
+        assert "Nothing to be done" in result.stdout + result.stderr, source
+
+
+def test_editing_shared_model_code_reruns_the_models_that_import_it(smoke_run: Path) -> None:
+    with edited(PKG / "models" / "_common.py"):  # lstm and s4d import it; the closed-form linear does not
+        planned = jobs_planned(snakemake(smoke_run, "-n"))
+    n_passes = len(smoke_config()["passes"])
+    assert planned == {"train": 2, "compress": 2 * n_passes, "evaluate": 2 * n_passes, "summary": 1, "all": 1}
+
+
+def test_editing_the_job_shell_reruns_every_job(smoke_run: Path) -> None:
+    """cli.py names and tags every job's tracking run: every job ran it."""
+    with edited(PKG / "cli.py"):
+        planned = jobs_planned(snakemake(smoke_run, "-n"))
+    cfg = smoke_config()
+    n = len(cfg["models"]) * len(cfg["passes"])
+    assert planned == {"data": 1, "train": len(cfg["models"]), "compress": n, "evaluate": n, "summary": 1, "all": 1}
+
+
+def test_each_job_records_what_it_imported_and_the_static_walk_finds_at_least_that(smoke_run: Path) -> None:
+    from seqcomp import jobs
+    from seqcomp.config import load_config
+    from seqcomp.stamps import recorded_modules as read_record
+
+    def recorded_modules(folder: Path) -> set[str]:
+        return set(read_record(folder))
+
+    cfg = load_config(smoke_config())
+    r = smoke_run / "results" / "smoke"
+    for model in cfg["models"]:
+        job = f"tiny/{model}/L24-H8/seed0"
+        train = recorded_modules(r / "train" / job)
+        assert "seqcomp.cli" in train and f"seqcomp.models.{model}" in train
+        assert not any(m.startswith(("seqcomp.evaluate", "seqcomp.compress")) for m in train), train
+        assert train <= jobs.code_modules("train", cfg, model)
+        for passname in cfg["passes"]:
+            for stage in ("compress", "evaluate"):
+                ran = recorded_modules(r / stage / job / passname)
+                assert "seqcomp.compress.quant.gptq" not in ran and not any(m.startswith("seqcomp.train") for m in ran)
+                assert ran <= jobs.code_modules(stage, cfg, model, passname=passname), (stage, model, passname)
+    assert recorded_modules(r / "data" / "tiny") <= jobs.code_modules("data", cfg, dataset="tiny")
+    assert recorded_modules(r / "summary") <= jobs.code_modules("summary", cfg)
 
 
 def test_a_bad_config_stops_before_any_job(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     metrics = run_evaluate(
         spec, Path(args.train_dir) / "model.pt", Path(args.compressed), Path(args.data), Path(args.out), run
     )
-    from seqcomp.evaluate.metrics import HEADLINE
+    from seqcomp.scores import HEADLINE
 
     scores = " ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE[metrics["task"]])
     unit = "samples" if "n_samples" in metrics else "windows"
@@ -322,11 +323,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def record_modules(args: argparse.Namespace) -> None:
+    """The package modules a job loaded, recorded in its output folder as it ends: its code
+    stamp in the next DAG build (seqcomp.stamps; the recorder leaves itself out)."""
+    if (job := job_of(args)) is not None:
+        from seqcomp.stamps import record_job
+
+        record_job(job[0], started=time.time() - (process_age() or 0.0))
+
+
 def run_command(args: argparse.Namespace) -> int:
     """The command's exit status; its last words (an error, the job's seconds) written while
     the job still holds its folder, so a next start never finds them in its fresh log."""
     try:
         args.fn(args)
+        record_modules(args)
     except SeqcompError as exc:
         _say(f"seqcomp: error: {exc}")
         return 2

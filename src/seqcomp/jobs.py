@@ -2,8 +2,16 @@
 
 The Snakefile stays declarative by asking this module. A job's *spec* is the slice of the
 resolved config that affects it; Snakemake uses it as a ``params`` rerun trigger, so editing
-one model's hyper-parameters reruns only that model's jobs. Code dependencies are listed as
-inputs because Snakemake does not track modules a command imports (snakemake#2192).
+one model's hyper-parameters reruns only that model's jobs. A job's code is one input, its
+stamp (:func:`code_stamp`), because Snakemake does not track modules a command imports
+(snakemake#2192): the digests of the package modules the job's last run loaded, or, for a job
+that never ran, of those a static walk of the imports finds (seqcomp.stamps).
+
+What an edit reruns (docs/pipeline.md, "Reruns"): an edit of a package module reruns the jobs
+that loaded it, the job shell ``cli.py`` included (every job); a comment, docstring or
+reformatting reruns nothing. This module is the DAG's code, loaded by no job: a change here
+reaches a job only as a changed spec (``params``), output path or stamp, and Snakemake reruns
+exactly those; a change that alters none of them reruns nothing.
 """
 
 from __future__ import annotations
@@ -14,10 +22,9 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from seqcomp.config import PROJECT_ROOT, dataset_windows, model_axes, model_params, train_settings
+from seqcomp.config import dataset_windows, model_axes, model_params, train_settings
+from seqcomp.stamps import import_closure, imports_of, recorded_modules, write_stamp
 
-PKG = PROJECT_ROOT / "src" / "seqcomp"
-PASSES_DIR = PKG / "compress" / "passes"  # one file per pass: a job depends only on its own (pass_files)
 WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 # What building the DAG writes (the checked-config memo, the code stamps): in Snakemake's own
 # folder of the working directory, not under results/, so `snakemake -n` writes nothing there
@@ -117,103 +124,78 @@ def evaluate_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, 
     return {**{k: v for k, v in base.items() if k != "calibration"}, "evaluate": cfg["evaluate"]}
 
 
-def code_files(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
-               dataset: str | None = None, passname: str | None = None) -> list[str]:
-    """Package files (absolute paths) whose edit must rerun ``stage``.
+# The module each stage's command (seqcomp.cli) hands the job to.
+STAGE_ENTRY = {
+    "data": "seqcomp.data.prepare",
+    "train": "seqcomp.train.stage",
+    "compress": "seqcomp.compress.stage",
+    "evaluate": "seqcomp.evaluate.stage",
+    "summary": "seqcomp.summary.stage",
+}
+# Every job runs through the job shell; it imports its stage inside the command's function, so
+# only its module-level imports are every job's (its other commands' imports are not).
+JOB_SHELL = ("seqcomp.__main__", "seqcomp.cli")
 
-    A job depends on its stage's code, on its own model's file (training, compression and
-    evaluation) or its own dataset kind's file (data preparation), on its own pass's files
-    (compression and evaluation: see :func:`pass_files`), and on the files of the data and
-    models packages those import; not on other models, passes or dataset kinds, so editing
-    one model or pass reruns only its jobs and adding a dataset kind retrains nothing.
+
+def code_modules(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
+                 dataset: str | None = None, passname: str | None = None) -> frozenset[str]:
+    """Package modules a job of ``stage`` will load, found without running it: the stamp of a
+    job that never ran (one that ran is stamped from its record, see :func:`code_stamp`).
+
+    A static walk of the imports (:func:`seqcomp.stamps.import_closure`) from the job shell, the
+    stage's entry module and the registry entries of the job's own kinds: its model (training,
+    compression, evaluation), its dataset kind (data) and the passes it runs (see :func:`pass_kinds`);
+    not other models, passes or dataset kinds, which the registries name only as strings.
     """
+    from seqcomp.compress import PASSES
     from seqcomp.data import DATASETS
     from seqcomp.models import MODELS
 
-    model_file = dataset_file = None
+    plugins = []
     if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
-        model_file = MODELS.source_file(cfg["models"][model]["kind"])
+        plugins.append(MODELS.module(cfg["models"][model]["kind"]))
     if stage == "data" and cfg is not None and dataset is not None:
-        dataset_file = DATASETS.source_file(cfg["datasets"][dataset]["kind"])
-    passes = tuple(pass_files(cfg, passname)) if stage in ("compress", "evaluate") else ()
-    return list(_code_files(stage, model_file, dataset_file, passes))
+        plugins.append(DATASETS.module(cfg["datasets"][dataset]["kind"]))
+    if stage in ("compress", "evaluate"):
+        plugins += [PASSES.module(kind) for kind in pass_kinds(cfg, passname)]
+    return _code_modules(stage, tuple(sorted(plugins)))
 
 
 @lru_cache(maxsize=None)
-def _code_files(stage: str, model_file: Path | None, dataset_file: Path | None,
-                passes: tuple[Path, ...]) -> tuple[str, ...]:
-    """:func:`code_files` once per distinct (stage, model file, dataset file, passes) of a DAG:
-    a grid's jobs share a few of these, and listing and scanning the package per job made
-    building a 2,400-job DAG take tens of seconds."""
-    # cli.py is left out on purpose: it only parses arguments and dispatches to these modules.
-    shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "artifacts.py",
-              "tracking/__init__.py"]
-    stage_files = {
-        "data": ["data/__init__.py", "data/prepare.py"],
-        "train": ["data/windows.py", "train", "evaluate/metrics.py"],
-        "compress": ["data/windows.py", "compress"],
-        "evaluate": ["data/windows.py", "compress", "evaluate"],
-        # the summary's provenance record, timing and table writer (not the pages' own code)
-        "summary": ["summary", "publish/__init__.py", "publish/record.py", "publish/timing.py", "publish/markdown.py"],
-    }[stage]
-    files: list[Path] = [PKG / f for f in shared]
-    for entry in stage_files:
-        target = PKG / entry
-        files += sorted(p for p in target.rglob("*.py") if PASSES_DIR not in p.parents) if target.is_dir() else [target]
-    files += passes
-    if dataset_file is not None:
-        files.append(dataset_file)
-    if model_file is not None:
-        models = PKG / "models"
-        files += [model_file, models / "__init__.py", models / "revin.py"]
-    return tuple(sorted(str(p) for p in imported_closure(files)))
+def _code_modules(stage: str, plugins: tuple[str, ...]) -> frozenset[str]:
+    """:func:`code_modules` once per distinct (stage, plug-ins) of a DAG: a grid's jobs share a few."""
+    shell = set(JOB_SHELL).union(*(imports_of(m, top_level=True) for m in JOB_SHELL))
+    return frozenset(import_closure([*shell, STAGE_ENTRY[stage], *plugins], leaves=JOB_SHELL))
 
 
-def code_stamp(stage: str, cfg: dict[str, Any] | None = None, model: str | None = None,
+def code_stamp(stage: str, cfg: dict[str, Any] | None, job_dir: str, model: str | None = None,
                dataset: str | None = None, passname: str | None = None, folder: str = f"{CACHE_DIR}/code") -> str:
-    """One file standing for :func:`code_files` as a job's input: ``folder/<stage>-<id>.sha256``.
+    """The job's code as one input file: ``folder/<job_dir>.sha256``, one per job.
 
-    Its content is the sha256 of those files' contents (and their list); it is rewritten only
-    when that changes, with the newest source file's mtime, so a real edit reruns the jobs that
-    depend on the file, a ``touch`` or a ``git checkout`` of the same content reruns nothing,
-    and undoing an edit (content and mtime) leaves nothing to do. One input instead of ~40 per
-    job keeps the console readable and the DAG cheap to build.
+    It holds the digests (:func:`seqcomp.stamps.ast_digest`) of the modules the job's last run
+    recorded in ``job_dir``, its output folder, or of :func:`code_modules` if it never ran, and is
+    newer than the job's outputs exactly when they differ from the recorded ones
+    (:func:`seqcomp.stamps.write_stamp`). One path per job, whatever its modules: Snakemake
+    reruns a job whose set of input files changes.
     """
-    return _code_stamp(stage, tuple(code_files(stage, cfg, model, dataset, passname)), folder)
-
-
-@lru_cache(maxsize=None)
-def _code_stamp(stage: str, files: tuple[str, ...], folder: str) -> str:
-    import hashlib
-    import os
-
-    from seqcomp.io import atomic_path
-
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f.encode() + b"\0" + Path(f).read_bytes() + b"\0")
-    content = f"{digest.hexdigest()}\n" + "".join(f"{f}\n" for f in files)
-    stamp = Path(folder) / f"{stage}-{hashlib.sha256(''.join(files).encode()).hexdigest()[:16]}.sha256"
-    if not stamp.is_file() or stamp.read_text() != content:
-        with atomic_path(stamp) as tmp:
-            tmp.write_text(content)
-        newest = max(Path(f).stat().st_mtime_ns for f in files)
-        os.utime(stamp, ns=(newest, newest))
+    parts = [part if part != ".." else "__" for part in Path(job_dir).parts if part != Path(job_dir).anchor]
+    stamp = Path(folder, *parts[:-1], parts[-1] + ".sha256")
+    ran = recorded_modules(job_dir)
+    write_stamp(stamp, frozenset(ran) if ran else code_modules(stage, cfg, model, dataset, passname), ran)
     return str(stamp)
 
 
-def pass_files(cfg: dict[str, Any] | None, passname: str | None) -> list[Path]:
-    """The files of configured pass ``passname`` and of every pass it runs, found without importing.
+def pass_kinds(cfg: dict[str, Any] | None, passname: str | None) -> list[str]:
+    """Configured pass ``passname``'s kind and the kinds of every pass it runs, found without importing.
 
     A pass runs another by registry key: a nested entry ``{kind: ...}`` in its config (chain's
     steps) or a fixed key in its code (qat_sim and mixed_precision_sim build ``rtn_weight_sim``),
-    and so on down. The rest of ``compress/`` (registry, quant/, stage) is every pass's code and
-    is listed by :func:`code_files`. Without a pass, every pass's file.
+    and so on down. Without a pass, every pass.
     """
     from seqcomp.compress import PASSES
 
     if cfg is None or passname is None:
-        return sorted(PASSES_DIR.glob("*.py"))
+        return PASSES.names()
     kinds, todo = set(), [{"kind": passname, **cfg["passes"][passname]}]
     while todo:
         entry = todo.pop()
@@ -224,7 +206,7 @@ def pass_files(cfg: dict[str, Any] | None, passname: str | None) -> list[Path]:
             todo += [v for k, v in entry.items() if k != "kind"]
         elif isinstance(entry, list):
             todo += entry
-    return [PASSES_DIR / "__init__.py", *sorted(PASSES.source_file(kind) for kind in kinds)]
+    return sorted(kinds)
 
 
 # A pass building another by a fixed registry key: ``build_pass("rtn_weight_sim", ...)``.
@@ -235,20 +217,3 @@ _NESTED_PASS = re.compile(r"\b(?:build_pass|check_nested)\(\s*\"(\w+)\"")
 def _nested_by_code(source: Path) -> tuple[str, ...]:
     """Registry keys that the pass in ``source`` builds by a fixed name (once per file per DAG)."""
     return tuple(sorted(set(_NESTED_PASS.findall(source.read_text()))))
-
-
-# ``seqcomp.data.<name>`` / ``seqcomp.models.<name>`` as imported; a registry entry
-# ("seqcomp.models.lstm:LSTMForecaster") is a name, not an import, and is skipped.
-_PLUGIN_IMPORT = re.compile(r"seqcomp\.(data|models)\.(\w+)\b(?!:)")
-
-
-def imported_closure(files: list[Path]) -> set[Path]:
-    """``files`` plus every data/models module they import, transitively."""
-    found, todo = set(files), list(files)
-    while todo:
-        for package, name in _PLUGIN_IMPORT.findall(todo.pop().read_text()):
-            path = PKG / package / f"{name}.py"
-            if path.is_file() and path not in found:
-                found.add(path)
-                todo.append(path)
-    return found

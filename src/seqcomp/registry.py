@@ -47,13 +47,17 @@ class Registry:
         module, _, attr = self._check(name, where).partition(":")
         return getattr(importlib.import_module(module), attr)
 
+    def module(self, name: str) -> str:
+        """The dotted module of an entry (``seqcomp.models.lstm``), without importing it."""
+        return self._check(name, self.kind).partition(":")[0]
+
     def source_file(self, name: str) -> Path:
         """The file that defines an entry, so Snakemake can rerun its jobs when it is edited.
 
         Found without importing it: the Snakefile asks this for every job while building the
         DAG, and importing a model would import torch (seconds) on every no-op run.
         """
-        module = self._check(name, self.kind).partition(":")[0]
+        module = self.module(name)
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
             raise ConfigError(f"{self.kind} {name!r}: module {module} not found")

@@ -4,7 +4,7 @@
 they share (uniform grids, coded parts, parameter groups, bit packing, sizes, activation
 ranges, the RTN grid and GPTQ's rounding). A pass never imports another pass: one that runs
 another (chain, qat_sim) builds it through this registry, so editing one pass's file reruns
-only the jobs of the passes that use it (seqcomp.jobs.code_files).
+only the jobs of the passes that use it (seqcomp.stamps).
 
 A pass maps a trained fp32 model to a compressed one. Each pass class has a ``Config``
 dataclass, a class attribute ``simulated`` (True when it runs as fake-quant on fp32 kernels:

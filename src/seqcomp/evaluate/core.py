@@ -12,7 +12,8 @@ from torch import nn
 
 from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.evaluate.examples import forecast_examples
-from seqcomp.evaluate.metrics import latency_ms, scores
+from seqcomp.evaluate.metrics import latency_ms
+from seqcomp.scores import scores
 
 
 def evaluate_job(model: nn.Module, report: dict[str, Any], series: PreparedSeries, spec: dict[str, Any]) -> dict:

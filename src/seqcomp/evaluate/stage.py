@@ -12,8 +12,8 @@ from seqcomp.artifacts import load_model
 from seqcomp.compress import load_compressed
 from seqcomp.data.windows import PreparedSeries
 from seqcomp.evaluate.core import evaluate_job
-from seqcomp.evaluate.metrics import HEADLINE
 from seqcomp.io import read_json, write_json
+from seqcomp.scores import HEADLINE
 from seqcomp.tracking import Run, tracked
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.errors import SeqcompError
-from seqcomp.evaluate.metrics import HEADLINE, scores
+from seqcomp.scores import HEADLINE, scores
 from seqcomp.models import SeriesShape, build_model
 
 EpochHook = Callable[[dict[str, float]], None]
