@@ -123,6 +123,18 @@ def test_bad_csv_gets_a_clear_error_naming_file_and_place(tmp_path: Path, text: 
     assert not (tmp_path / "out" / "series.parquet").exists()
 
 
+def test_a_decimal_comma_in_a_semicolon_file_gets_a_hint(tmp_path: Path) -> None:
+    """``1,5`` is how a European spreadsheet writes 1.5 in a ``;`` export: refused, with what to write."""
+    path = write(tmp_path, "date;a\n2020-01-01 00:00:00;1.0\n2020-01-01 01:00:00;1,5\n2020-01-01 02:00:00;2\n")
+    hint = r"line 3: '1,5' is not a number; decimal commas are not read: write 1.5 \(or convert the file\)"
+    with pytest.raises(DataError, match=hint):
+        prepare({"kind": "csv", "path": str(path), "split": {"borders": [1, 2, 3]}}, tmp_path / "out", name="d")
+    # a comma file cannot hold one (it splits the field); other text in a ; file gets no such hint
+    path = write(tmp_path, "date;a\n2020-01-01 00:00:00;1.0\n2020-01-01 01:00:00;1.5x\n")
+    with pytest.raises(DataError, match=r"'1.5x' is not a number$"):
+        prepare({"kind": "csv", "path": str(path), "split": {"borders": [1, 2, 3]}}, tmp_path / "out", name="d")
+
+
 def test_missing_file_names_the_config_key(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"file not found \(datasets.d.path\)"):
         prepare({"kind": "csv", "path": str(tmp_path / "nope.csv")}, tmp_path / "out", name="d")

@@ -292,6 +292,34 @@ def test_git_state_outside_a_checkout_is_unknown(tmp_path: Path, monkeypatch) ->
     assert git_state() == {"seqcomp.git_commit": "unknown", "seqcomp.git_dirty": "unknown"}
 
 
+def test_untracked_results_are_not_uncommitted_code(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """An output or note beside the code leaves the checkout clean; a new module, or an edit of a
+    tracked file, makes it dirty."""
+    import subprocess
+
+    import seqcomp.tracking
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "a")
+    monkeypatch.setattr(seqcomp.tracking, "PROJECT_ROOT", tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.json").write_text("{}")
+    (tmp_path / "notes.md").write_text("n")
+    assert git_state()["seqcomp.git_dirty"] == "False"
+    (tmp_path / "src" / "b.py").write_text("y = 2\n")
+    assert git_state()["seqcomp.git_dirty"] == "True"
+    (tmp_path / "src" / "b.py").unlink()
+    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    assert git_state()["seqcomp.git_dirty"] == "True"
+
+
 def test_credentials_are_cut_from_uris(tmp_path: Path) -> None:
     assert redact("http://alice:pw@mlflow.lab:5000/x") == "http://mlflow.lab:5000/x"
     assert redact("sqlite:////tmp/mlflow.db?timeout=120") == "sqlite:////tmp/mlflow.db?timeout=120"

@@ -82,11 +82,19 @@ def job_key(stage: str, spec: dict[str, Any]) -> str:
     return "/".join([stage, *(str(spec[k]) for k in keys)])
 
 
+# Where an untracked file is code (a new module, rule or config) rather than an output, a note
+# or a scratch file: untracked files elsewhere do not make the checkout dirty.
+CODE_PATHS = ("src/", "workflow/", "rules/", "config/", "Snakefile")
+
+
 def git_state() -> dict[str, str]:
     """Commit and dirtiness of the project checkout, for provenance tags.
 
-    "unknown" for both outside a git checkout (an installed wheel, a copied tree) or without git:
-    a clean status there would be a false claim.
+    Dirty means the code may differ from the commit: a tracked file changed (staged or not), or
+    an untracked file under :data:`CODE_PATHS`. Untracked result files, logs or notes elsewhere
+    are not "uncommitted code" (``git status`` lists them, since results may live outside the
+    ignored ``results/``). "unknown" for both outside a git checkout (an installed wheel, a
+    copied tree) or without git: a clean status there would be a false claim.
     """
     def git(*args: str) -> str | None:
         try:
@@ -96,9 +104,18 @@ def git_state() -> dict[str, str]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if commit else None
-    dirty = "unknown" if status is None else str(bool(status))
+    status = git("status", "--porcelain", "-z") if commit else None
+    dirty = "unknown" if status is None else str(any(_is_code_change(entry) for entry in status.split("\0")))
     return {"seqcomp.git_commit": commit or "unknown", "seqcomp.git_dirty": dirty}
+
+
+def _is_code_change(entry: str) -> bool:
+    """One ``git status --porcelain -z`` entry (``XY path``) changes code: any tracked change, an
+    untracked path under :data:`CODE_PATHS`. (A rename's second entry, its old path, comes only
+    with a tracked change.)"""
+    if not entry:
+        return False
+    return not entry.startswith("?? ") or entry[3:].startswith(CODE_PATHS)
 
 
 def redact(uri: str) -> str:
