@@ -284,6 +284,24 @@ def test_track_command_replays_and_names_a_missing_folder(tmp_path: Path, monkey
     assert len(runs_of(resolve_uri())) == 1  # the default store: results/mlflow.db
 
 
+def test_ui_links_open_each_experiments_training_runs(tmp_path: Path, capfd) -> None:  # noqa: ANN001
+    """``make ui`` prints, per experiment of the store, the link to its runs view (MLflow 3 opens
+    the traces overview otherwise), read from the SQLite file as MLflow wrote it."""
+    from seqcomp.cli import main
+
+    store = tmp_path / "mlflow.db"
+    assert main(["ui-links", "--store", str(store)]) == 0
+    assert "no experiments yet" in capfd.readouterr().out
+    job(tmp_path / "journal", "train", SPEC)
+    replay(tmp_path / "journal", uri(tmp_path))
+    exp_id = client(uri(tmp_path)).get_experiment_by_name(EXP).experiment_id
+    assert main(["ui-links", "--store", str(store)]) == 0
+    expected = f"{EXP}: http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning"
+    assert expected in capfd.readouterr().out.splitlines()
+    (tmp_path / "junk.db").write_text("not sqlite")
+    assert main(["ui-links", "--store", str(tmp_path / "junk.db")]) == 2
+
+
 def test_git_state_outside_a_checkout_is_unknown(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     import seqcomp.tracking
 

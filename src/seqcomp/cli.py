@@ -170,6 +170,13 @@ def cmd_summary(args: argparse.Namespace) -> None:
                 benchmarks=args.benchmarks, cores=args.cores)
 
 
+def cmd_ui_links(args: argparse.Namespace) -> None:
+    from seqcomp.tracking.ui import experiment_links
+
+    links = experiment_links(args.store, args.url)
+    print("\n".join(links) if links else f"{args.store}: no experiments yet (run the workflow first)")
+
+
 def cmd_locks(args: argparse.Namespace) -> None:
     if not Path(args.results).is_dir():
         raise SeqcompError(f"{args.results}: no such folder (--results is a workflow's results/<name> folder)")
@@ -270,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("locks", help="the job locks under a results folder: live jobs (held) and stale lock files")
     p.add_argument("--results", required=True, help="the workflow's results/<name> folder")
     p.set_defaults(fn=cmd_locks)
+    p = sub.add_parser("ui-links", help="each experiment's link to its training runs in the MLflow UI (make ui)")
+    p.add_argument("--store", default="results/mlflow.db", help="the MLflow SQLite database")
+    p.add_argument("--url", default="http://127.0.0.1:5000", help="where the MLflow UI listens")
+    p.set_defaults(fn=cmd_ui_links)
     p = sub.add_parser("pages", help="docs/results/<page>.md + figures from results/<name>/ (a page per config set)")
     p.add_argument("--config", nargs="+", help="the workflow's --configfile list (names the results)")
     p.add_argument("--bench", action="store_true", help="docs/results/microbench.md from --bench-results")
