@@ -50,6 +50,17 @@ def test_per_model_train_override() -> None:
     assert jobs.train_spec(cfg, "tiny", "lstm", 24, 8, 0)["train"]["lr"] == CFG["train"]["lr"]
 
 
+def test_only_a_model_fit_by_sgd_asks_for_a_gpu() -> None:
+    """Closed-form and parameter-free training never touches a GPU: it asks the scheduler for none."""
+    cfg = copy.deepcopy(CFG)
+    cfg["train"]["accelerator"] = "auto"
+    cfg["models"].update({"naive": {"kind": "naive"}, "naive_cycle": {"kind": "naive", "cycle": 4}})
+    assert {m: jobs.train_gpus(cfg, m) for m in cfg["models"]} == {
+        "linear": 0, "lstm": 1, "s4d": 1, "naive": 0, "naive_cycle": 1}
+    cfg["train"]["accelerator"] = "cpu"
+    assert not any(jobs.train_gpus(cfg, m) for m in cfg["models"])
+
+
 def test_code_dependencies_separate_models_and_stages() -> None:
     lstm = set(jobs.code_files("train", CFG, "lstm"))
     s4d = set(jobs.code_files("train", CFG, "s4d"))

@@ -95,11 +95,16 @@ def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, hor
 
 
 def train_gpus(cfg: dict[str, Any], model: str) -> int:
-    """GPUs a training job asks the scheduler for: one unless the model trains on ``cpu``.
+    """GPUs a training job asks the scheduler for: one unless the model trains on ``cpu`` or is
+    fit without SGD (closed form, no trainable parameters: the fit never uses a GPU, and asking
+    would hold one, or wait for one, for nothing).
 
     ``auto`` asks too: on a cluster it is how a job gets a GPU node to find one on.
     """
-    return int(train_settings(cfg, model)["accelerator"] != "cpu")
+    from seqcomp.models import trains_by_sgd
+
+    sgd = trains_by_sgd(cfg["models"][model]["kind"], model_params(cfg, model))
+    return int(sgd and train_settings(cfg, model)["accelerator"] != "cpu")
 
 
 def pass_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
