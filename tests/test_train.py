@@ -169,6 +169,64 @@ def test_killed_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: P
     assert hist_b["val/mse"].to_list() == pytest.approx(hist_a["val/mse"].to_list(), rel=1e-5)
 
 
+TERM_CHILD = """
+import sys, time
+import seqcomp.train.module as module
+from seqcomp.cli import main
+
+step = module.Forecaster.training_step
+def slow_step(self, batch, i):  # an epoch of a few seconds: SIGTERM lands mid-epoch
+    time.sleep(0.2)
+    return step(self, batch, i)
+module.Forecaster.training_step = slow_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_training_at_once_and_the_rerun_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    """What Slurm sends at a time limit, a preemption or scancel (then SIGKILL after KillWait):
+    the job stops within seconds, keeps last.ckpt (the last finished epoch, so the resumed run
+    computes what an uninterrupted one would), marks its run FAILED and exits 143, which
+    Snakemake and Slurm read as failed; the rerun resumes from last.ckpt."""
+    s = spec("tsmixer", seed=2, max_epochs=5, patience=10, batch_size=64, limit_train_batches=None)
+    out = tmp_path / "out"
+    args = ["train", "--spec", json.dumps(s), "--data", str(tiny_data), "--out", str(out),
+            "--journal", str(tmp_path / "journal")]
+    child = subprocess.Popen([sys.executable, "-c", TERM_CHILD, *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # into the next epoch
+    assert child.poll() is None, "the child finished before it could be stopped"
+    sent = time.time()
+    child.send_signal(signal.SIGTERM)
+    stderr = child.communicate(timeout=60)[1]
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert time.time() - sent < 5, "the job did not stop promptly"
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr, stderr
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "model.pt").exists()
+    journal = next((tmp_path / "journal").rglob("*.jsonl")).read_text().splitlines()
+    assert json.loads(journal[-1]) == {**json.loads(journal[-1]), "op": "finish", "status": "FAILED"}
+    resumed = train(s, tiny_data, out, run_for(tmp_path, s))
+    assert resumed["resumed_from"] == str(out / "checkpoints" / "last.ckpt") and resumed["epochs"] == 5
+
+
+def test_under_slurm_lightning_does_not_requeue_behind_snakemake(tiny_data: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:  # noqa: ANN001
+    """In a Slurm job Lightning would requeue it itself (scontrol) on its requeue signal; Snakemake
+    resubmits failed jobs itself, so that is off, and training runs as anywhere else."""
+    from seqcomp.train.sgd import slurm_without_requeue
+
+    assert slurm_without_requeue() == []
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "rule_train", "SLURM_JOB_ID": "7",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    [environment] = slurm_without_requeue()
+    assert environment.auto_requeue is False
+    s = spec("dlinear", max_epochs=1)
+    assert train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))["epochs"] == 1
+
+
 def test_a_finished_run_leaves_no_checkpoint_to_resume(tiny_data: Path, tmp_path: Path) -> None:
     """A code change reruns the same spec: it must train again, not resume the old final epoch."""
     s = spec("dlinear", max_epochs=2)
