@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from seqcomp.names import job_key
 from seqcomp.tracking import (
-    Run, current_runs, file_sha256, flatten, git_state, job_key, redact, resolve_uri, snakemake_tags, tracked,
+    Run, current_runs, file_sha256, flatten, git_state, redact, resolve_uri, snakemake_tags, tracked,
     write_resolved_config,
 )
 from seqcomp.tracking.replay import STATE_SUFFIX, Progress, Replayer, client, drain_live, start_live
@@ -408,7 +409,7 @@ def test_journals_replay_into_a_remote_tracking_server(tiny_data: Path, tmp_path
 
 
 def test_run_names_tell_the_jobs_of_a_grid_apart() -> None:
-    from seqcomp.cli import run_name
+    from seqcomp.names import run_name
 
     spec = {"dataset": "ett", "model": "lstm", "lookback": 96, "horizon": 24, "seed": 2}
     assert run_name("train", spec) == "train/ett/lstm/L96-H24/seed2"

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from seqcomp.config import PROJECT_ROOT, dataset_windows, model_axes, model_params, train_settings
+from seqcomp.names import JOB_PATH, experiment_name
 
 PKG = PROJECT_ROOT / "src" / "seqcomp"
 PASSES_DIR = PKG / "compress" / "passes"  # one file per pass: a job depends only on its own (pass_files)
-WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 # What building the DAG writes (the checked-config memo, the code stamps): in Snakemake's own
 # folder of the working directory, not under results/, so `snakemake -n` writes nothing there
 # (a read-only or another user's results folder still plans) and `make clean` removes it.
@@ -37,9 +37,9 @@ def paths(cfg: dict[str, Any]) -> dict[str, str]:
         # a job's MLflow calls, replayed into the store by the workflow (seqcomp.tracking); no rule reads them
         "journal": f"{r}/tracking/journal",
         "config": f"{r}/tracking/config.yaml",  # the resolved config, logged by every training run
-        "train": f"{r}/train/{WILDCARDS}",
-        "compress": f"{r}/compress/{WILDCARDS}/{{passname}}",
-        "evaluate": f"{r}/evaluate/{WILDCARDS}/{{passname}}/metrics.json",
+        "train": f"{r}/train/{JOB_PATH}",
+        "compress": f"{r}/compress/{JOB_PATH}/{{passname}}",
+        "evaluate": f"{r}/evaluate/{JOB_PATH}/{{passname}}/metrics.json",
         "summary": f"{r}/summary",
         "plots": f"{r}/plots",
         "logs": f"{r}/logs",
@@ -82,7 +82,7 @@ def data_spec(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, horizon: Any, seed: Any) -> dict:
     return {
-        "experiment": f"seqcomp/{cfg['name']}",
+        "experiment": experiment_name(cfg["name"]),
         "dataset": dataset,
         "model": model,
         "kind": cfg["models"][model]["kind"],
@@ -152,7 +152,7 @@ def _code_files(stage: str, model_file: Path | None, dataset_file: Path | None,
     building a 2,400-job DAG take tens of seconds."""
     # cli.py is left out on purpose: it only parses arguments and dispatches to these modules.
     shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "artifacts.py",
-              "tracking/__init__.py"]
+              "names.py", "tracking/__init__.py"]
     stage_files = {
         "data": ["data/__init__.py", "data/prepare.py"],
         "train": ["data/windows.py", "train", "evaluate/metrics.py"],

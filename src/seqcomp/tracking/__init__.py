@@ -9,10 +9,11 @@ later rewrite of an output cannot change what the run holds. ``seqcomp.tracking.
 applies journals to the store (the Snakemake main process does it live, and
 ``python -m seqcomp track`` on demand).
 
-A run names its parent by job key (``seqcomp.job``: stage + wildcards), not by MLflow run id,
-which does not exist yet when the job runs. Reruns: each attempt of a job writes its own
-journal; replaying a newer one marks the job's earlier runs ``seqcomp.superseded=true`` (and
-KILLED if a killed job left one RUNNING), so the UI can hide stale duplicates.
+A run names its parent by job key (``seqcomp.job``: stage + wildcards, ``seqcomp.names.job_key``),
+not by MLflow run id, which does not exist yet when the job runs. Reruns: each attempt of a job
+writes its own journal; replaying a newer one marks the job's earlier runs
+``seqcomp.superseded=true`` (and KILLED if a killed job left one RUNNING), so the UI can hide
+stale duplicates.
 """
 
 from __future__ import annotations
@@ -68,18 +69,6 @@ def check_writable_store(config_uri: str | None) -> None:
     by this user; a one-line SeqcompError naming it otherwise."""
     if (store := sqlite_folder(_chosen_uri(config_uri))) is not None:
         check_writable(store, "the tracking store's folder")
-
-
-def experiment_name(cfg: dict[str, Any]) -> str:
-    return f"seqcomp/{cfg['name']}"
-
-
-def job_key(stage: str, spec: dict[str, Any]) -> str:
-    """``train/ett/lstm/96/24/0`` (``/<pass>`` for compress and evaluate): the ``seqcomp.job`` tag,
-    by which reruns supersede and children find their parent (a compress job's parent is
-    ``job_key("train", its spec)``)."""
-    keys = ("dataset", "model", "lookback", "horizon", "seed") + (("pass",) if stage in ("compress", "evaluate") else ())
-    return "/".join([stage, *(str(spec[k]) for k in keys)])
 
 
 # Where an untracked file is code (a new module, rule or config) rather than an output, a note
