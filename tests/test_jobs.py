@@ -143,7 +143,7 @@ def test_dataset_kinds_are_separate_code_dependencies() -> None:
     assert any(p.endswith("data/synthetic.py") for p in data) and not any(p.endswith("data/csv.py") for p in data)
     train = set(jobs.code_files("train", CFG, "lstm"))
     assert any(p.endswith("data/windows.py") for p in train)
-    assert not any(p.endswith(("data/synthetic.py", "data/csv.py", "data/prepare.py")) for p in train)
+    assert not any(p.endswith(("data/synthetic.py", "data/csv.py", "data/core.py", "data/stage.py")) for p in train)
 
 
 def test_code_stamp_follows_content_not_mtime(tmp_path: Path) -> None:

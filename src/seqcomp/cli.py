@@ -61,11 +61,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from seqcomp.data.prepare import prepare
+    from seqcomp.data.stage import run_data
 
     spec = _spec(args.spec)
     name = spec.pop("dataset")
-    meta = prepare(spec, args.out, name=name)
+    meta = run_data(spec, args.out, name=name)
     if meta.get("task") == "classification":
         print(f"prepared {name}: samples {meta['counts']} of {meta['length']} tokens, {meta['targets']} targets each")
         return
@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = 
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from seqcomp.train.stage import train
+    from seqcomp.train.stage import run_train
 
     spec = _spec(args.spec)
     run = _run(args, "train", spec)
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if config and not Path(config).is_file():  # the workflow writes it on start; not with --no-hooks
         print(f"seqcomp: warning: {config} not found; the run will not hold the resolved config", file=sys.stderr)
         config = None
-    summary = train(spec, Path(args.data), Path(args.out), run, threads=args.threads, config_file=config)
+    summary = run_train(spec, Path(args.data), Path(args.out), run, threads=args.threads, config_file=config)
     print(json.dumps(summary, indent=2))
 
 

@@ -14,7 +14,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from seqcomp.config import PROJECT_ROOT, dataset_windows, model_axes, model_params, train_settings
+from seqcomp import PROJECT_ROOT
+from seqcomp.config import dataset_windows, model_axes, model_params, train_settings
 from seqcomp.names import JOB_PATH, experiment_name
 
 PKG = PROJECT_ROOT / "src" / "seqcomp"
@@ -154,7 +155,7 @@ def _code_files(stage: str, model_file: Path | None, dataset_file: Path | None,
     shared = ["__init__.py", "config.py", "registry.py", "io.py", "errors.py", "jobs.py", "artifacts.py",
               "names.py", "tracking/__init__.py"]
     stage_files = {
-        "data": ["data/__init__.py", "data/prepare.py"],
+        "data": ["data/__init__.py", "data/core.py", "data/stage.py"],
         "train": ["data/windows.py", "train", "evaluate/metrics.py"],
         "compress": ["data/windows.py", "compress"],
         "evaluate": ["data/windows.py", "compress", "evaluate"],

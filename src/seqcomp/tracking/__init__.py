@@ -31,9 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from seqcomp import PROJECT_ROOT
 from seqcomp.io import DiskFull, atomic_path, check_writable, names_full_disk
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]  # as seqcomp.config's, without importing jsonschema
 SQLITE_TIMEOUT_S = 120
 FILES_SUFFIX = ".files"  # beside <id>.jsonl: the files the journal's artifacts and model point to
 
