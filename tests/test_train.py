@@ -202,7 +202,8 @@ def test_sigterm_stops_training_at_once_and_the_rerun_resumes(tiny_data: Path, t
     child.send_signal(signal.SIGTERM)
     stderr = child.communicate(timeout=60)[1]
     assert child.returncode == 128 + signal.SIGTERM, stderr
-    assert time.time() - sent < 5, "the job did not stop promptly"
+    # well inside Slurm's default KillWait (30 s), on a loaded CI machine too (alone: ~2 s, mostly exiting)
+    assert time.time() - sent < 15, f"the job took {time.time() - sent:.1f} s to stop"
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr, stderr
     assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "model.pt").exists()
     journal = next((tmp_path / "journal").rglob("*.jsonl")).read_text().splitlines()
