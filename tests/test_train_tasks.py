@@ -139,7 +139,7 @@ def test_small_mamba_learns_selective_copying() -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
     x, y = splits["train"].tensors()
     for epoch in range(3):
-        net.run_train()
+        net.train()
         for idx in torch.randperm(len(x), generator=torch.Generator().manual_seed(epoch)).split(32):
             opt.zero_grad()
             token_cross_entropy(net(x[idx]), y[idx]).backward()
