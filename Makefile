@@ -76,6 +76,8 @@ test-fast: setup  ## unit tests only (no end-to-end workflow runs): a few minute
 	$(BIN)/python -m pytest -m "not slow"
 
 ui: setup  ## MLflow UI over the project's store, on 127.0.0.1 only; one worker is plenty for one person
+	@# MLflow 3 opens an experiment on its (empty) traces overview: these links open its runs
+	$(BIN)/python -m seqcomp ui-links --store results/mlflow.db --url http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath results/mlflow.db) --host 127.0.0.1 --port 5000 --workers 1
 
 clean:

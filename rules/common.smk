@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from seqcomp.config import canonical_json
 from seqcomp.errors import SeqcompError
 from seqcomp.io import DiskFull
+from seqcomp import names
 from seqcomp.publish.pages import page_folder, page_name
 from seqcomp.summary import PLOTS
 
@@ -22,9 +23,10 @@ except SeqcompError as exc:
     sys.exit(f"seqcomp: invalid config: {exc}")
 
 P = jobs.paths(C)
-JOB = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
+JOB = names.JOB_PATH
 # What the console says of a job: the job and what it asks the machine or scheduler for (a
-# rule's `message:` replaces Snakemake's listing of its inputs, mostly package code stamps).
+# rule's `message:` replaces Snakemake's listing of its inputs, mostly package code stamps);
+# spelled for reading, with spaces, never parsed back.
 JOB_MESSAGE = "{wildcards.dataset}/{wildcards.model} L{wildcards.lookback}-H{wildcards.horizon} seed{wildcards.seed}"
 ASKS = "threads={threads} mem_mb={resources.mem_mb} runtime={resources.runtime}"
 # Every job gets `--log {log}` rather than `> {log} 2>&1`: it opens its log only once it holds its
@@ -45,7 +47,7 @@ def spec_param(builder, *keys):
     return lambda w: canonical_json(builder(C, *(w[k] for k in keys)))
 
 
-TRAIN_KEYS = ("dataset", "model", "lookback", "horizon", "seed")
+TRAIN_KEYS = names.JOB_FIELDS
 PASS_KEYS = TRAIN_KEYS + ("passname",)
 
 

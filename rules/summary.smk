@@ -34,7 +34,7 @@ rule summary:
         benchmarks=job_benchmarks,
         # taking `resources` makes it derived, as Snakemake treats resources: no rerun for other --cores
         cores=lambda w, resources: ["--cores", CORES] if CORES else [],
-        experiment=f"seqcomp/{C['name']}",
+        experiment=names.experiment_name(C["name"]),
         journal=P["journal"],
         published=["--published", C["published"]] if C["published"] else [],
         config_files=config_file_args(),

@@ -20,10 +20,10 @@ def tiny_entry(n_steps: int = 400, channels: int = 3) -> dict:
 
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
-    from seqcomp.data.prepare import prepare
+    from seqcomp.data.stage import run_data
 
     out = tmp_path / "data"
-    prepare(tiny_entry(), out, name="tiny")
+    run_data(tiny_entry(), out, name="tiny")
     return out
 
 

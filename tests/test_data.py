@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from conftest import tiny_entry
-from seqcomp.data.prepare import prepare
+from seqcomp.data.stage import run_data
 from seqcomp.data.split import count_windows, split_borders
 from seqcomp.data.windows import PreparedSeries
 from seqcomp.errors import ConfigError, DataError, SeqcompError
 
 
 def test_etth1_standard_borders_give_published_window_counts(etth1: Path, tmp_path: Path) -> None:
-    meta = prepare({"kind": "csv", "path": str(etth1), "split": {"preset": "ett_hour"}}, tmp_path, name="etth1")
+    meta = run_data({"kind": "csv", "path": str(etth1), "split": {"preset": "ett_hour"}}, tmp_path, name="etth1")
     assert meta["borders"] == [8640, 11520, 14400]
     series = PreparedSeries.load(tmp_path)
     assert [len(series.windows(s, 96, 96)) for s in ("train", "val", "test")] == [8449, 2785, 2785]
@@ -32,11 +32,11 @@ def test_etth1_standard_borders_give_published_window_counts(etth1: Path, tmp_pa
 
 
 def test_synthetic_is_deterministic_and_seeded(tmp_path: Path) -> None:
-    a = prepare(tiny_entry(), tmp_path / "a", name="t")
-    b = prepare(tiny_entry(), tmp_path / "b", name="t")
+    a = run_data(tiny_entry(), tmp_path / "a", name="t")
+    b = run_data(tiny_entry(), tmp_path / "b", name="t")
     fa, fb = pl.read_parquet(tmp_path / "a/series.parquet"), pl.read_parquet(tmp_path / "b/series.parquet")
     assert fa.equals(fb) and a["scaler"] == b["scaler"]
-    c = prepare({**tiny_entry(), "seed": 4}, tmp_path / "c", name="t")
+    c = run_data({**tiny_entry(), "seed": 4}, tmp_path / "c", name="t")
     assert c["scaler"] != a["scaler"]
 
 
@@ -118,16 +118,28 @@ GOOD_HEAD = "date,a,b\n2020-01-01 00:00:00,1,2\n2020-01-01 01:00:00,2,3\n"
 def test_bad_csv_gets_a_clear_error_naming_file_and_place(tmp_path: Path, text: str, expected: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(DataError, match=expected) as info:
-        prepare({"kind": "csv", "path": str(path), "split": {"borders": [1, 2, 3]}}, tmp_path / "out", name="d")
+        run_data({"kind": "csv", "path": str(path), "split": {"borders": [1, 2, 3]}}, tmp_path / "out", name="d")
     assert str(path) in str(info.value)
     assert not (tmp_path / "out" / "series.parquet").exists()
 
 
+def test_a_decimal_comma_in_a_semicolon_file_gets_a_hint(tmp_path: Path) -> None:
+    """``1,5`` is how a European spreadsheet writes 1.5 in a ``;`` export: refused, with what to write."""
+    path = write(tmp_path, "date;a\n2020-01-01 00:00:00;1.0\n2020-01-01 01:00:00;1,5\n2020-01-01 02:00:00;2\n")
+    hint = r"line 3: '1,5' is not a number; decimal commas are not read: write 1.5 \(or convert the file\)"
+    with pytest.raises(DataError, match=hint):
+        run_data({"kind": "csv", "path": str(path), "split": {"borders": [1, 2, 3]}}, tmp_path / "out", name="d")
+    # a comma file cannot hold one (it splits the field); other text in a ; file gets no such hint
+    path = write(tmp_path, "date;a\n2020-01-01 00:00:00;1.0\n2020-01-01 01:00:00;1.5x\n")
+    with pytest.raises(DataError, match=r"'1.5x' is not a number$"):
+        run_data({"kind": "csv", "path": str(path), "split": {"borders": [1, 2, 3]}}, tmp_path / "out", name="d")
+
+
 def test_missing_file_names_the_config_key(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"file not found \(datasets.d.path\)"):
-        prepare({"kind": "csv", "path": str(tmp_path / "nope.csv")}, tmp_path / "out", name="d")
+        run_data({"kind": "csv", "path": str(tmp_path / "nope.csv")}, tmp_path / "out", name="d")
     with pytest.raises(DataError, match=r"is a directory, not a CSV file \(datasets.d.path\)"):
-        prepare({"kind": "csv", "path": str(tmp_path)}, tmp_path / "out", name="d")
+        run_data({"kind": "csv", "path": str(tmp_path)}, tmp_path / "out", name="d")
 
 
 def test_values_past_float32_are_refused_even_with_ffill(tmp_path: Path) -> None:
@@ -135,15 +147,15 @@ def test_values_past_float32_are_refused_even_with_ffill(tmp_path: Path) -> None
     path = write(tmp_path, GOOD_HEAD + "2020-01-01 02:00:00,3.5e38,4\n")
     entry = {"kind": "csv", "path": str(path), "missing": "ffill", "split": {"borders": [1, 2, 3]}}
     with pytest.raises(DataError, match=r"line 4: '3.5e38' is beyond the float32 range"):
-        prepare(entry, tmp_path / "out", name="d")
+        run_data(entry, tmp_path / "out", name="d")
     rows = "2020-01-01 02:00:00,{},4\n2020-01-01 03:00:00,1,5\n"
     entry["split"] = {"borders": [2, 3, 4]}
     path.write_text(GOOD_HEAD + rows.format("3.4e38"))  # fits float32 (max 3.40282e38), not once scaled
     with pytest.raises(DataError, match=r"datasets.d: channel 'a' at 2020-01-01 02:00:00: 3.4e\+38 is 6.8e\+38 "
                                         r"train standard deviations from the train mean, beyond float32 once scaled"):
-        prepare(entry, tmp_path / "out", name="d")
+        run_data(entry, tmp_path / "out", name="d")
     path.write_text(GOOD_HEAD.replace(",1,", ",-3.4e38,").replace(",2,", ",3.4e38,") + rows.format("-1e38"))
-    meta = prepare(entry, tmp_path / "out", name="d")
+    meta = run_data(entry, tmp_path / "out", name="d")
     assert np.isfinite(pl.read_parquet(tmp_path / "out/series.parquet")["a"].to_numpy()).all()
     assert meta["scaler"]["std"][0] == pytest.approx(3.4e38)
 
@@ -152,7 +164,7 @@ def test_one_data_row_says_how_many_rows_the_split_needs(tmp_path: Path) -> None
     path = write(tmp_path, "date,a\n2020-01-01 00:00:00,1\n")
     with pytest.raises(SeqcompError, match=r"datasets.d.split: the series has 1 row: ratios \[0.7, 0.1, 0.2\] give "
                                            r"train/val/test 0/1/0 rows; .* at least 5 rows"):
-        prepare({"kind": "csv", "path": str(path), "split": {"ratios": [0.7, 0.1, 0.2]}}, tmp_path / "out", name="d")
+        run_data({"kind": "csv", "path": str(path), "split": {"ratios": [0.7, 0.1, 0.2]}}, tmp_path / "out", name="d")
 
 
 def hourly_csv(tmp_path: Path, name: str, date_format: str, rows: int = 400, sep: str = ",") -> Path:
@@ -170,7 +182,7 @@ def hourly_csv(tmp_path: Path, name: str, date_format: str, rows: int = 400, sep
 
 def read_back(tmp_path: Path, path: Path, **keys) -> pl.DataFrame:
     out = tmp_path / f"out-{path.name}"
-    prepare({"kind": "csv", "path": str(path), "split": {"ratios": [0.6, 0.2, 0.2]}, **keys}, out, name="d")
+    run_data({"kind": "csv", "path": str(path), "split": {"ratios": [0.6, 0.2, 0.2]}, **keys}, out, name="d")
     return pl.read_parquet(out / "series.parquet")
 
 
@@ -223,8 +235,8 @@ def test_month_first_etth1_reads_as_the_original(etth1: Path, tmp_path: Path) ->
     us = tmp_path / "etth1_us.csv"
     frame.with_columns(dates.alias("date")).write_csv(us)
     entry = {"kind": "csv", "split": {"preset": "ett_hour"}}
-    a = prepare({**entry, "path": str(etth1)}, tmp_path / "a", name="d")
-    b = prepare({**entry, "path": str(us)}, tmp_path / "b", name="d")
+    a = run_data({**entry, "path": str(etth1)}, tmp_path / "a", name="d")
+    b = run_data({**entry, "path": str(us)}, tmp_path / "b", name="d")
     assert a["scaler"] == b["scaler"]
     assert pl.read_parquet(tmp_path / "a/series.parquet").equals(pl.read_parquet(tmp_path / "b/series.parquet"))
 
@@ -232,7 +244,7 @@ def test_month_first_etth1_reads_as_the_original(etth1: Path, tmp_path: Path) ->
 def test_ffill_fills_and_counts(tmp_path: Path) -> None:
     rows = [f"2020-01-01 {h:02d}:00:00,{'' if h in (3, 4) else h},{h * 2}" for h in range(20)]
     path = write(tmp_path, "date,a,b\n" + "\n".join(rows) + "\n")
-    meta = prepare({"kind": "csv", "path": str(path), "missing": "ffill", "split": {"borders": [12, 16, 20]}},
+    meta = run_data({"kind": "csv", "path": str(path), "missing": "ffill", "split": {"borders": [12, 16, 20]}},
                    tmp_path / "out", name="d")
     assert meta["filled_values"] == {"a": 2}
     frame = pl.read_parquet(tmp_path / "out/series.parquet")

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from seqcomp.data.prepare import prepare
+from seqcomp.data.stage import run_data
 from seqcomp.errors import DataError, SeqcompError
 
 N_CASES = 320
@@ -103,7 +103,7 @@ def test_corrupted_csv_fails_cleanly_or_parses(tmp_path: Path, seed: int) -> Non
         path.write_bytes(data)
     entry = {"kind": "csv", "path": str(path), "split": {"ratios": [0.5, 0.2, 0.3]}}
     try:
-        meta = prepare(entry, tmp_path / "out", name="fuzz")
+        meta = run_data(entry, tmp_path / "out", name="fuzz")
     except SeqcompError as exc:
         assert str(path) in str(exc) or "datasets.fuzz" in str(exc), str(exc)
         assert kind not in CAUSES or re.search(CAUSES[kind], str(exc)), str(exc)
@@ -147,7 +147,7 @@ def test_rewritten_csv_reads_the_same_or_asks_for_the_date_format(tmp_path: Path
 
     def read(csv: Path, **keys) -> pl.DataFrame:
         out = tmp_path / f"out-{csv.stem}-{len(keys)}"
-        prepare({"kind": "csv", "path": str(csv), "split": {"ratios": [0.5, 0.2, 0.3]}, **keys}, out, name="fuzz")
+        run_data({"kind": "csv", "path": str(csv), "split": {"ratios": [0.5, 0.2, 0.3]}, **keys}, out, name="fuzz")
         return pl.read_parquet(out / "series.parquet")
 
     expected = read(reference)
@@ -238,7 +238,7 @@ def test_edited_csv_reads_back_the_same_or_is_refused_naming_line_and_key(tmp_pa
     def read(csv: Path, **keys) -> tuple[dict, pl.DataFrame]:
         out = tmp_path / f"out-{csv.stem}-{'-'.join(keys.values())}"
         entry = {"kind": "csv", "path": str(csv), "split": {"ratios": [0.5, 0.2, 0.3]}, **keys}
-        meta = prepare(entry, out, name="fuzz")
+        meta = run_data(entry, out, name="fuzz")
         return meta, pl.read_parquet(out / "series.parquet")
 
     reference, frame = read(clean)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from seqcomp.data import check_series
-from seqcomp.data.prepare import prepare
+from seqcomp.data.stage import run_data
 from seqcomp.data.windows import PreparedSeries, cycle_origin, step_index
 from seqcomp.errors import ConfigError, DataError
 
@@ -44,7 +44,7 @@ def months(n: int, every: int = 1, day: int | None = 1) -> list[datetime]:
 
 def prep(path: Path, out: Path, **keys) -> dict:
     entry = {"kind": "csv", "path": str(path), "split": {"ratios": [0.6, 0.2, 0.2]}, **keys}
-    return prepare(entry, out, name="d")
+    return run_data(entry, out, name="d")
 
 
 # -- header names ------------------------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_training_records_inserted_rows_and_names_a_shifted_cycle_phase(tmp_path
     import logging
 
     from seqcomp.tracking import Run
-    from seqcomp.train.stage import train
+    from seqcomp.train.stage import run_train
 
     dates = hours(300, start=datetime(2020, 1, 1, 5))
     path = series_csv(tmp_path / "gap.csv", dates[:100] + dates[104:])
@@ -267,7 +267,7 @@ def test_training_records_inserted_rows_and_names_a_shifted_cycle_phase(tmp_path
             "params": {"cycle": 24}, "train": {}, "lookback": 24, "horizon": 8, "seed": 0}
     run = Run.start(tmp_path / "journal", spec["experiment"], "t", "train/linear_cycle", {})
     with caplog.at_level(logging.INFO, logger="seqcomp"):
-        summary = train(spec, tmp_path / "data", tmp_path / "out", run)
+        summary = run_train(spec, tmp_path / "data", tmp_path / "out", run)
     assert summary["inserted_rows"] == 4 and summary["cycle_phase0"] == "05:00"
     assert any("phase 0 = 05:00, not 00:00" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     (record,) = [json.loads(line) for line in run.path.read_text().splitlines() if '"op": "input"' in line]

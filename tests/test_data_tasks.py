@@ -12,7 +12,7 @@ import torch
 from seqcomp.data import dataset_config, window_counts
 from seqcomp.data.ar import ARConfig, ARSource, impulse_response
 from seqcomp.data.induction_heads import InductionHeads, InductionHeadsConfig
-from seqcomp.data.prepare import prepare
+from seqcomp.data.stage import run_data
 from seqcomp.data.selective_copying import SelectiveCopying, SelectiveCopyingConfig
 from seqcomp.data.windows import PreparedSamples, PreparedSeries
 from seqcomp.errors import ConfigError
@@ -56,13 +56,13 @@ def test_induction_heads_target_follows_the_first_special_token() -> None:
 
 @pytest.mark.parametrize("entry", [COPY, INDUCTION], ids=lambda e: e["kind"])
 def test_token_tasks_prepare_deterministic_one_hot_samples(entry: dict, tmp_path: Path) -> None:
-    a = prepare(entry, tmp_path / "a", name="t")
-    prepare(entry, tmp_path / "b", name="t")
+    a = run_data(entry, tmp_path / "a", name="t")
+    run_data(entry, tmp_path / "b", name="t")
     assert pl.read_parquet(tmp_path / "a/series.parquet").equals(pl.read_parquet(tmp_path / "b/series.parquet"))
-    prepare({**entry, "seed": 1}, tmp_path / "c", name="t")
+    run_data({**entry, "seed": 1}, tmp_path / "c", name="t")
     assert not pl.read_parquet(tmp_path / "a/series.parquet").equals(pl.read_parquet(tmp_path / "c/series.parquet"))
     # each split has its own stream: more training samples leave the test set unchanged
-    prepare({**entry, "n_train": 80}, tmp_path / "d", name="t")
+    run_data({**entry, "n_train": 80}, tmp_path / "d", name="t")
     test_a = PreparedSeries.load(tmp_path / "a").tokens["test"]
     test_d = PreparedSeries.load(tmp_path / "d").tokens["test"]
     assert all(torch.equal(u, v) for u, v in zip(test_a, test_d))
@@ -138,7 +138,7 @@ def _oracle_forecast(raw: np.ndarray, phi: np.ndarray, horizon: int) -> np.ndarr
 
 def test_ar_optimal_error_is_in_the_pipelines_scaled_units(tmp_path: Path) -> None:
     phi = [0.6, -0.3, 0.2]
-    meta = prepare({"kind": "ar", "n_steps": 12000, "coefficients": phi, "noise": 2.0, "seed": 0,
+    meta = run_data({"kind": "ar", "n_steps": 12000, "coefficients": phi, "noise": 2.0, "seed": 0,
                     "split": {"ratios": [0.5, 0.1, 0.4]}}, tmp_path, name="ar")
     assert meta["ar"]["coefficients"] == phi and len(meta["optimal_mse_per_step"]) == 4800
     series = PreparedSeries.load(tmp_path)

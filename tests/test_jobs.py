@@ -54,6 +54,17 @@ def test_per_model_train_override() -> None:
     assert jobs.train_spec(cfg, "tiny", "lstm", 24, 8, 0)["train"]["lr"] == CFG["train"]["lr"]
 
 
+def test_only_a_model_fit_by_sgd_asks_for_a_gpu() -> None:
+    """Closed-form and parameter-free training never touches a GPU: it asks the scheduler for none."""
+    cfg = copy.deepcopy(CFG)
+    cfg["train"]["accelerator"] = "auto"
+    cfg["models"].update({"naive": {"kind": "naive"}, "naive_cycle": {"kind": "naive", "cycle": 4}})
+    assert {m: jobs.train_gpus(cfg, m) for m in cfg["models"]} == {
+        "linear": 0, "lstm": 1, "s4d": 1, "naive": 0, "naive_cycle": 1}
+    cfg["train"]["accelerator"] = "cpu"
+    assert not any(jobs.train_gpus(cfg, m) for m in cfg["models"])
+
+
 def test_code_dependencies_separate_models_and_stages() -> None:
     lstm = jobs.code_modules("train", CFG, "lstm")
     s4d = jobs.code_modules("train", CFG, "s4d")
@@ -141,7 +152,7 @@ def test_dataset_kinds_are_separate_code_dependencies() -> None:
     assert not any(m.startswith(("seqcomp.models", "seqcomp.train")) for m in data)
     train = jobs.code_modules("train", CFG, "lstm")
     assert "seqcomp.data.windows" in train
-    assert not {"seqcomp.data.synthetic", "seqcomp.data.csv", "seqcomp.data.ar"} & train
+    assert not {"seqcomp.data.synthetic", "seqcomp.data.csv", "seqcomp.data.ar", "seqcomp.data.core", "seqcomp.data.stage"} & train
 
 
 def test_a_stamp_is_one_file_per_job_rewritten_only_when_its_code_changes(tmp_path: Path) -> None:

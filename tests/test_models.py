@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from seqcomp.errors import ConfigError
-from seqcomp.models import MODELS, SeriesShape, build_model, hippo, model_config
+from seqcomp.models import MODELS, SeriesShape, build_model, hippo, model_config, trains_by_sgd
 from seqcomp.models.revin import RevIN
 from seqcomp.models.s4d import S4DLayer
 from seqcomp.models.spacetime import CompanionSSM
@@ -74,6 +74,16 @@ def test_revin_keeps_naive_parameter_free() -> None:
     assert not list(model.parameters())
     x = torch.randn(2, 96, 3)
     torch.testing.assert_close(model(x), x[:, -1:].repeat(1, 24, 1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", MODELS.names())
+@pytest.mark.parametrize("options", [{}, {"revin": True}, {"cycle": 4}, {"revin": True, "cycle": 4}], ids=str)
+def test_the_static_table_of_sgd_free_kinds_matches_the_built_models(kind: str, options: dict) -> None:
+    """``trains_by_sgd`` (read at DAG build, without torch, to ask for no GPU) says what the
+    training stage's ``fit`` decides from the built model: closed form, no trainable parameters, SGD."""
+    model = build_model(kind, options, SHAPES[0])
+    by_sgd = not hasattr(model, "fit_closed_form") and any(True for _ in _trainable(model))
+    assert trains_by_sgd(kind, options) == by_sgd
 
 
 @pytest.mark.parametrize("kind", MODELS.names())

@@ -12,7 +12,8 @@ import pytest
 
 from seqcomp.summary import FRAMES, PLOTS, Plot, plots
 from seqcomp.summary.core import aggregate, forecast_examples, step_errors, to_html, to_markdown
-from seqcomp.summary.stage import job_keys, layer_sensitivity, load_histories, load_metrics, run_summary
+from seqcomp.names import parse_job_path
+from seqcomp.summary.stage import layer_sensitivity, load_histories, load_metrics, run_summary
 
 HORIZON, LOOKBACK = 8, 24
 # model -> (fp32 mse, fp32 bytes); naive has no weights
@@ -163,10 +164,10 @@ def test_a_crashed_summary_ends_its_run_failed(tmp_path: Path) -> None:
 def test_job_keys_are_parsed_from_paths(tmp_path: Path) -> None:
     h = load_histories(fake_history(tmp_path))
     assert h["model"].to_list() == ["lstm", "lstm"] and h["lookback"][0] == LOOKBACK
-    assert job_keys("r/compress/d/m/L9-H3/seed2/p/report.json", "compress") == {
+    assert parse_job_path("r/compress/d/m/L9-H3/seed2/p/report.json", "compress") == {
         "dataset": "d", "model": "m", "lookback": 9, "horizon": 3, "seed": 2}
     with pytest.raises(ValueError, match="not a train/"):
-        job_keys("elsewhere/history.csv", "train")
+        parse_job_path("elsewhere/history.csv", "train")
 
 
 def test_markdown_and_html_tables() -> None:

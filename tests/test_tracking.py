@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from seqcomp.names import job_key
 from seqcomp.tracking import (
-    Run, current_runs, file_sha256, flatten, git_state, job_key, redact, resolve_uri, snakemake_tags, tracked,
+    Run, current_runs, file_sha256, flatten, git_state, redact, resolve_uri, snakemake_tags, tracked,
     write_resolved_config,
 )
 from seqcomp.tracking.replay import STATE_SUFFIX, Progress, Replayer, client, drain_live, start_live
@@ -284,12 +285,58 @@ def test_track_command_replays_and_names_a_missing_folder(tmp_path: Path, monkey
     assert len(runs_of(resolve_uri())) == 1  # the default store: results/mlflow.db
 
 
+def test_ui_links_open_each_experiments_training_runs(tmp_path: Path, capfd) -> None:  # noqa: ANN001
+    """``make ui`` prints, per experiment of the store, the link to its runs view (MLflow 3 opens
+    the traces overview otherwise), read from the SQLite file as MLflow wrote it."""
+    from seqcomp.cli import main
+
+    store = tmp_path / "mlflow.db"
+    assert main(["ui-links", "--store", str(store)]) == 0
+    assert "no experiments yet" in capfd.readouterr().out
+    job(tmp_path / "journal", "train", SPEC)
+    replay(tmp_path / "journal", uri(tmp_path))
+    exp_id = client(uri(tmp_path)).get_experiment_by_name(EXP).experiment_id
+    assert main(["ui-links", "--store", str(store)]) == 0
+    expected = f"{EXP}: http://127.0.0.1:5000/#/experiments/{exp_id}?workflowType=machine_learning"
+    assert expected in capfd.readouterr().out.splitlines()
+    (tmp_path / "junk.db").write_text("not sqlite")
+    assert main(["ui-links", "--store", str(tmp_path / "junk.db")]) == 2
+
+
 def test_git_state_outside_a_checkout_is_unknown(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     import seqcomp.tracking
 
     monkeypatch.setattr(seqcomp.tracking, "PROJECT_ROOT", tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no checkout above tmp_path
     assert git_state() == {"seqcomp.git_commit": "unknown", "seqcomp.git_dirty": "unknown"}
+
+
+def test_untracked_results_are_not_uncommitted_code(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """An output or note beside the code leaves the checkout clean; a new module, or an edit of a
+    tracked file, makes it dirty."""
+    import subprocess
+
+    import seqcomp.tracking
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "a")
+    monkeypatch.setattr(seqcomp.tracking, "PROJECT_ROOT", tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.json").write_text("{}")
+    (tmp_path / "notes.md").write_text("n")
+    assert git_state()["seqcomp.git_dirty"] == "False"
+    (tmp_path / "src" / "b.py").write_text("y = 2\n")
+    assert git_state()["seqcomp.git_dirty"] == "True"
+    (tmp_path / "src" / "b.py").unlink()
+    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    assert git_state()["seqcomp.git_dirty"] == "True"
 
 
 def test_credentials_are_cut_from_uris(tmp_path: Path) -> None:
@@ -362,7 +409,7 @@ def test_journals_replay_into_a_remote_tracking_server(tiny_data: Path, tmp_path
 
 
 def test_run_names_tell_the_jobs_of_a_grid_apart() -> None:
-    from seqcomp.cli import run_name
+    from seqcomp.names import run_name
 
     spec = {"dataset": "ett", "model": "lstm", "lookback": 96, "horizon": 24, "seed": 2}
     assert run_name("train", spec) == "train/ett/lstm/L96-H24/seed2"

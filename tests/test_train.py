@@ -21,7 +21,7 @@ from seqcomp.io import read_json
 from seqcomp.models import MODELS
 from seqcomp.tracking import Run, resolve_uri
 from seqcomp.tracking.replay import Replayer
-from seqcomp.train.stage import train
+from seqcomp.train.stage import run_train
 from seqcomp.train.sgd import epoch_line
 
 SETTINGS = {"max_epochs": 3, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,
@@ -49,7 +49,7 @@ def replayed(tmp_path: Path, run: Run):  # noqa: ANN201 - (MLflow client, the ru
 def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Path) -> None:
     s = spec("dlinear")
     run = run_for(tmp_path, s)
-    summary = train(s, tiny_data, tmp_path / "out", run)
+    summary = run_train(s, tiny_data, tmp_path / "out", run)
     assert summary["method"] == "sgd" and summary["epochs"] >= 1
     history = pl.read_csv(tmp_path / "out" / "history.csv")
     assert {"epoch", "train/loss", "val/mse", "val/mae"} <= set(history.columns)
@@ -65,7 +65,7 @@ def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Pat
 def test_each_epoch_logs_one_line_and_lightning_stays_quiet(tiny_data: Path, tmp_path: Path, caplog, recwarn) -> None:  # noqa: ANN001
     s = spec("dlinear", patience=3)
     with caplog.at_level(logging.INFO, logger="seqcomp"):
-        train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+        run_train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
     lines = [r.getMessage() for r in caplog.records if r.name == "seqcomp.train"]
     assert lines[0].startswith("fitting dlinear:") and "train windows" in lines[0]
     epochs = [line for line in lines if line.startswith("epoch ")]
@@ -82,7 +82,7 @@ def test_epoch_line_format() -> None:
 
 def test_lr_decay_multiplies_the_rate_every_epoch(tiny_data: Path, tmp_path: Path) -> None:
     s = spec("dlinear", lr_decay=0.5, patience=3)
-    train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    run_train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
     lrs = pl.read_csv(tmp_path / "out" / "history.csv")["train/lr"].to_list()
     assert lrs == pytest.approx([0.01, 0.005, 0.0025], rel=1e-6)
 
@@ -91,7 +91,7 @@ def test_same_seed_same_model(tiny_data: Path, tmp_path: Path) -> None:
     outs = []
     for name in ("a", "b"):
         s = spec("dlinear", seed=5)
-        train(s, tiny_data, tmp_path / name, run_for(tmp_path, s))
+        run_train(s, tiny_data, tmp_path / name, run_for(tmp_path, s))
         outs.append(torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"])
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
 
@@ -99,7 +99,7 @@ def test_same_seed_same_model(tiny_data: Path, tmp_path: Path) -> None:
 def test_closed_form_and_parameter_free_models_skip_sgd(tiny_data: Path, tmp_path: Path) -> None:
     for model, method in (("linear", "closed form"), ("naive", "no trainable parameters")):
         s = spec(model)
-        summary = train(s, tiny_data, tmp_path / model, run_for(tmp_path, s))
+        summary = run_train(s, tiny_data, tmp_path / model, run_for(tmp_path, s))
         assert summary["method"] == method and summary["epochs"] == 0
     assert read_json(tmp_path / "linear" / "run.json")["best_val_mse"] < read_json(tmp_path / "naive" / "run.json")["best_val_mse"]
 
@@ -126,7 +126,7 @@ def test_nan_loss_fails_clearly_and_marks_the_run(tiny_data: Path, tmp_path: Pat
     s = spec("exploding")
     run = run_for(tmp_path, s)
     with pytest.raises(SeqcompError, match="training loss became"):
-        train(s, tiny_data, tmp_path / "out", run)
+        run_train(s, tiny_data, tmp_path / "out", run)
     assert not (tmp_path / "out" / "model.pt").exists()
     assert replayed(tmp_path, run)[1].info.status == "FAILED"
 
@@ -135,7 +135,7 @@ CHILD = """
 import json, sys, time
 import seqcomp.train.module as module
 from seqcomp.tracking import Run
-from seqcomp.train.stage import train
+from seqcomp.train.stage import run_train
 
 step = module.Forecaster.training_step
 def slow_step(self, batch, i):  # slow enough that the parent can kill it mid-training
@@ -143,13 +143,13 @@ def slow_step(self, batch, i):  # slow enough that the parent can kill it mid-tr
     return step(self, batch, i)
 module.Forecaster.training_step = slow_step
 spec, data, out, journal = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-train(spec, data, out, Run.start(journal, spec["experiment"], "t", "train/kill", {}))
+run_train(spec, data, out, Run.start(journal, spec["experiment"], "t", "train/kill", {}))
 """
 
 
 def test_killed_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: Path) -> None:
     s = spec("tsmixer", seed=2, max_epochs=5, patience=10, limit_train_batches=None)
-    uninterrupted = train(s, tiny_data, tmp_path / "a", run_for(tmp_path, s))
+    uninterrupted = run_train(s, tiny_data, tmp_path / "a", run_for(tmp_path, s))
     out = tmp_path / "b"
     child = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(s), str(tiny_data), str(out), str(tmp_path / "journal")])
     deadline = time.time() + 120
@@ -158,7 +158,7 @@ def test_killed_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: P
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert not (out / "model.pt").exists(), "the child finished before it could be killed"
-    resumed = train(s, tiny_data, out, run_for(tmp_path, s))
+    resumed = run_train(s, tiny_data, out, run_for(tmp_path, s))
     assert resumed["resumed_from"] and resumed["epochs"] == uninterrupted["epochs"]
     assert resumed["best_val_mse"] == pytest.approx(uninterrupted["best_val_mse"], rel=1e-5)
     a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
@@ -169,20 +169,79 @@ def test_killed_training_resumes_to_the_same_result(tiny_data: Path, tmp_path: P
     assert hist_b["val/mse"].to_list() == pytest.approx(hist_a["val/mse"].to_list(), rel=1e-5)
 
 
+TERM_CHILD = """
+import sys, time
+import seqcomp.train.module as module
+from seqcomp.cli import main
+
+step = module.Forecaster.training_step
+def slow_step(self, batch, i):  # an epoch of a few seconds: SIGTERM lands mid-epoch
+    time.sleep(0.2)
+    return step(self, batch, i)
+module.Forecaster.training_step = slow_step
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_stops_training_at_once_and_the_rerun_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    """What Slurm sends at a time limit, a preemption or scancel (then SIGKILL after KillWait):
+    the job stops within seconds, keeps last.ckpt (the last finished epoch, so the resumed run
+    computes what an uninterrupted one would), marks its run FAILED and exits 143, which
+    Snakemake and Slurm read as failed; the rerun resumes from last.ckpt."""
+    s = spec("tsmixer", seed=2, max_epochs=5, patience=10, batch_size=64, limit_train_batches=None)
+    out = tmp_path / "out"
+    args = ["train", "--spec", json.dumps(s), "--data", str(tiny_data), "--out", str(out),
+            "--journal", str(tmp_path / "journal")]
+    child = subprocess.Popen([sys.executable, "-c", TERM_CHILD, *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # into the next epoch
+    assert child.poll() is None, "the child finished before it could be stopped"
+    sent = time.time()
+    child.send_signal(signal.SIGTERM)
+    stderr = child.communicate(timeout=60)[1]
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    # well inside Slurm's default KillWait (30 s), on a loaded CI machine too (alone: ~2 s, mostly exiting)
+    assert time.time() - sent < 15, f"the job took {time.time() - sent:.1f} s to stop"
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr, stderr
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "model.pt").exists()
+    journal = next((tmp_path / "journal").rglob("*.jsonl")).read_text().splitlines()
+    assert json.loads(journal[-1]) == {**json.loads(journal[-1]), "op": "finish", "status": "FAILED"}
+    resumed = run_train(s, tiny_data, out, run_for(tmp_path, s))
+    assert resumed["resumed_from"] == str(out / "checkpoints" / "last.ckpt") and resumed["epochs"] == 5
+
+
+def test_under_slurm_lightning_does_not_requeue_behind_snakemake(tiny_data: Path, tmp_path: Path,
+                                                                  monkeypatch) -> None:  # noqa: ANN001
+    """In a Slurm job Lightning would requeue it itself (scontrol) on its requeue signal; Snakemake
+    resubmits failed jobs itself, so that is off, and training runs as anywhere else."""
+    from seqcomp.train.sgd import slurm_without_requeue
+
+    assert slurm_without_requeue() == []
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "rule_train", "SLURM_JOB_ID": "7",
+                       "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
+        monkeypatch.setenv(key, value)
+    [environment] = slurm_without_requeue()
+    assert environment.auto_requeue is False
+    s = spec("dlinear", max_epochs=1)
+    assert run_train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))["epochs"] == 1
+
+
 def test_a_finished_run_leaves_no_checkpoint_to_resume(tiny_data: Path, tmp_path: Path) -> None:
     """A code change reruns the same spec: it must train again, not resume the old final epoch."""
     s = spec("dlinear", max_epochs=2)
-    train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    run_train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
     assert not (tmp_path / "out" / "checkpoints").exists()
-    again = train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    again = run_train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
     assert again["resumed_from"] is None and again["epochs"] == 2
 
 
 def test_checkpoints_of_another_spec_are_not_resumed(tiny_data: Path, tmp_path: Path) -> None:
     s = spec("dlinear", max_epochs=2)
-    train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    run_train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
     other = spec("dlinear", max_epochs=2, lr=0.002)
-    assert train(other, tiny_data, tmp_path / "out", run_for(tmp_path, other))["resumed_from"] is None
+    assert run_train(other, tiny_data, tmp_path / "out", run_for(tmp_path, other))["resumed_from"] is None
 
 
 def test_the_training_core_needs_no_tracking_and_leaves_no_files(tiny_data: Path, tmp_path: Path) -> None:

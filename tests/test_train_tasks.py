@@ -14,14 +14,14 @@ import torch
 
 from seqcomp.artifacts import load_model
 from seqcomp.compress.stage import run_compress
-from seqcomp.data.prepare import prepare
+from seqcomp.data.stage import run_data
 from seqcomp.data.windows import PreparedSeries
 from seqcomp.scores import classification_scores
 from seqcomp.evaluate.stage import run_evaluate
 from seqcomp.io import read_json
 from seqcomp.models import SeriesShape, build_model
 from seqcomp.tracking import Run
-from seqcomp.train.stage import train
+from seqcomp.train.stage import run_train
 from seqcomp.train.module import token_cross_entropy
 
 SETTINGS = {"max_epochs": 2, "patience": 2, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0, "lr_decay": 1.0, "grad_clip": 1.0,
@@ -45,7 +45,7 @@ def _pipeline(model: str, params: dict, data: Path, tmp_path: Path, journal: Pat
     meta = read_json(data / "meta.json")
     spec = {"experiment": "seqcomp/t", "dataset": "copy", "model": model, "kind": model, "params": params,
             "train": SETTINGS, "lookback": meta["length"], "horizon": meta["targets"], "seed": 0}
-    summary = train(spec, data, tmp_path / model / "train", _run(journal, "train"))
+    summary = run_train(spec, data, tmp_path / model / "train", _run(journal, "train"))
     passes = {"pass": "fp32", "pass_kind": "fp32", "pass_params": {}}
     base = {k: v for k, v in spec.items() if k != "train"}
     run_compress({**base, **passes, "calibration": {"windows": 8}}, tmp_path / model / "train" / "model.pt", data,
@@ -58,7 +58,7 @@ def _pipeline(model: str, params: dict, data: Path, tmp_path: Path, journal: Pat
 @pytest.mark.slow
 def test_classification_task_runs_through_every_stage(tmp_path: Path, journal: Path) -> None:
     data = tmp_path / "data"
-    prepare(COPY, data, name="copy")
+    run_data(COPY, data, name="copy")
     summary, metrics = _pipeline("lstm", {"hidden": 8}, data, tmp_path, journal)
     history = pl.read_csv(tmp_path / "lstm" / "train" / "history.csv")
     assert {"train/loss", "val/ce", "val/accuracy"} <= set(history.columns) and "val/mse" not in history.columns
@@ -76,17 +76,17 @@ def test_classification_task_runs_through_every_stage(tmp_path: Path, journal: P
     # a closed-form model fits one-hot targets by least squares: a linear classifier
     spec = {"experiment": "seqcomp/t", "dataset": "copy", "model": "linear", "kind": "linear", "params": {},
             "train": SETTINGS, "lookback": 12, "horizon": 2, "seed": 0}
-    summary = train(spec, data, tmp_path / "linear", _run(journal, "train"))
+    summary = run_train(spec, data, tmp_path / "linear", _run(journal, "train"))
     assert summary["method"] == "closed form" and 0 <= summary["best_val_accuracy"] <= 1
 
 
 def test_ar_metrics_carry_the_optimal_error(tmp_path: Path, journal: Path) -> None:
     data = tmp_path / "data"
-    prepare({"kind": "ar", "n_steps": 3000, "coefficients": [0.8], "seed": 1}, data, name="ar")
+    run_data({"kind": "ar", "n_steps": 3000, "coefficients": [0.8], "seed": 1}, data, name="ar")
     meta = read_json(data / "meta.json")
     spec = {"experiment": "seqcomp/t", "dataset": "ar", "model": "linear", "kind": "linear", "params": {},
             "train": SETTINGS, "lookback": 16, "horizon": 4, "seed": 0}
-    train(spec, data, tmp_path / "train", _run(journal, "train"))
+    run_train(spec, data, tmp_path / "train", _run(journal, "train"))
     base = {k: v for k, v in spec.items() if k != "train"}
     passes = {"pass": "fp32", "pass_kind": "fp32", "pass_params": {}}
     run_compress({**base, **passes, "calibration": {"windows": 8}}, tmp_path / "train" / "model.pt", data,
@@ -155,11 +155,11 @@ def test_small_mamba_learns_selective_copying() -> None:
 def test_cycle_model_gets_its_phases_in_every_stage(tmp_path: Path, journal: Path, model: str, params: dict,
                                                     pass_kind: str, pass_params: dict) -> None:
     data = tmp_path / "data"
-    prepare({"kind": "synthetic", "n_steps": 600, "channels": 3, "seed": 1, "split": {"ratios": [0.6, 0.2, 0.2]}},
+    run_data({"kind": "synthetic", "n_steps": 600, "channels": 3, "seed": 1, "split": {"ratios": [0.6, 0.2, 0.2]}},
             data, name="syn")
     spec = {"experiment": "seqcomp/t", "dataset": "syn", "model": model, "kind": model, "params": params,
             "train": SETTINGS, "lookback": 24, "horizon": 8, "seed": 0}
-    summary = train(spec, data, tmp_path / "train", _run(journal, "train"))
+    summary = run_train(spec, data, tmp_path / "train", _run(journal, "train"))
     base = {k: v for k, v in spec.items() if k != "train"}
     passes = {"pass": "p", "pass_kind": pass_kind, "pass_params": pass_params}
     run_compress({**base, **passes, "calibration": {"windows": 8}}, tmp_path / "train" / "model.pt", data,

@@ -552,7 +552,8 @@ def test_eight_parallel_jobs_on_the_sqlite_store_lose_no_run(tmp_path: Path) -> 
 
 
 def dry_run_asking_for_gpus(tmp_path: Path, profile: str) -> subprocess.CompletedProcess:
-    """The smoke config with ``accelerator: auto``, dry-run under ``profile``; every training asks for a GPU."""
+    """The smoke config with ``accelerator: auto``, dry-run under ``profile``; every training fit by SGD
+    asks for a GPU, the closed-form ``linear`` for none."""
     cfg = smoke_config()
     cfg["train"]["accelerator"] = "auto"
     config = tmp_path / "gpu.yaml"
@@ -565,7 +566,8 @@ def dry_run_asking_for_gpus(tmp_path: Path, profile: str) -> subprocess.Complete
     assert jobs_planned(result)["train"] == len(cfg["models"])
     # each job's console line (its rule's message) shows the GPUs its training asks for
     train_lines = [line for line in result.stdout.splitlines() if ": train " in line]
-    assert len(train_lines) == len(cfg["models"]) and all(line.endswith(" gpu=1]") for line in train_lines)
+    assert len(train_lines) == len(cfg["models"])
+    assert all(line.endswith(" gpu=0]" if "/linear " in line else " gpu=1]") for line in train_lines), train_lines
     others = [line for line in result.stdout.splitlines() if line.startswith("Job ") and ": train " not in line]
     assert others and not any("gpu=" in line for line in others), "only training asks for a GPU"
     return result

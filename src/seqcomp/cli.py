@@ -55,17 +55,18 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     from seqcomp.config import load_config
     from seqcomp.jobs import grid
+    from seqcomp.names import experiment_name
 
     cfg = load_config(args.config)  # several files merge as Snakemake's --configfile list does
-    print(f"{' '.join(args.config)}: valid; {len(grid(cfg))} evaluations in experiment seqcomp/{cfg['name']}")
+    print(f"{' '.join(args.config)}: valid; {len(grid(cfg))} evaluations in experiment {experiment_name(cfg['name'])}")
 
 
 def cmd_data(args: argparse.Namespace) -> None:
-    from seqcomp.data.prepare import prepare
+    from seqcomp.data.stage import run_data
 
     spec = _spec(args.spec)
     name = spec.pop("dataset")
-    meta = prepare(spec, args.out, name=name)
+    meta = run_data(spec, args.out, name=name)
     if meta.get("task") == "classification":
         print(f"prepared {name}: samples {meta['counts']} of {meta['length']} tokens, {meta['targets']} targets each")
         return
@@ -103,7 +104,8 @@ def config_tracking_uri(resolved_config: Path) -> str | None:
 def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = None):  # noqa: ANN202
     """The job's run (a journal under ``--journal``); ``parent``: the parent stage, whose job key
     comes from the same spec."""
-    from seqcomp.tracking import Run, job_key, snakemake_tags
+    from seqcomp.names import job_key, run_name
+    from seqcomp.tracking import Run, snakemake_tags
 
     wildcards = {k: spec[k] for k in ("dataset", "model", "lookback", "horizon", "seed", "pass") if k in spec}
     # Tagged with Snakemake's own names (the rule is the stage; ``pass`` is the ``passname`` wildcard).
@@ -115,15 +117,8 @@ def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = 
     return run
 
 
-def run_name(stage: str, spec: dict) -> str:
-    """The job as its results path names it: ``train/ett/lstm/L96-H24/seed0`` (``/<pass>`` after
-    compress and evaluate), so runs of a grid tell themselves apart in the MLflow UI."""
-    name = f"{stage}/{spec['dataset']}/{spec['model']}/L{spec['lookback']}-H{spec['horizon']}/seed{spec['seed']}"
-    return name + (f"/{spec['pass']}" if "pass" in spec else "")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    from seqcomp.train.stage import train
+    from seqcomp.train.stage import run_train
 
     spec = _spec(args.spec)
     run = _run(args, "train", spec)
@@ -131,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if config and not Path(config).is_file():  # the workflow writes it on start; not with --no-hooks
         print(f"seqcomp: warning: {config} not found; the run will not hold the resolved config", file=sys.stderr)
         config = None
-    summary = train(spec, Path(args.data), Path(args.out), run, threads=args.threads, config_file=config)
+    summary = run_train(spec, Path(args.data), Path(args.out), run, threads=args.threads, config_file=config)
     print(json.dumps(summary, indent=2))
 
 
@@ -160,15 +155,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
+    from seqcomp.names import job_key, run_name
     from seqcomp.summary.stage import run_summary
     from seqcomp.tracking import Run, snakemake_tags
 
     tags = {"seqcomp.stage": "summary", **snakemake_tags("summary", {})}
     # one run (and job key) per page, so that a config set's summary never supersedes another's
-    run = Run.start(args.journal, args.experiment, f"summary/{args.page}", f"summary/{args.page}", tags)
+    page = {"page": args.page}
+    run = Run.start(args.journal, args.experiment, run_name("summary", page), job_key("summary", page), tags)
     run_summary(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run,
                 published=Path(args.published) if args.published else None, config_files=args.config_files,
                 benchmarks=args.benchmarks, cores=args.cores)
+
+
+def cmd_ui_links(args: argparse.Namespace) -> None:
+    from seqcomp.tracking.ui import experiment_links
+
+    links = experiment_links(args.store, args.url)
+    print("\n".join(links) if links else f"{args.store}: no experiments yet (run the workflow first)")
 
 
 def cmd_locks(args: argparse.Namespace) -> None:
@@ -180,10 +184,12 @@ def cmd_locks(args: argparse.Namespace) -> None:
 
 def job_of(args: argparse.Namespace) -> tuple[Path, str] | None:
     """(output folder, job name) of a job command, for its lock; None for the other commands."""
+    from seqcomp.names import run_name
+
     if args.command == "summary":
-        return Path(args.out), f"summary/{args.page}"
+        return Path(args.out), run_name("summary", {"page": args.page})
     if args.command == "data":
-        return Path(args.out), f"data/{_spec(args.spec)['dataset']}"
+        return Path(args.out), run_name("data", _spec(args.spec))
     if args.command in ("train", "compress", "evaluate"):
         out = Path(args.out)  # evaluate's --out is its metrics.json
         return (out.parent if args.command == "evaluate" else out), run_name(args.command, _spec(args.spec))
@@ -284,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("locks", help="the job locks under a results folder: live jobs (held) and stale lock files")
     p.add_argument("--results", required=True, help="the workflow's results/<name> folder")
     p.set_defaults(fn=cmd_locks)
+    p = sub.add_parser("ui-links", help="each experiment's link to its training runs in the MLflow UI (make ui)")
+    p.add_argument("--store", default="results/mlflow.db", help="the MLflow SQLite database")
+    p.add_argument("--url", default="http://127.0.0.1:5000", help="where the MLflow UI listens")
+    p.set_defaults(fn=cmd_ui_links)
     p = sub.add_parser("pages", help="docs/results/<page>.md + figures from results/<name>/ (a page per config set)")
     p.add_argument("--config", nargs="+", help="the workflow's --configfile list (names the results)")
     p.add_argument("--bench", action="store_true", help="docs/results/microbench.md from --bench-results")

@@ -15,12 +15,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from seqcomp import PROJECT_ROOT
 from seqcomp.config_files import Locations, check_size, read_config_files
 from seqcomp.config_schema import SCHEMA_PATH, located, validate_schema
 from seqcomp.errors import ConfigError, SeqcompError
 from seqcomp.io import write_json
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Keys of a model entry that are not the architecture's hyper-parameters: ``kind`` names it,
 # ``train`` overrides train settings, ``lookbacks``/``seeds`` override the grid's axes.
 # (``revin`` is a model-level option handled by seqcomp.models.)

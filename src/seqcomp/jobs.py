@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from seqcomp.config import dataset_windows, model_axes, model_params, train_settings
+from seqcomp.names import JOB_PATH, experiment_name
 from seqcomp.stamps import import_closure, imports_of, recorded_modules, write_stamp
-
-WILDCARDS = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 # What building the DAG writes (the checked-config memo, the code stamps): in Snakemake's own
 # folder of the working directory, not under results/, so `snakemake -n` writes nothing there
 # (a read-only or another user's results folder still plans) and `make clean` removes it.
@@ -44,9 +43,9 @@ def paths(cfg: dict[str, Any]) -> dict[str, str]:
         # a job's MLflow calls, replayed into the store by the workflow (seqcomp.tracking); no rule reads them
         "journal": f"{r}/tracking/journal",
         "config": f"{r}/tracking/config.yaml",  # the resolved config, logged by every training run
-        "train": f"{r}/train/{WILDCARDS}",
-        "compress": f"{r}/compress/{WILDCARDS}/{{passname}}",
-        "evaluate": f"{r}/evaluate/{WILDCARDS}/{{passname}}/metrics.json",
+        "train": f"{r}/train/{JOB_PATH}",
+        "compress": f"{r}/compress/{JOB_PATH}/{{passname}}",
+        "evaluate": f"{r}/evaluate/{JOB_PATH}/{{passname}}/metrics.json",
         "summary": f"{r}/summary",
         "plots": f"{r}/plots",
         "logs": f"{r}/logs",
@@ -89,7 +88,7 @@ def data_spec(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, horizon: Any, seed: Any) -> dict:
     return {
-        "experiment": f"seqcomp/{cfg['name']}",
+        "experiment": experiment_name(cfg["name"]),
         "dataset": dataset,
         "model": model,
         "kind": cfg["models"][model]["kind"],
@@ -102,11 +101,16 @@ def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, hor
 
 
 def train_gpus(cfg: dict[str, Any], model: str) -> int:
-    """GPUs a training job asks the scheduler for: one unless the model trains on ``cpu``.
+    """GPUs a training job asks the scheduler for: one unless the model trains on ``cpu`` or is
+    fit without SGD (closed form, no trainable parameters: the fit never uses a GPU, and asking
+    would hold one, or wait for one, for nothing).
 
     ``auto`` asks too: on a cluster it is how a job gets a GPU node to find one on.
     """
-    return int(train_settings(cfg, model)["accelerator"] != "cpu")
+    from seqcomp.models import trains_by_sgd
+
+    sgd = trains_by_sgd(cfg["models"][model]["kind"], model_params(cfg, model))
+    return int(sgd and train_settings(cfg, model)["accelerator"] != "cpu")
 
 
 def pass_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
@@ -126,7 +130,7 @@ def evaluate_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, 
 
 # The module each stage's command (seqcomp.cli) hands the job to.
 STAGE_ENTRY = {
-    "data": "seqcomp.data.prepare",
+    "data": "seqcomp.data.stage",
     "train": "seqcomp.train.stage",
     "compress": "seqcomp.compress.stage",
     "evaluate": "seqcomp.evaluate.stage",

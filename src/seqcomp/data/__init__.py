@@ -1,8 +1,8 @@
 """Datasets: sources (one file per kind, one registry), chronological splits, scaling, windows.
 
 Two shapes of source. A *series* source (csv, synthetic, ar) turns its config into a polars
-DataFrame with a ``date`` column and numeric channel columns; ``prepare`` splits it, fits the
-scaler on train rows only and writes parquet + JSON; windows are cut at training time
+DataFrame with a ``date`` column and numeric channel columns; the data stage (``core.py``,
+``stage.py``) splits it, fits the scaler on train rows only and writes parquet + JSON; windows are cut at training time
 (``windows.py``), never materialised on disk. A series source may also offer
 ``optimal_mse_per_step(std, steps)`` (the error of the best possible forecast, recorded in
 meta.json). A *sample* source (``task = "classification"``: selective_copying,
@@ -63,8 +63,8 @@ def sample_shape(entry: dict[str, Any], base_dir: Path, where: str = "dataset") 
 
 
 def check_series(entry: dict[str, Any], base_dir: Path, where: str = "dataset") -> None:
-    """Refuse at config time (``validate``, the DAG build) what ``prepare`` would refuse, before any job runs."""
-    from seqcomp.data.prepare import fit_series
+    """Refuse at config time (``validate``, the DAG build) what the data stage would refuse, before any job runs."""
+    from seqcomp.data.core import fit_series  # lazy: the core imports polars; the core imports nothing of here
 
     if sample_shape(entry, base_dir, where) is None:
         fit_series(build_source(entry, base_dir, where), entry, where)

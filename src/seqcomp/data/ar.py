@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from seqcomp.data._common import hourly_frame, simulate
 from seqcomp.registry import check
 
 if TYPE_CHECKING:
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
 # Burn-in length: until the slowest mode has decayed to this fraction, so the kept series
 # starts in the stationary distribution rather than at zero.
 BURN_IN_DECAY = 1e-8
-
-
-def simulate(eps: np.ndarray, coefficients: list[float] | np.ndarray) -> np.ndarray:
-    """x_t = sum_i phi_i x_{t-i} + eps_t along axis 0, from a zero past (float64)."""
-    from scipy.signal import lfilter  # lazy: the synthetic kind imports this module on bare GPU boxes
-
-    return lfilter([1.0], np.concatenate([[1.0], -np.asarray(coefficients, dtype=np.float64)]), eps, axis=0)
 
 
 def roots(coefficients: list[float] | np.ndarray) -> np.ndarray:
@@ -126,8 +120,6 @@ class ARSource:
         return (raw * np.mean(1.0 / np.asarray(std, dtype=np.float64) ** 2)).tolist()
 
     def load(self) -> tuple[pl.DataFrame, dict]:
-        from seqcomp.data.synthetic import hourly_frame
-
         info = {"ar": {"coefficients": self.coefficients.tolist(), "noise": self.cfg.noise,
                        "max_root_modulus": float(np.abs(roots(self.coefficients)).max())}}
         return hourly_frame(self.values()), info

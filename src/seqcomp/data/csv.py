@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io
 import lzma
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,17 @@ def _blank_line(text: str) -> int | None:
     return None
 
 
+_DECIMAL_COMMA = re.compile(r"[+-]?\d*,\d+(?:[eE][+-]?\d+)?")
+
+
+def _decimal_comma_hint(value: str, sep: str) -> str:
+    """A hint for ``1,5`` in a ``;``-separated file: the European spreadsheet export, whose decimal
+    commas are refused rather than guessed (``1,500`` may be a thousand and a half elsewhere)."""
+    if sep != ";" or not _DECIMAL_COMMA.fullmatch(value.strip()):
+        return ""
+    return f"; decimal commas are not read: write {value.strip().replace(',', '.')} (or convert the file)"
+
+
 def _ragged_line(data: bytes, separator: str) -> str | None:
     """Name the first line whose field count differs from the header's (polars does not)."""
     try:
@@ -161,7 +173,8 @@ class CSVSource:
     def n_rows(self) -> int:
         return self.load()[0].height
 
-    def _read_text_table(self) -> pl.DataFrame:
+    def _read_text_table(self) -> tuple[pl.DataFrame, str]:
+        """The table as text columns, and its separator."""
         data = self._text_bytes()
         try:
             text = data.decode("utf-8")
@@ -184,7 +197,7 @@ class CSVSource:
             raise DataError(f"{self.path}: has a header but no data rows")
         if len(names) == frame.width:  # polars' own names would rename a duplicate and keep spaces
             frame.columns = names
-        return frame
+        return frame, sep
 
     def _header(self, text: str, sep: str) -> list[str]:
         """The header's names as written, stripped of surrounding spaces; each non-empty and unique."""
@@ -222,14 +235,15 @@ class CSVSource:
             )
         return parsed.alias("date")
 
-    def _parse_channel(self, raw: pl.Series) -> tuple[pl.Series, int]:
+    def _parse_channel(self, raw: pl.Series, sep: str) -> tuple[pl.Series, int]:
         text = raw.str.strip_chars()
         values = text.cast(pl.Float64, strict=False)
         # Non-empty text that is not a number is an error in any mode: it is not "missing".
         garbage = (values.is_null() & text.is_not_null() & (text != "")).arg_true()
         if len(garbage):
             row = int(garbage[0])
-            raise DataError(f"{self.path}: column {raw.name!r} line {_line(row)}: {raw[row]!r} is not a number")
+            raise DataError(f"{self.path}: column {raw.name!r} line {_line(row)}: {raw[row]!r} is not a number"
+                            + _decimal_comma_hint(raw[row], sep))
         # Finite in float64 is not finite in float32 (1e39 -> inf): refuse, in any mode, as the wrong value it is.
         huge = (values.is_finite() & (values.abs() > FLOAT32_MAX)).fill_null(False).arg_true()
         if len(huge):
@@ -282,7 +296,7 @@ class CSVSource:
     def load(self) -> tuple[pl.DataFrame, dict]:
         """The parsed table (``date`` + float32 channels) and what was done to it (values filled,
         rows inserted at gaps)."""
-        frame = self._read_text_table()
+        frame, sep = self._read_text_table()
         dates = self._parse_dates(frame)
         axis = time_axis(dates)
         self._check_steps(axis, frame[self.cfg.date_column])
@@ -294,7 +308,7 @@ class CSVSource:
             raise DataError(f"{self.path}: no channel columns besides the date column {self.cfg.date_column!r}")
         channels, filled = [], {}
         for name in names:
-            series, n_filled = self._parse_channel(frame[name])
+            series, n_filled = self._parse_channel(frame[name], sep)
             channels.append(series)
             if n_filled:
                 filled[name] = n_filled

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from seqcomp.data.ar import simulate
+from seqcomp.data._common import hourly_frame, simulate
 from seqcomp.registry import check
 
 if TYPE_CHECKING:
@@ -41,17 +41,6 @@ class SyntheticConfig:
 
 def _ar1(rng: np.random.Generator, n: int, coef: float, std: float, width: int) -> np.ndarray:
     return simulate(rng.normal(0.0, std, size=(n, width)), [coef])  # starts at eps_0: no burn-in
-
-
-def hourly_frame(values: np.ndarray) -> pl.DataFrame:
-    """A generated (T, C) array as the sources' table: hourly ``date`` from 2020-01-01, ``ch0..``."""
-    import polars as pl  # lazy: GPU benchmark machines have torch but not polars
-
-    dates = pl.datetime_range(
-        pl.datetime(2020, 1, 1), pl.datetime(2020, 1, 1) + pl.duration(hours=len(values) - 1), "1h", eager=True
-    )
-    channels = [pl.Series(f"ch{i}", values[:, i]) for i in range(values.shape[1])]
-    return pl.DataFrame({"date": dates}).with_columns(channels)
 
 
 class SyntheticSource:

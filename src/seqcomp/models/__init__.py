@@ -49,6 +49,20 @@ MODELS = Registry(
 )
 
 
+# How the training stage fits a kind that needs no SGD (seqcomp.train.core.fit), kept beside the
+# entries so that building the DAG knows without importing torch (tests/test_models.py holds it
+# equal to the classes): a training job of such a model asks the scheduler for no GPU.
+FIT_WITHOUT_SGD = {"linear": "closed form", "naive": "no trainable parameters"}
+
+
+def trains_by_sgd(kind: str, params: dict[str, Any] | None) -> bool:
+    """Whether a model of ``kind`` with ``params`` is fit by SGD: not a closed-form kind, nor a
+    parameter-free one unless ``cycle`` adds its (trainable) cycle; ``revin`` keeps a
+    parameter-free model parameter-free (see :func:`build_model`)."""
+    how = FIT_WITHOUT_SGD.get(kind)
+    return how is None or (how == "no trainable parameters" and (params or {}).get("cycle") is not None)
+
+
 @dataclass(frozen=True)
 class SeriesShape:
     """What a model needs to know about its data: lookback L, horizon H, channels C."""

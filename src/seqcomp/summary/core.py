@@ -13,12 +13,13 @@ from typing import Any
 
 import polars as pl
 
+from seqcomp.names import JOB_FIELDS
 from seqcomp.publish import markdown
 from seqcomp.summary.headline import headline
 
 LATENCY = re.compile(r"latency_b\d+_ms")
 KEYS = ["dataset", "model", "lookback", "horizon", "pass"]
-RUN_KEYS = ["dataset", "model", "lookback", "horizon", "seed"]
+RUN_KEYS = list(JOB_FIELDS)  # one row per training job (seqcomp.names)
 # Task-specific scores carried into the table when present: AR data's optimal error, and the
 # classification tasks' accuracies (their rows have no MSE).
 TASK_SCORES = ("optimal_mse", "mse_over_optimal", "accuracy", "seq_accuracy", "chance_accuracy")

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from seqcomp.config import PROJECT_ROOT
+from seqcomp import PROJECT_ROOT
 from seqcomp.errors import ConfigError
 
 SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "published.schema.yaml"

@@ -7,7 +7,6 @@ are the plot registry's (``seqcomp.summary.PLOTS``).
 from __future__ import annotations
 
 import json
-import re
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,10 @@ from seqcomp.summary.core import (
 )
 from seqcomp.publish.record import summary_record
 from seqcomp.summary.published import load_published
-from seqcomp.tracking import Run, current_runs, job_key, tracked
+from seqcomp.names import INT_FIELDS, job_key, parse_job_path
+from seqcomp.tracking import Run, current_runs, tracked
 
-JOB_PATH = r"{stage}/(?P<dataset>[^/]+)/(?P<model>[^/]+)/L(?P<lookback>\d+)-H(?P<horizon>\d+)/seed(?P<seed>\d+)/"
 TABLES = ("results.csv", "results.md", "headline.md", "published.md", "compression.md", "results.html")
-
-
-def job_keys(path: str | Path, stage: str) -> dict[str, Any]:
-    """(dataset, model, lookback, horizon, seed) from a ``<stage>/<dataset>/<model>/L<l>-H<h>/seed<s>/`` path."""
-    match = re.search(JOB_PATH.format(stage=stage), Path(path).as_posix())
-    if match is None:
-        raise ValueError(f"{path}: not a {stage}/<dataset>/<model>/L<l>-H<h>/seed<s>/... path")
-    return {k: (int(v) if k in ("lookback", "horizon", "seed") else v) for k, v in match.groupdict().items()}
 
 
 def load_metrics(paths: list[str]) -> pl.DataFrame:
@@ -47,7 +38,7 @@ def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
     out = []
     for path in paths:
         report = read_json(path)
-        keys = {**job_keys(path, "compress"), "pass": report["pass_name"]}
+        keys = {**parse_job_path(path, "compress"), "pass": report["pass_name"]}
         metric = report.get("sensitivity_metric", "sensitivity (as measured by the pass)")
         for layer in report.get("layers", []):
             for bits, value in (layer.get("sensitivity") or {}).items():
@@ -58,16 +49,16 @@ def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
 def load_histories(paths: list[str]) -> pl.DataFrame:
     frames = []
     for path in paths:
-        keys = job_keys(path, "train")
+        keys = parse_job_path(path, "train")
         frames.append(pl.read_csv(path).with_columns(**{k: pl.lit(v) for k, v in keys.items()}))
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
 def validation_scores(histories: list[str]) -> pl.DataFrame:
     """Best validation MSE of every training job, from the run.json beside its history.csv."""
-    rows = [{**job_keys(h, "train"), "val_mse": read_json(Path(h).with_name("run.json")).get("best_val_mse")}
+    rows = [{**parse_job_path(h, "train"), "val_mse": read_json(Path(h).with_name("run.json")).get("best_val_mse")}
             for h in histories]
-    return pl.DataFrame(rows, schema={**{k: (pl.Int64 if k in ("lookback", "horizon", "seed") else pl.Utf8)
+    return pl.DataFrame(rows, schema={**{k: (pl.Int64 if k in INT_FIELDS else pl.Utf8)
                                          for k in RUN_KEYS}, "val_mse": pl.Float64})
 
 
@@ -112,7 +103,7 @@ def run_summary(
 
 
 def job_keys_of(rows: list[dict[str, Any]]) -> set[str]:
-    """The tracking job keys (``seqcomp.tracking.job_key``) of the train, compress and evaluate
+    """The tracking job keys (``seqcomp.names.job_key``) of the train, compress and evaluate
     jobs behind the evaluations ``rows`` (metrics.json contents)."""
     return {job_key(stage, row) for row in rows for stage in ("train", "compress", "evaluate")}
 
@@ -124,7 +115,7 @@ def data_notes(histories: list[str]) -> str:
     for h in histories:
         run = read_json(Path(h).with_name("run.json"))
         if run.get("inserted_rows"):
-            inserted[job_keys(h, "train")["dataset"]] = run["inserted_rows"]
+            inserted[parse_job_path(h, "train")["dataset"]] = run["inserted_rows"]
     if not inserted:
         return ""
     counts = ", ".join(f"{name} {n} row{'s' * (n != 1)}" for name, n in sorted(inserted.items()))

@@ -9,10 +9,11 @@ later rewrite of an output cannot change what the run holds. ``seqcomp.tracking.
 applies journals to the store (the Snakemake main process does it live, and
 ``python -m seqcomp track`` on demand).
 
-A run names its parent by job key (``seqcomp.job``: stage + wildcards), not by MLflow run id,
-which does not exist yet when the job runs. Reruns: each attempt of a job writes its own
-journal; replaying a newer one marks the job's earlier runs ``seqcomp.superseded=true`` (and
-KILLED if a killed job left one RUNNING), so the UI can hide stale duplicates.
+A run names its parent by job key (``seqcomp.job``: stage + wildcards, ``seqcomp.names.job_key``),
+not by MLflow run id, which does not exist yet when the job runs. Reruns: each attempt of a job
+writes its own journal; replaying a newer one marks the job's earlier runs
+``seqcomp.superseded=true`` (and KILLED if a killed job left one RUNNING), so the UI can hide
+stale duplicates.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from seqcomp import PROJECT_ROOT
 from seqcomp.io import DiskFull, atomic_path, check_writable, names_full_disk
 
-PROJECT_ROOT = Path(__file__).resolve().parents[3]  # as seqcomp.config's, without importing jsonschema
 SQLITE_TIMEOUT_S = 120
 FILES_SUFFIX = ".files"  # beside <id>.jsonl: the files the journal's artifacts and model point to
 
@@ -70,23 +71,19 @@ def check_writable_store(config_uri: str | None) -> None:
         check_writable(store, "the tracking store's folder")
 
 
-def experiment_name(cfg: dict[str, Any]) -> str:
-    return f"seqcomp/{cfg['name']}"
-
-
-def job_key(stage: str, spec: dict[str, Any]) -> str:
-    """``train/ett/lstm/96/24/0`` (``/<pass>`` for compress and evaluate): the ``seqcomp.job`` tag,
-    by which reruns supersede and children find their parent (a compress job's parent is
-    ``job_key("train", its spec)``)."""
-    keys = ("dataset", "model", "lookback", "horizon", "seed") + (("pass",) if stage in ("compress", "evaluate") else ())
-    return "/".join([stage, *(str(spec[k]) for k in keys)])
+# Where an untracked file is code (a new module, rule or config) rather than an output, a note
+# or a scratch file: untracked files elsewhere do not make the checkout dirty.
+CODE_PATHS = ("src/", "workflow/", "rules/", "config/", "Snakefile")
 
 
 def git_state() -> dict[str, str]:
     """Commit and dirtiness of the project checkout, for provenance tags.
 
-    "unknown" for both outside a git checkout (an installed wheel, a copied tree) or without git:
-    a clean status there would be a false claim.
+    Dirty means the code may differ from the commit: a tracked file changed (staged or not), or
+    an untracked file under :data:`CODE_PATHS`. Untracked result files, logs or notes elsewhere
+    are not "uncommitted code" (``git status`` lists them, since results may live outside the
+    ignored ``results/``). "unknown" for both outside a git checkout (an installed wheel, a
+    copied tree) or without git: a clean status there would be a false claim.
     """
     def git(*args: str) -> str | None:
         try:
@@ -96,9 +93,18 @@ def git_state() -> dict[str, str]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain") if commit else None
-    dirty = "unknown" if status is None else str(bool(status))
+    status = git("status", "--porcelain", "-z") if commit else None
+    dirty = "unknown" if status is None else str(any(_is_code_change(entry) for entry in status.split("\0")))
     return {"seqcomp.git_commit": commit or "unknown", "seqcomp.git_dirty": dirty}
+
+
+def _is_code_change(entry: str) -> bool:
+    """One ``git status --porcelain -z`` entry (``XY path``) changes code: any tracked change, an
+    untracked path under :data:`CODE_PATHS`. (A rename's second entry, its old path, comes only
+    with a tracked change.)"""
+    if not entry:
+        return False
+    return not entry.startswith("?? ") or entry[3:].startswith(CODE_PATHS)
 
 
 def redact(uri: str) -> str:

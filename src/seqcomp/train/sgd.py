@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import zipfile
 import sys
 import time
@@ -163,6 +164,7 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=module.monitor, mode="min", save_last=True)
     with quiet_lightning():  # Lightning checks its environment (Slurm, devices) when the Trainer is built
         trainer = L.Trainer(
+            plugins=slurm_without_requeue(),
             max_epochs=settings["max_epochs"],
             accelerator=accelerator,
             devices=1,
@@ -188,7 +190,7 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
                  len(val_ds), accelerator, precision, settings["max_epochs"],
                  f", resumed from {resume_from}" if resume_from else "")
         start = time.perf_counter()
-        trainer.fit(module, *loaders, ckpt_path=resume_from)
+        stop_on_sigterm(trainer, lambda: trainer.fit(module, *loaders, ckpt_path=resume_from), checkpoint)
     wall = time.perf_counter() - start
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
@@ -202,6 +204,35 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
         "train_samples_per_s": seen / wall if wall > 0 else None,
     }
     return history.rows, info
+
+
+def slurm_without_requeue() -> list:
+    """Under Slurm, Lightning's Slurm environment without its auto-requeue: on its requeue signal
+    it would ``scontrol requeue`` the job behind Snakemake, which resubmits a failed job itself
+    (``retries``); an empty list elsewhere (Lightning detects no cluster)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def stop_on_sigterm(trainer: L.Trainer, fit: Callable[[], None], checkpoint: Any) -> None:
+    """Run ``fit``; on SIGTERM (Slurm's time limit, preemption, scancel; SIGKILL follows after its
+    KillWait) exit with status 143 as soon as the batch under way ends.
+
+    Lightning notes the signal and stops the loop at the next batch; left to itself, it then
+    ends the process with status 0, so Snakemake would look for outputs that are not there.
+    ``last.ckpt`` (the last finished epoch: the epoch under way is dropped, so a resumed run
+    computes what an uninterrupted one would) is kept, and a rerun of the job resumes from it.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        fit()
+    except SIGTERMException:
+        kept = f"{checkpoint.last_model_path} kept, a rerun resumes from it" if checkpoint.last_model_path \
+            else "no epoch finished, a rerun starts over"
+        log.warning("stopped by SIGTERM in epoch %d: %s", trainer.current_epoch + 1, kept)
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from seqcomp.train.core import build_job_model, train_job
 log = logging.getLogger("seqcomp.train")
 
 
-def train(
+def run_train(
     spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: Run, threads: int = 1,
     config_file: str | Path | None = None,
 ) -> dict:

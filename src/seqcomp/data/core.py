@@ -1,27 +1,26 @@
-"""Split a dataset chronologically, fit the scaler on train rows only, write parquet + JSON.
+"""The data stage's core: a dataset entry's source in; the prepared table and its meta.json
+record out, no files (``data/stage.py`` writes them).
 
-The parquet holds the *scaled* series (metrics are reported on scaled data, as published
-tables do); meta.json holds the scaler statistics (to map forecasts back), the split borders,
-the source's identity (file hash or generator parameters) for provenance, and the time axis:
-the series' start, its inferred step and where the step index (what a cycle's phase counts,
+A series is split chronologically and scaled with its train rows' statistics: the table holds
+the *scaled* series (metrics are reported on scaled data, as published tables do); the record
+holds the scaler statistics (to map forecasts back), the split borders, the source's identity
+(file hash or generator parameters) for provenance, and the time axis: the series' start, its
+inferred step and where the step index (what a cycle's phase counts,
 ``seqcomp.data.windows.step_index``) departs from the row number, as ``gaps: allow`` lets it.
-A sample dataset (classification task) is written as one row per sample instead, with no scaler.
+A sample dataset (classification task) is one row per sample instead, with no scaler.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from seqcomp.data import build_source, sample_shape
 from seqcomp.data.split import check_preset_step, split_borders
 from seqcomp.data.steps import time_axis
 from seqcomp.errors import DataError
-from seqcomp.io import atomic_path, write_json
 
 
 @dataclass
@@ -72,12 +71,8 @@ def fit_series(source: Any, entry: dict[str, Any], where: str) -> FittedSeries:
     return FittedSeries(frame, load_info, borders, scaled, mean, std, time)
 
 
-def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = ".", name: str = "dataset") -> dict:
-    """Write ``series.parquet`` and ``meta.json`` for one config dataset entry into ``out_dir``."""
-    where = f"datasets.{name}"
-    source = build_source(entry, Path(base_dir), where)
-    if sample_shape(entry, Path(base_dir), where) is not None:
-        return _prepare_samples(source, entry, Path(out_dir), name)
+def prepare_series(source: Any, entry: dict[str, Any], name: str, where: str) -> tuple[pl.DataFrame, dict]:
+    """(the scaled table: date + channels, its meta.json record) of a series source."""
     fitted = fit_series(source, entry, where)
     frame, channels, borders, mean, std = fitted.frame, fitted.channels, fitted.borders, fitted.mean, fitted.std
     out = frame.select("date").with_columns([pl.Series(c, fitted.scaled[:, i]) for i, c in enumerate(channels)])
@@ -95,15 +90,12 @@ def prepare(entry: dict[str, Any], out_dir: str | Path, base_dir: str | Path = "
     }
     if hasattr(source, "optimal_mse_per_step"):  # up to the longest horizon a test window can have
         meta["optimal_mse_per_step"] = source.optimal_mse_per_step(std, borders[2] - borders[1])
-    out_dir = Path(out_dir)
-    with atomic_path(out_dir / "series.parquet") as tmp:
-        out.write_parquet(tmp)
-    write_json(out_dir / "meta.json", meta)
-    return meta
+    return out, meta
 
 
-def _prepare_samples(source: Any, entry: dict[str, Any], out_dir: Path, name: str) -> dict:
-    """A sample dataset: one parquet row per sample (split, input tokens, target tokens); no scaler."""
+def prepare_samples(source: Any, entry: dict[str, Any], name: str) -> tuple[pl.DataFrame, dict]:
+    """(one row per sample: split, input tokens, target tokens; its meta.json record) of a sample
+    source; no scaler."""
     length, targets = source.shape
     frames = [
         pl.DataFrame({
@@ -124,7 +116,4 @@ def _prepare_samples(source: Any, entry: dict[str, Any], out_dir: Path, name: st
         "counts": source.counts(),
         "chance_accuracy": source.chance,
     }
-    with atomic_path(out_dir / "series.parquet") as tmp:
-        pl.concat(frames).write_parquet(tmp)
-    write_json(out_dir / "meta.json", meta)
-    return meta
+    return pl.concat(frames), meta
