@@ -687,7 +687,7 @@ def test_a_config_file_name_with_a_space_reaches_the_summary_as_one_argument(tmp
     result = snakemake(tmp_path, "-n", "-p", config=(tmp_path / "smoke.yaml", overlay))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout + result.stderr
-    assert "--out 'results/smoke/summary_my overlay'" in out and "> 'results/smoke/logs/summary_my overlay.log'" in out
+    assert "--out 'results/smoke/summary_my overlay'" in out and "--log 'results/smoke/logs/summary_my overlay.log'" in out
     assert "--config-files smoke.yaml 'my overlay.yaml'" in out
 
 
