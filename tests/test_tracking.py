@@ -312,8 +312,8 @@ def test_git_state_outside_a_checkout_is_unknown(tmp_path: Path, monkeypatch) ->
 
 
 def test_untracked_results_are_not_uncommitted_code(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    """An output or note beside the code leaves the checkout clean; a new module, or an edit of a
-    tracked file, makes it dirty."""
+    """An output, a note or an edited README leaves the checkout clean (the same meaning of dirty
+    as a page's record); a new module, or an edit of one, makes it dirty."""
     import subprocess
 
     import seqcomp.tracking
@@ -322,8 +322,10 @@ def test_untracked_results_are_not_uncommitted_code(tmp_path: Path, monkeypatch)
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
                        capture_output=True)
 
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "a.py").write_text("x = 1\n")
+    code = tmp_path / "src" / "seqcomp"
+    code.mkdir(parents=True)
+    (code / "a.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("r")
     git("init", "-q")
     git("add", ".")
     git("commit", "-qm", "a")
@@ -331,11 +333,12 @@ def test_untracked_results_are_not_uncommitted_code(tmp_path: Path, monkeypatch)
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "metrics.json").write_text("{}")
     (tmp_path / "notes.md").write_text("n")
+    (tmp_path / "README.md").write_text("r, edited")  # a tracked file, but not the pipeline's code
     assert git_state()["seqcomp.git_dirty"] == "False"
-    (tmp_path / "src" / "b.py").write_text("y = 2\n")
+    (code / "b.py").write_text("y = 2\n")
     assert git_state()["seqcomp.git_dirty"] == "True"
-    (tmp_path / "src" / "b.py").unlink()
-    (tmp_path / "src" / "a.py").write_text("x = 2\n")
+    (code / "b.py").unlink()
+    (code / "a.py").write_text("x = 2\n")
     assert git_state()["seqcomp.git_dirty"] == "True"
 
 

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -71,40 +70,19 @@ def check_writable_store(config_uri: str | None) -> None:
         check_writable(store, "the tracking store's folder")
 
 
-# Where an untracked file is code (a new module, rule or config) rather than an output, a note
-# or a scratch file: untracked files elsewhere do not make the checkout dirty.
-CODE_PATHS = ("src/", "workflow/", "rules/", "config/", "Snakefile")
-
-
 def git_state() -> dict[str, str]:
-    """Commit and dirtiness of the project checkout, for provenance tags.
-
-    Dirty means the code may differ from the commit: a tracked file changed (staged or not), or
-    an untracked file under :data:`CODE_PATHS`. Untracked result files, logs or notes elsewhere
-    are not "uncommitted code" (``git status`` lists them, since results may live outside the
-    ignored ``results/``). "unknown" for both outside a git checkout (an installed wheel, a
-    copied tree) or without git: a clean status there would be a false claim.
+    """Commit and dirtiness of the project checkout, for provenance tags: the publishing module's
+    one git reader and one meaning of dirty (an uncommitted edit, or a new file, under the
+    pipeline's code: ``seqcomp.publish.record.PIPELINE_CODE``), so a run's tags and a page's
+    record agree. Untracked results, logs or notes elsewhere are not uncommitted code. "unknown"
+    for both outside a git checkout (an installed wheel, a copied tree) or without git: a clean
+    status there would be a false claim.
     """
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
-        except OSError:  # no git binary
-            return None
-        return out.stdout.strip() if out.returncode == 0 else None
+    from seqcomp.publish.record import PIPELINE_CODE, code_dirty, git
 
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "-z") if commit else None
-    dirty = "unknown" if status is None else str(any(_is_code_change(entry) for entry in status.split("\0")))
+    commit = git(PROJECT_ROOT, "rev-parse", "HEAD")
+    dirty = code_dirty(PROJECT_ROOT, PIPELINE_CODE) if commit else "unknown"
     return {"seqcomp.git_commit": commit or "unknown", "seqcomp.git_dirty": dirty}
-
-
-def _is_code_change(entry: str) -> bool:
-    """One ``git status --porcelain -z`` entry (``XY path``) changes code: any tracked change, an
-    untracked path under :data:`CODE_PATHS`. (A rename's second entry, its old path, comes only
-    with a tracked change.)"""
-    if not entry:
-        return False
-    return not entry.startswith("?? ") or entry[3:].startswith(CODE_PATHS)
 
 
 def redact(uri: str) -> str:
