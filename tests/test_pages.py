@@ -141,3 +141,29 @@ def test_the_index_takes_each_headline_from_its_page(tmp_path: Path) -> None:
     assert "(4 jobs in 5 min 00 s, wall / (jobs' seconds / cores) = 1.20)" in row and "[etth1](results/etth1.md)" in row
     smoke = next(line for line in text.splitlines() if line.startswith("| `config/smoke.yaml`"))
     assert "not run (no page)" in smoke  # a page not generated is said, not left out
+
+
+PAGE = """# Results: x
+
+- commit: `0123456789abcdef0123`
+
+## Headline
+
+| dataset | model | mse | latency_b1_ms | speedup_b1 |
+|---|---|---|---|---|
+| tiny | lstm | 0.7772 | 1.20 | 1.1 |
+| tiny | s4d | 0.8375 | 2.40 | 0.9 |
+"""
+
+
+def test_a_regenerated_page_says_whether_its_numbers_changed() -> None:
+    from seqcomp.publish.compare import compare_pages
+
+    timings_only = PAGE.replace("1.20", "1.31").replace("0.9 |", "0.8 |")
+    line = compare_pages(PAGE, timings_only)
+    assert line.startswith("- numbers: every one of the 6 non-timing cells equals the committed page (made at `0123456789ab`)'s")
+    assert "2 timing cells differ" in line
+    moved = compare_pages(PAGE, PAGE.replace("0.8375", "0.8376"))
+    assert "1 of 6 non-timing cells differ" in moved and "row 'tiny s4d', mse: 0.8375 -> 0.8376" in moved
+    fewer = compare_pages(PAGE, PAGE.replace("| tiny | s4d | 0.8375 | 2.40 | 0.9 |\n", ""))
+    assert "has 1 rows, was 2" in fewer

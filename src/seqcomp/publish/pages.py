@@ -27,8 +27,9 @@ import yaml
 
 from seqcomp.errors import ConfigError, SeqcompError, shown
 from seqcomp.io import atomic_path, read_json
+from seqcomp.publish.compare import compare_pages
 from seqcomp.publish.markdown import duration, header
-from seqcomp.publish.record import machine_line, workflow_command
+from seqcomp.publish.record import git, machine_line, workflow_command
 from seqcomp.summary import PLOTS
 
 # summary tables in page order; each file's title becomes its section heading
@@ -77,9 +78,10 @@ def page_folder(base: str | Path, config_files: list[str], name: str) -> str:
     return f"{base}_{tag}" if tag else str(base)
 
 
-def page_header(page: str, source: str, prov: dict[str, Any]) -> str:
+def page_header(page: str, source: str, prov: dict[str, Any], numbers: str | None = None) -> str:
     """The page's opening: how to reproduce it, from which commit, on which machine, how long it
-    took and how busy it kept the cores. ``source``: the results folders it was generated from."""
+    took and how busy it kept the cores. ``source``: the results folders it was generated from;
+    ``numbers``: how its numbers compare with the previous page's (:func:`.compare.compare_pages`)."""
     files = shlex.join(prov["config_files"])  # a name with a space stays one argument
     m, times = prov["machine"], prov["times"]
     facts = [
@@ -95,7 +97,9 @@ def page_header(page: str, source: str, prov: dict[str, Any]) -> str:
                          "reruns a job whose code changed (code stamps), so theirs equals this commit's")
     else:
         facts.append(f"- wall time: not recorded ({times['source']})")
-    facts.append(f"- summary written: {prov['written']}\n")
+    facts.append(f"- summary written: {prov['written']}" + ("" if numbers else "\n"))
+    if numbers:
+        facts.append(numbers + "\n")
     commands = [f"{workflow_command(prov['config_files'], 'pages')}   # or: make pages CONFIG=\"{files}\""]
     return header(f"Results: {page}", source, f"the workflow's `pages` rule (`make pages CONFIG=\"{files}\"`)",
                   commands, facts)
@@ -150,8 +154,13 @@ def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Pa
     if written_for != page:  # a summary of another config set (written before pages were per set)
         raise SeqcompError(f"{summary}/provenance.json is of config files {' '.join(prov['config_files'])} "
                            f"(page {written_for}), not of {' '.join(config_files)}: rerun their summary")
-    parts = [page_header(page, f"`results/{name}/{summary.name}/` and `{plots.name}/`", prov)]
-    parts += [section((summary / file).read_text(), name) for file in SECTIONS]
+    sections = [section((summary / file).read_text(), name) for file in SECTIONS]
+    out = docs_dir / f"{page}.md"
+    # against the page as last committed (None outside a checkout, or for a new page): the same
+    # answer however often the page is regenerated before it is committed
+    previous = git(out.parent, "show", f"HEAD:./{out.name}") if out.parent.is_dir() else None
+    numbers = compare_pages(previous, "\n".join(sections)) if previous else None
+    parts = [page_header(page, f"`results/{name}/{summary.name}/` and `{plots.name}/`", prov, numbers), *sections]
     figures = docs_dir / page
     if figures.exists():
         shutil.rmtree(figures)  # figures of plots no longer registered must not linger
@@ -161,7 +170,6 @@ def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Pa
         shutil.copyfile(plots / f"{plot_name}.png", figures / f"{plot_name}.png")
         link = f"{page}/{plot_name}.png"
         parts.append(f"### {plot.title}\n\n![{plot.title}]({f'<{link}>' if ' ' in link else link})\n")
-    out = docs_dir / f"{page}.md"
     with atomic_path(out) as tmp:
         tmp.write_text("\n".join(parts))
     return out
