@@ -19,6 +19,9 @@ from pathlib import Path
 
 from seqcomp.errors import SeqcompError
 from seqcomp.lock import hold_job, list_locks
+# every job is named by it (its lock, its run): a module-level import, so the static import walk
+# of a job that never ran (seqcomp.jobs.code_modules) finds it as the job's own record will
+from seqcomp.names import experiment_name, job_key, run_name
 
 
 LOG_HELP = "the job's log, opened once the job holds its output folder (seqcomp.lock)"
@@ -55,7 +58,6 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> None:
     from seqcomp.config import load_config
     from seqcomp.jobs import grid
-    from seqcomp.names import experiment_name
 
     cfg = load_config(args.config)  # several files merge as Snakemake's --configfile list does
     print(f"{' '.join(args.config)}: valid; {len(grid(cfg))} evaluations in experiment {experiment_name(cfg['name'])}")
@@ -104,7 +106,6 @@ def config_tracking_uri(resolved_config: Path) -> str | None:
 def _run(args: argparse.Namespace, stage: str, spec: dict, parent: str | None = None):  # noqa: ANN202
     """The job's run (a journal under ``--journal``); ``parent``: the parent stage, whose job key
     comes from the same spec."""
-    from seqcomp.names import job_key, run_name
     from seqcomp.tracking import Run, snakemake_tags
 
     wildcards = {k: spec[k] for k in ("dataset", "model", "lookback", "horizon", "seed", "pass") if k in spec}
@@ -155,7 +156,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_summary(args: argparse.Namespace) -> None:
-    from seqcomp.names import job_key, run_name
     from seqcomp.summary.stage import run_summary
     from seqcomp.tracking import Run, snakemake_tags
 
@@ -184,7 +184,6 @@ def cmd_locks(args: argparse.Namespace) -> None:
 
 def job_of(args: argparse.Namespace) -> tuple[Path, str] | None:
     """(output folder, job name) of a job command, for its lock; None for the other commands."""
-    from seqcomp.names import run_name
 
     if args.command == "summary":
         return Path(args.out), run_name("summary", {"page": args.page})
