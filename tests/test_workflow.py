@@ -661,11 +661,18 @@ def test_a_full_results_disk_is_said_once_without_tracebacks(tmp_path: Path) -> 
         # full disk (the profile's 2 cores run two trainings at once, each naming its own file)
         assert len(full) == len(set(full)) and len(workflow) == 1 and len(store) <= 1 and len(own) <= 2, full
         assert "sqlalchemy" not in out.lower() and "Traceback" not in out, out[-4000:]
-        outputs = [p for stage in ("train", "compress", "evaluate") for p in (tmp_path / "results" / "smoke" / stage).rglob("*")]
-        assert not [p for p in outputs if p.is_file()] and not list((tmp_path / "results").rglob("*.tmp")), outputs
+        # nothing half-written: a training whose job failed left none of its outputs (one that
+        # finished before the disk filled, the small closed-form fit, may keep all of them)
+        trained = set()
+        for folder in {p.parent for p in (tmp_path / "results" / "smoke" / "train").rglob("*") if p.is_file()}:
+            kept = {p.name for p in folder.iterdir() if p.name in ("model.pt", "history.csv", "run.json")}
+            assert kept in (set(), {"model.pt", "history.csv", "run.json"}), (folder, kept)
+            trained |= {folder} if kept else set()
+        assert not list((tmp_path / "results").rglob("*.tmp"))
         subprocess.run(["mount", "-o", "remount,size=64m", str(tmp_path / "results")], check=True)
         planned = jobs_planned(snakemake(tmp_path, "-n"))
-    assert planned.get("train") == len(smoke_config()["models"]) and "data" not in planned
+    # the failed trainings are planned again, the finished ones and the data are not
+    assert planned.get("train") == len(smoke_config()["models"]) - len(trained) > 0 and "data" not in planned
 
 
 def test_a_read_only_results_folder_plans_but_does_not_run(tmp_path: Path) -> None:
