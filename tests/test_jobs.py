@@ -256,6 +256,44 @@ def test_a_job_records_the_modules_it_loaded_with_their_digests(tmp_path: Path) 
     assert ran["seqcomp.jobs"] == ast_digest(module_file("seqcomp.jobs")) and "seqcomp.stamps" not in ran
     assert all(name == "seqcomp" or name.startswith("seqcomp.") for name in ran)
     record_job(tmp_path, started=0.0)  # every file saved after the process started: none counts as it ran
-    assert set(recorded_modules(tmp_path).values()) == {"saved-while-running"}
+    modules = {name: digest for name, digest in recorded_modules(tmp_path).items() if "[" not in name}
+    assert set(modules.values()) == {"saved-while-running"}  # (a registry's entries rerun with its module)
     (tmp_path / RECORD_NAME).write_text("[1, 2]")  # unreadable: as if the job never ran
     assert recorded_modules(tmp_path) is None
+
+
+def test_a_registry_entry_counts_only_for_the_jobs_that_resolve_it(tmp_path: Path) -> None:
+    """Adding a model or a pass to a registry changes no digest; a job records the entries it
+    resolved, so changing its own entry reruns it; a record from before entries were left out
+    of the digests still counts while the module is unchanged."""
+    source = 'from seqcomp.registry import Registry\nR = Registry("thing", {"a": "seqcomp.x:A"})\n'
+    pkg = fake_package(tmp_path, {"seqcomp.reg": source, "seqcomp.x": "A = 1\nB = 2\n"})
+    reg = pkg / "reg.py"
+    before, legacy = ast_digest(reg), ast_digest(reg, with_entries=True)
+    reg.write_text(source.replace('"seqcomp.x:A"}', '"seqcomp.x:A", "b": "seqcomp.x:B"}'))
+    assert ast_digest(reg) == before and ast_digest(reg, with_entries=True) != legacy
+    reg.write_text(source.replace("thing", "other"))  # other code in the module still counts
+    assert ast_digest(reg) != before
+    reg.write_text(source)
+
+    modules, stamp = frozenset({"seqcomp.reg", "seqcomp.reg[a]"}), tmp_path / "job.sha256"
+
+    def as_ran(ran: dict[str, str]) -> bool:
+        write_stamp.__globals__["_digests"].cache_clear()
+        write_stamp(stamp, modules, ran, pkg)
+        return stamp.stat().st_mtime_ns == AS_RAN_NS
+
+    ran = {"seqcomp.reg": before, "seqcomp.reg[a]": "seqcomp.x:A"}
+    assert as_ran(ran) and as_ran({**ran, "seqcomp.reg": legacy})
+    reg.write_text(source.replace('"seqcomp.x:A"}', '"seqcomp.x:A", "b": "seqcomp.x:B"}'))
+    assert as_ran(ran) and not as_ran({**ran, "seqcomp.reg": legacy})  # an old record reruns once
+    reg.write_text(source.replace("seqcomp.x:A", "seqcomp.x:B"))  # the job's own entry changed
+    assert not as_ran(ran)
+
+
+def test_a_job_records_the_registry_entries_it_resolved(tmp_path: Path) -> None:
+    import time
+
+    PASSES.get("fp32")
+    record_job(tmp_path, started=time.time())
+    assert recorded_modules(tmp_path)["seqcomp.compress[fp32]"] == "seqcomp.compress.passes.fp32:Identity"

@@ -295,6 +295,25 @@ def test_editing_code_no_job_ran_reruns_nothing(smoke_run: Path) -> None:
         assert "Nothing to be done" in result.stdout + result.stderr, source
 
 
+def test_adding_a_model_or_a_pass_to_its_registry_reruns_nothing_changing_an_entry_reruns_its_jobs(
+        smoke_run: Path) -> None:
+    passes, models = PKG / "compress" / "__init__.py", PKG / "models" / "__init__.py"
+    fp32 = '"fp32": "seqcomp.compress.passes.fp32:Identity",'
+    new_pass = fp32 + '\n        "zz_new_sim": "seqcomp.compress.passes.fp32:Identity",'
+    assert fp32 in passes.read_text() and '"lstm": "seqcomp.models.lstm:' in models.read_text()
+    new_model = '"lstm": "seqcomp.models.lstm:LSTMForecaster",\n    "zz_new": "seqcomp.models.lstm:'
+    with edited(passes, models, line=""):
+        passes.write_text(passes.read_text().replace(fp32, new_pass))
+        models.write_text(models.read_text().replace('"lstm": "seqcomp.models.lstm:', new_model, 1))
+        result = snakemake(smoke_run, "-n")
+    assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
+    with edited(passes, line=""):  # the entry of a pass the smoke config runs
+        passes.write_text(passes.read_text().replace(fp32, fp32.replace("Identity", "Identity ")))
+        planned = jobs_planned(snakemake(smoke_run, "-n"))
+    n = len(smoke_config()["models"])
+    assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
+
+
 def test_editing_shared_model_code_reruns_the_models_that_import_it(smoke_run: Path) -> None:
     with edited(PKG / "models" / "_common.py"):  # lstm and s4d import it; the closed-form linear does not
         planned = jobs_planned(snakemake(smoke_run, "-n"))
@@ -316,14 +335,15 @@ def test_each_job_records_what_it_imported_and_the_static_walk_finds_at_least_th
     from seqcomp.config import load_config
     from seqcomp.stamps import recorded_modules as read_record
 
-    def recorded_modules(folder: Path) -> set[str]:
-        return set(read_record(folder))
+    def recorded_modules(folder: Path) -> set[str]:  # the modules; registry entries are recorded apart
+        return {name for name in read_record(folder) if "[" not in name}
 
     cfg = load_config(smoke_config())
     r = smoke_run / "results" / "smoke"
     for model in cfg["models"]:
         job = f"tiny/{model}/L24-H8/seed0"
         train = recorded_modules(r / "train" / job)
+        assert f"seqcomp.models[{cfg['models'][model]['kind']}]" in read_record(r / "train" / job)
         assert "seqcomp.cli" in train and f"seqcomp.models.{model}" in train
         assert not any(m.startswith(("seqcomp.evaluate", "seqcomp.compress")) for m in train), train
         assert train <= jobs.code_modules("train", cfg, model)

@@ -46,14 +46,18 @@ def module_file(name: str, pkg: Path = PKG) -> Path | None:
     return None
 
 
-def ast_digest(path: Path) -> str:
-    """sha256 of the module's syntax tree without docstrings, positions or comments."""
+def ast_digest(path: Path, with_entries: bool = False) -> str:
+    """sha256 of the module's syntax tree without docstrings, positions or comments, and without
+    the entries of its plug-in registries (``Registry(kind, {name: "module:Attr"})``): adding a
+    model or a pass reruns no job of the others. A job records the entries it resolved apart
+    (:func:`record_job`), so a change of its own entry still reruns it. ``with_entries``: the
+    digest as records written before entries were left out hold it (:func:`write_stamp`)."""
     stat = path.stat()
-    return _ast_digest(path, stat.st_mtime_ns, stat.st_size)
+    return _ast_digest(path, stat.st_mtime_ns, stat.st_size, with_entries)
 
 
 @lru_cache(maxsize=None)
-def _ast_digest(path: Path, mtime_ns: int, size: int) -> str:
+def _ast_digest(path: Path, mtime_ns: int, size: int, with_entries: bool) -> str:
     """Once per file version per DAG build (mtime and size make the cache key)."""
     source = path.read_bytes()
     try:
@@ -63,7 +67,43 @@ def _ast_digest(path: Path, mtime_ns: int, size: int) -> str:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and _has_docstring(node):
             node.body = node.body[1:]
+        if not with_entries and (table := _registry_table(node)) is not None:
+            table.keys, table.values = [], []
     return hashlib.sha256(ast.dump(tree, include_attributes=False).encode()).hexdigest()
+
+
+def _registry_table(node: ast.AST) -> ast.Dict | None:
+    """The ``{name: "module:Attr"}`` literal of a ``Registry(kind, {...})`` call, else None."""
+    if not (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Registry"):
+        return None
+    return next((arg for arg in node.args if isinstance(arg, ast.Dict)), None)
+
+
+ENTRY = re.compile(r"(?P<owner>seqcomp(\.\w+)*)\[(?P<name>[^\]]+)\]")  # a record's name for a registry entry
+
+
+def registry_entry(owner: str, name: str, pkg: Path = PKG) -> str:
+    """The current value of entry ``name`` of the registry defined in module ``owner``, read from
+    its source without importing it; ``missing`` if there is none."""
+    path = module_file(owner, pkg)
+    if path is None:
+        return "missing"
+    stat = path.stat()
+    return _registry_entries(path, stat.st_mtime_ns, stat.st_size).get(name, "missing")
+
+
+@lru_cache(maxsize=None)
+def _registry_entries(path: Path, mtime_ns: int, size: int) -> dict[str, str]:
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError:
+        return {}
+    entries: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if (table := _registry_table(node)) is not None:
+            entries.update({k.value: v.value for k, v in zip(table.keys, table.values)
+                            if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)})
+    return entries
 
 
 def _has_docstring(node: ast.AST) -> bool:
@@ -137,6 +177,8 @@ def record_job(folder: str | Path, started: float) -> None:
         path = module_file(name)
         if path is not None:
             digests[name] = ast_digest(path) if path.stat().st_mtime < started else "saved-while-running"
+    registry = sys.modules.get("seqcomp.registry")
+    digests.update(sorted(getattr(registry, "RESOLVED", {}).items()))  # "seqcomp.models[lstm]": its entry
     with atomic_path(Path(folder) / RECORD_NAME) as tmp:
         tmp.write_text(json.dumps({"modules": digests}, indent=1) + "\n")
 
@@ -172,7 +214,7 @@ def write_stamp(stamp: Path, modules: frozenset[str], ran: dict[str, str] | None
     """
     digests = _digests(frozenset(modules), pkg)
     content = "".join(f"{digest} {name}\n" for name, digest in sorted(digests.items()))
-    as_ran = ran == digests
+    as_ran = _as_ran(ran, digests, pkg)
     if stamp.is_file() and stamp.read_text() == content and (stamp.stat().st_mtime_ns == AS_RAN_NS) == as_ran:
         return
     from seqcomp.io import atomic_path
@@ -188,5 +230,22 @@ def _digests(modules: frozenset[str], pkg: Path) -> dict[str, str]:
     """{module: digest, or ``missing`` for a module with no file}, once per distinct module set
     per DAG build: a grid's jobs share a few sets, and hashing them per job made a 2,400-job DAG
     slow to build."""
-    found = {name: module_file(name, pkg) for name in modules}
-    return {name: ast_digest(path) if path is not None else "missing" for name, path in found.items()}
+    digests = {}
+    for name in modules:
+        if entry := ENTRY.fullmatch(name):
+            digests[name] = registry_entry(entry["owner"], entry["name"], pkg)
+        else:
+            path = module_file(name, pkg)
+            digests[name] = ast_digest(path) if path is not None else "missing"
+    return digests
+
+
+def _as_ran(ran: dict[str, str] | None, digests: dict[str, str], pkg: Path) -> bool:
+    """Whether the code is as the job ran it. A record written before registry entries were left
+    out of the digests holds a registry module's digest with its entries: it counts while that
+    module is unchanged, so the change of scheme reruns nothing."""
+    if ran is None or set(ran) != set(digests):
+        return False
+    return all(ran[name] == digest or ((path := module_file(name, pkg)) is not None
+                                       and ran[name] == ast_digest(path, with_entries=True))
+               for name, digest in digests.items())
