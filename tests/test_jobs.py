@@ -294,6 +294,6 @@ def test_a_registry_entry_counts_only_for_the_jobs_that_resolve_it(tmp_path: Pat
 def test_a_job_records_the_registry_entries_it_resolved(tmp_path: Path) -> None:
     import time
 
-    PASSES.get("fp32")
+    PASSES.get("fp32")  # loads its module
     record_job(tmp_path, started=time.time())
     assert recorded_modules(tmp_path)["seqcomp.compress[fp32]"] == "seqcomp.compress.passes.fp32:Identity"

@@ -10,7 +10,6 @@ import dataclasses
 import importlib
 import importlib.util
 import math
-import sys
 import types
 import typing
 from pathlib import Path
@@ -19,18 +18,12 @@ from typing import Any
 from seqcomp.errors import ConfigError, cut, shown, type_hint
 
 
-# Entries this process resolved, "<registry's module>[<name>]" -> entry: a job's record of the
-# plug-ins it ran (seqcomp.stamps.record_job), since a registry module's digest leaves entries out.
-RESOLVED: dict[str, str] = {}
-
-
 class Registry:
     """Maps a name to ``"package.module:Attribute"`` and imports it on first use."""
 
     def __init__(self, kind: str, entries: dict[str, str]):
         self.kind = kind
         self._entries = dict(entries)
-        self._owner = sys._getframe(1).f_globals.get("__name__", "")  # the module that defines it
 
     @property
     def plural(self) -> str:
@@ -51,9 +44,7 @@ class Registry:
         return self._entries[name]
 
     def get(self, name: str, where: str = "config") -> Any:
-        entry = self._check(name, where)
-        RESOLVED[f"{self._owner}[{name}]"] = entry
-        module, _, attr = entry.partition(":")
+        module, _, attr = self._check(name, where).partition(":")
         return getattr(importlib.import_module(module), attr)
 
     def module(self, name: str) -> str:

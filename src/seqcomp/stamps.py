@@ -177,10 +177,24 @@ def record_job(folder: str | Path, started: float) -> None:
         path = module_file(name)
         if path is not None:
             digests[name] = ast_digest(path) if path.stat().st_mtime < started else "saved-while-running"
-    registry = sys.modules.get("seqcomp.registry")
-    digests.update(sorted(getattr(registry, "RESOLVED", {}).items()))  # "seqcomp.models[lstm]": its entry
+    digests.update(loaded_entries())
     with atomic_path(Path(folder) / RECORD_NAME) as tmp:
         tmp.write_text(json.dumps({"modules": digests}, indent=1) + "\n")
+
+
+def loaded_entries() -> dict[str, str]:
+    """``{"<registry's module>[<name>]": entry}`` for every registry entry whose module this process
+    loaded: the plug-ins a job ran, recorded beside its modules since a registry module's digest
+    leaves its entries out (``seqcomp.models[lstm]``: ``seqcomp.models.lstm:LSTMForecaster``)."""
+    found = {}
+    for owner in [name for name in list(sys.modules) if name == "seqcomp" or name.startswith("seqcomp.")]:
+        if (path := module_file(owner)) is None:
+            continue
+        stat = path.stat()
+        for name, entry in _registry_entries(path, stat.st_mtime_ns, stat.st_size).items():
+            if entry.partition(":")[0] in sys.modules:
+                found[f"{owner}[{name}]"] = entry
+    return dict(sorted(found.items()))
 
 
 def recorded_modules(folder: str | Path) -> dict[str, str] | None:
