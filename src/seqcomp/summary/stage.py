@@ -151,14 +151,15 @@ def _write_tables(frame: pl.DataFrame, published: Path | None, out_dir: Path, ti
     scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
     fp32 = scored.filter(pl.col("pass_kind") == "fp32")
     values = load_published(published) if published is not None else []
+    shown = table.drop("method", "group_profile", strict=False)  # sweep.md's; too wide for every row
     written = {"results.csv": lambda tmp: frame.write_csv(tmp),
-               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table) + notes),
+               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(shown) + notes),
                "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
                "published.md": lambda tmp: tmp.write_text(
                    published_markdown(compare_published(fp32, values), values, title)),
                "compression.md": lambda tmp: tmp.write_text(compression_markdown(compression_table(table), title)),
                "sweep.md": lambda tmp: tmp.write_text(sweep_markdown(table, title)),
-               "results.html": lambda tmp: tmp.write_text(to_html(table, heading))}
+               "results.html": lambda tmp: tmp.write_text(to_html(shown, heading))}
     for name in TABLES:
         with atomic_path(out_dir / name) as tmp:
             written[name](tmp)
