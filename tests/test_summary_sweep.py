@@ -133,3 +133,10 @@ def test_rows_without_report_settings_are_their_own_method(missing: str) -> None
     pts = points(table)
     assert (pts["method"].to_list() == ["a", "b"]) if missing == "method" else (pts["method"].to_list() == ["A", "A"])
     assert target_table(pts).height == 1
+
+
+def test_where_no_pass_reaches_the_target_the_closest_configuration_is_shown() -> None:
+    rows = [row(m, "tiny", "A", 14, 5.0) for m in ("a", "b")] + [row(m, "fair", "A", 8, 0.5) for m in ("a", "b")]
+    table = target_table(points(pl.DataFrame(rows)))
+    assert set(table["config"]) == {"fair"} and not table["reached"].any()  # within +1% on both, not the larger
+    assert "**not reached**: no pass reaches it on any model; the closest, `fair`" in sweep_markdown(pl.DataFrame(rows), "t")
