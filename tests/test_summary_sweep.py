@@ -30,6 +30,8 @@ def test_a_method_is_its_kind_and_settings_less_the_size_ones() -> None:
     same = method_label("pv_tune_sim", {**tune, "base": {**tune["base"], "bits": 2}})
     other = method_label("pv_tune_sim", {**tune, "base": {**tune["base"], "keep_dtype": "float32"}})
     assert method_label("pv_tune_sim", tune) == same != other
+    assert same.startswith("pv_tune_sim (base=rtn_weight_sim#") and same.endswith(", epochs=3)")
+    assert method_label("pv_tune_sim", {**tune, "base": {**tune["base"], "kind": "gptq_weight_sim"}}) != same
 
 
 def row(model: str, pass_: str, method: str, ratio: float, change: float, fp32_bytes: int = 40_000,

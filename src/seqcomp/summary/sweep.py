@@ -43,7 +43,7 @@ SELECTION = ("Every choice in this section (the smallest pass within the error b
 def _settings(params: Any) -> Any:
     """``params`` less its size keys, at any depth (a chain's steps, a nested ``base`` pass)."""
     if isinstance(params, dict):
-        return {k: _settings(v) for k, v in sorted(params.items()) if k not in SIZE_KEYS and k != "kind"}
+        return {k: _settings(v) for k, v in sorted(params.items()) if k not in SIZE_KEYS}
     if isinstance(params, list):
         return [_settings(v) for v in params]
     return params
@@ -52,12 +52,14 @@ def _settings(params: Any) -> Any:
 def method_label(kind: str, params: dict[str, Any]) -> str:
     """``kind`` with its non-size settings: ``gptq_weight_sim (keep_dtype=float16, scale_dtype=float8_e4m3)``.
 
-    A nested setting (a chain's steps, an allocator's candidates) is shown by a short digest of
-    its non-size content, so two different ones never share a label and the label stays short."""
+    A nested setting (a chain's steps, a nested pass, an allocator's candidates) is shown by its
+    kind, if it has one, and a short digest of its non-size content, so two different ones never
+    share a label and the label stays short."""
     parts = []
     for key, value in _settings(params).items():
         if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
-            value = "#" + hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:6]
+            kind_of = value.get("kind", "") if isinstance(value, dict) else ""
+            value = f"{kind_of}#" + hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:6]
         elif isinstance(value, list):  # groups: [recurrent, ssm, linear]
             value = "/".join(map(str, value))
         parts.append(f"{key}={value}")
