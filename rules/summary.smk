@@ -21,6 +21,7 @@ rule summary:
         headline=f"{SUMMARY}/headline.md",
         published=f"{SUMMARY}/published.md",
         compression=f"{SUMMARY}/compression.md",
+        sweep=f"{SUMMARY}/sweep.md",  # empty unless a method is run at several sizes
         provenance=f"{SUMMARY}/provenance.json",
         html=report(
             f"{SUMMARY}/results.html", caption="../workflow/report/results.rst", category="Results table"

@@ -227,6 +227,23 @@ def test_int8_size_of_a_big_linear_is_a_quarter() -> None:
     assert report["quantized_layers"] == 1
 
 
+def test_bytes_by_group_sums_to_the_stored_size_and_names_each_part() -> None:
+    from seqcomp.compress.quant.size import UNASSIGNED, bytes_by_group
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.LayerNorm(64))
+    groups = {"0.weight": "linear", "0.bias": "other", "1.weight": "other", "1.bias": "other"}
+    _, stored, _ = compress("rtn_weight_sim", {"bits": 4}, model, None)
+    by_group = bytes_by_group(stored, groups)
+    size = stored_size(stored)
+    assert sum(by_group.values()) == size["bytes"] and UNASSIGNED not in by_group
+    assert by_group["linear"] == size["weights_bytes"] + size["scales_bytes"] + size["meta_bytes"]  # codes, scales, shape
+    assert by_group["other"] == (64 + 64 + 64) * 4  # bias and norm left fp32
+    _, int8, _ = compress("int8_dynamic", {}, model, None)  # a qint8 weight: its scale and zero point count too
+    assert bytes_by_group(int8, groups)["linear"] == 64 * 64 + 16 and sum(bytes_by_group(int8, groups).values()) == \
+        stored_size(int8)["bytes"]
+    assert bytes_by_group({"step": torch.zeros(1, dtype=torch.int64)}, groups) == {UNASSIGNED: 8}  # a buffer
+
+
 # ---- rtn_weight_sim -----------------------------------------------------------------
 
 

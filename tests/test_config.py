@@ -86,7 +86,7 @@ def test_the_compress_overlay_merges_into_etth1_and_its_passes_validate() -> Non
     assert cfg["passes"]["w4_gptq_dq_sim"]["scale_dtype"] == "float8_e4m3" and "w4_rtn_sim" in cfg["passes"]
 
 
-PASS_OVERLAYS = ["etth1_compress.yaml", "etth1_group_bits.yaml", "etth1_mp_pareto.yaml"]
+PASS_OVERLAYS = ["etth1_compress.yaml", "etth1_group_bits.yaml", "etth1_mp_pareto.yaml", "etth1_lowbit.yaml"]
 
 
 @pytest.mark.parametrize("name", PASS_OVERLAYS)

@@ -93,6 +93,11 @@ def test_the_stage_cores_need_no_files_or_tracking(tiny_data: Path, tmp_path: Pa
     net.fit_closed_form(*job_windows(series, spec, "train").tensors())
     stored, report = compress_job(net, series, spec)
     assert report["simulated"] and report["size"]["bytes"] < report["fp32_bytes"]
+    # the summary's inputs: the pass's own time, its settings, and where the stored bytes go
+    assert report["pass_wall_s"] >= 0 and report["pass_params"] == {"bits": 8}
+    by_group = report["size_by_group"]
+    assert sum(by_group.values()) == report["size"]["bytes"]
+    assert by_group["linear"] >= report["size"]["weights_bytes"] > 0  # the coded matrix's codes are the linear group's
     model = load_compressed("rtn_weight_sim", {"bits": 8}, build_model("linear", {}, SeriesShape(24, 8, series.channels)),
                             stored)
     metrics = evaluate_job(model.eval(), {**report, "file_bytes": 0}, series, spec)

@@ -5,12 +5,15 @@ call this, and the stage (``compress/stage.py``) only loads, tracks and writes a
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 from torch import nn
 
 from seqcomp.compress import compress, fp32_model_bytes, stored_size
+from seqcomp.compress.quant.groups import named_groups
+from seqcomp.compress.quant.size import bytes_by_group
 from seqcomp.data.windows import PreparedSeries, job_windows
 
 
@@ -31,11 +34,19 @@ def compress_job(net: nn.Module, series: PreparedSeries, spec: dict[str, Any]) -
     calib = calibration_windows(series, spec)
     # labeled val windows, given only to passes that choose among candidates on them (mixed precision)
     validation = job_windows(series, spec, "val").tensors()
+    start = time.perf_counter()
     _, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib, validation=validation)
+    wall = time.perf_counter() - start
     size, baseline = stored_size(stored), fp32_model_bytes(net)
+    groups = {name: group for name, _, _, _, group in named_groups(net)}
     report.update({
         "pass_name": spec["pass"],
+        # the settings as configured, so the summary can tell a method (its settings) from its size
+        "pass_params": spec["pass_params"],
+        # the pass alone (calibration, coding, packing), not loading or writing: what a user of it waits
+        "pass_wall_s": round(wall, 3),
         "size": size,
+        "size_by_group": bytes_by_group(stored, groups),
         "fp32_bytes": baseline,
         # A parameter-free model (naive) stores nothing: no ratio to report.
         "compression_ratio": baseline / size["bytes"] if size["bytes"] else None,

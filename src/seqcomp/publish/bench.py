@@ -78,6 +78,7 @@ class Bench:
 
 DEFAULT_MODELS = "results/default/train/*/*/L96-H48/seed0/model.pt"
 ETTH1_MODELS = "results/etth1/train/etth1/*/L96-H96/seed0/model.pt"
+ETTH1_COMPRESSED = "results/etth1/compress/etth1/*/L96-H96/seed0/*/model.pt"
 S4_REFERENCE = "/tmp/s4/models/s4/s4.py"
 BY_HAND_COSTS = "--wall-s $WALL_S --cores 2 --out bench/results/job_costs_{}.json"
 BENCHES = (
@@ -108,6 +109,9 @@ BENCHES = (
     Bench("bench/gpu_fp8.py", "gpu_fp8.json",
           f"python bench/gpu_fp8.py --data results/etth1/data/etth1 --models {ETTH1_MODELS} "
           "--out bench/results/gpu_fp8.json", "gpu", "make etth1", needs=(ETTH1_MODELS,), gpu=True),
+    Bench("bench/decode_cost.py", "decode_cost.json",
+          f"python bench/decode_cost.py --compressed {ETTH1_COMPRESSED} --out bench/results/decode_cost.json",
+          "extra", "make etth1-lowbit", needs=(ETTH1_COMPRESSED,)),
     Bench("bench/memory_delay.py", "memory_delay.json",
           "python bench/memory_delay.py --out bench/results/memory_delay.json", "cpu"),
     Bench("bench/memory_delay.py", "memory_delay_lag192.json",

@@ -97,7 +97,18 @@ def job_costs_tables(d: dict[str, Any]) -> str:
             + _table(["stage", "jobs", "job wall s", "CPU s", "start-up s", "work s"], rows))
 
 
+def decode_cost_tables(d: dict[str, Any]) -> str:
+    env = d["env"]
+    return (f"{env['threads']} thread(s), median of {env['repeats']} decodes after {env['warmup']}; `fp32 load ms`: "
+            "loading the same model's fp32 state dict, interleaved with the decode:\n\n"
+            + _table(["model", "pass", "kind", "ratio", "stored bytes", "decode ms", "fp32 load ms", "decode / fp32",
+                      "skipped"],
+                     [[r["model"], r["pass"], r["kind"], r["compression_ratio"], r["stored_bytes"], r.get("decode_ms"),
+                       r.get("fp32_load_ms"), r.get("decode_over_fp32"), r.get("skipped")] for r in d["rows"]]))
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench/decode_cost.py": decode_cost_tables,
     "bench/seq_scaling.py": seq_scaling_tables,
     "bench/train_throughput.py": train_tables,
     "bench/int8_latency.py": int8_tables,

@@ -32,8 +32,9 @@ from seqcomp.publish.markdown import duration, header
 from seqcomp.publish.record import git, machine_line, workflow_command
 from seqcomp.summary import PLOTS
 
-# summary tables in page order; each file's title becomes its section heading
-SECTIONS = ("headline.md", "published.md", "compression.md", "results.md")
+# summary tables in page order; each file's title becomes its section heading; an empty file
+# (sweep.md of a config whose passes sweep no sizes) is no section
+SECTIONS = ("headline.md", "published.md", "compression.md", "sweep.md", "results.md")
 # What a config file's name may hold: an overlay's becomes a folder (results/<name>/summary_<stem>), a
 # Snakemake output pattern (where { } are wildcards) and a page file (docs/results/<page>.md).
 CONFIG_STEM = re.compile(r"[A-Za-z0-9_.+ -]+")
@@ -154,7 +155,7 @@ def write_page(results_dir: Path, docs_dir: Path, config_files: list[str]) -> Pa
     if written_for != page:  # a summary of another config set (written before pages were per set)
         raise SeqcompError(f"{summary}/provenance.json is of config files {' '.join(prov['config_files'])} "
                            f"(page {written_for}), not of {' '.join(config_files)}: rerun their summary")
-    sections = [section((summary / file).read_text(), name) for file in SECTIONS]
+    sections = [section(text, name) for text in ((summary / file).read_text() for file in SECTIONS) if text.strip()]
     out = docs_dir / f"{page}.md"
     # against the page as last committed (None outside a checkout, or for a new page): the same
     # answer however often the page is regenerated before it is committed

@@ -54,4 +54,6 @@ PLOTS = {
     "forecasts": Plot(_P + "forecast_figure", "examples", QUALITY, "Example test windows: truth and forecast"),
     "latency": Plot(_P + "latency_figure", "all_evaluations", TRADE_OFFS, "CPU latency per forward call"),
     "sensitivity": Plot(_P + "sensitivity_figure", "layers", TRADE_OFFS, "Per-layer sensitivity to quantization"),
+    "size_accuracy": Plot(_P + "size_accuracy_figure", "evaluations", TRADE_OFFS,
+                          "Size-accuracy curves per model: test MSE change against stored-size ratio, one line per method"),
 }

@@ -93,7 +93,8 @@ def compression_table(table: pl.DataFrame) -> pl.DataFrame:
         .with_columns(pl.when(pl.col("simulated")).then(pl.lit("simulated")).otherwise(pl.lit("real")).alias("kernels"),
                       *[pl.when(pl.col("simulated")).then(None).otherwise(pl.col(c)).alias(c) for c in timing])
         .select("dataset", "model", "lookback", "horizon", "pass", "seeds", "mse", "mse_change_pct", "size_bytes",
-                "compression_ratio", "bits_per_weight", "kernels", *timing)
+                "compression_ratio", "bits_per_weight", "kernels",
+                *[c for c in ("pass_wall_s",) if c in table.columns], *timing)
     )
 
 
@@ -150,5 +151,7 @@ def compression_markdown(passes: pl.DataFrame, title: str) -> str:
             "Means over seeds. `mse_change_pct`: test MSE change against the same model in fp32. "
             "`size_bytes`: every stored byte (codes, scales, layers left fp32); `compression_ratio`: fp32 "
             "bytes / stored bytes. `kernels`: `simulated` passes run fp32 kernels (fake-quant), so no "
-            "latency or speed-up is claimed for them; `real` ones are timed on the CPU.\n\n")
+            "latency or speed-up is claimed for them; `real` ones are timed on the CPU. `pass_wall_s`: seconds the "
+            "pass itself took on the model in its compress job (torch's default threads; loading and writing not counted), "
+            "blank where its report predates the record.\n\n")
     return head + (to_markdown(passes) if passes.height else "No compression pass in this config.\n")

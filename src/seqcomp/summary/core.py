@@ -8,6 +8,7 @@ metrics frame from MLflow runs (``runs.py``).
 from __future__ import annotations
 
 import html
+import math
 import re
 from typing import Any
 
@@ -62,6 +63,20 @@ def with_baseline(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 
+def pareto_front(sizes: list[float], errors: list[float]) -> list[int]:
+    """Indices of the non-dominated points (no other point is as small and as accurate), by size.
+
+    A point is dominated when another has size <= and error <= with one of them strictly less.
+    """
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], errors[i]))
+    front, best = [], math.inf
+    for i in order:
+        if errors[i] < best:
+            front.append(i)
+            best = errors[i]
+    return front
+
+
 def step_errors(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """Long frame of test MSE per forecast step: one row per (run, pass, step)."""
     keys = [*RUN_KEYS, "pass", "pass_kind", "size_bytes"]
@@ -101,6 +116,9 @@ def aggregate(frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("quantized_fraction").first(),
             pl.col("simulated").first(),
             pl.col("pass_kind").first(),
+            # from the compress reports where recorded (stage.pass_reports): the pass's method and time
+            *[pl.col(c).first() for c in ("method", "group_profile") if c in frame.columns],
+            *([pl.col("pass_wall_s").mean()] if "pass_wall_s" in frame.columns else []),
             *[pl.col(c).mean() for c in TASK_SCORES if c in frame.columns],
             *[pl.col(c).median() for c in frame.columns if LATENCY.fullmatch(c) or c.startswith("speedup_")],
         )

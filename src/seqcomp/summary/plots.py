@@ -19,6 +19,8 @@ import polars as pl  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from seqcomp.summary.core import pareto_front  # noqa: E402
+
 MARKERS = "osD^vP*Xh<>"
 PANEL_KEYS = ["dataset", "lookback", "horizon"]
 
@@ -73,20 +75,6 @@ def _bytes_axis(ax: plt.Axes) -> None:
     ax.xaxis.set_major_locator(LogLocator(base=4 if high / max(low, 1) > 64 else 2))
     ax.xaxis.set_major_formatter(FuncFormatter(format_bytes))
     ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def pareto_front(sizes: list[float], errors: list[float]) -> list[int]:
-    """Indices of the non-dominated points (no other point is as small and as accurate), by size.
-
-    A point is dominated when another has size <= and error <= with one of them strictly less.
-    """
-    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], errors[i]))
-    front, best = [], math.inf
-    for i in order:
-        if errors[i] < best:
-            front.append(i)
-            best = errors[i]
-    return front
 
 
 def seed_means(frame: pl.DataFrame) -> pl.DataFrame:
@@ -358,4 +346,45 @@ def sensitivity_figure(layers: pl.DataFrame) -> plt.Figure:
     handles = [plt.Line2D([], [], color=bit_colors[b], marker="o", label=f"{b} bits") for b in bits]
     fig.suptitle("Per-layer sensitivity to quantization")
     _legend(fig, handles, "weight bits")
+    return fig
+
+
+def size_accuracy_figure(frame: pl.DataFrame) -> plt.Figure:
+    """Per model, test MSE change vs fp32 (%) against the stored-size ratio (log scale), one line
+    per method (a pass kind and its non-size settings, seqcomp.summary.sweep), means over seeds.
+
+    Dotted lines mark the target: +1% error and 10x reduction. The y axis is clipped at +25% so
+    that the points near the target stay readable; a point above is drawn on the clip line.
+    """
+    from seqcomp.summary.core import aggregate
+    from seqcomp.summary.sweep import MODEL, TARGET_PCT, TARGET_RATIO, points, sweeping_methods
+
+    pts = points(aggregate(frame)) if not frame.is_empty() else frame
+    methods = sweeping_methods(pts)
+    if not methods:
+        return _empty("no method run at two or more stored sizes: no size-accuracy curve")
+    pts = pts.filter(pl.col("method").is_in(methods))
+    colors = _colors(methods)
+    panels = [(f"{dataset} L={lookback} H={horizon}: {model}", sub)
+              for (dataset, lookback, horizon, model), sub in pts.sort(MODEL).group_by(MODEL, maintain_order=True)]
+    fig, axes = _grid(len(panels), cols=4, width=4.2, height=3.4)
+    ceiling = 25.0
+    for ax, (title, sub) in zip(axes, panels):
+        for (method,), line in sub.sort("compression_ratio").group_by(["method"], maintain_order=True):
+            ax.plot(line["compression_ratio"], line["mse_change_pct"].clip(upper_bound=ceiling), "-o",
+                    color=colors[method], markersize=3, linewidth=1.2)
+        ax.axhline(TARGET_PCT, color="black", linestyle=":", linewidth=0.8)
+        ax.axvline(TARGET_RATIO, color="black", linestyle=":", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(top=ceiling * 1.05)
+        ax.set_xlabel("fp32 bytes / stored bytes (log scale)")
+        ax.set_ylabel("test MSE vs fp32 (%)")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colors[m], marker="o", markersize=3, label=m) for m in methods]
+    handles.append(plt.Line2D([], [], color="black", linestyle=":", label=f"target: +{TARGET_PCT:g}% at {TARGET_RATIO:g}x"))
+    fig.suptitle(f"Size-accuracy curves per model (y clipped at +{ceiling:g}%)")
+    _legend(fig, handles, "method")
     return fig

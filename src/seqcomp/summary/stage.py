@@ -22,10 +22,11 @@ from seqcomp.summary.core import (
 )
 from seqcomp.publish.record import summary_record
 from seqcomp.summary.published import load_published
+from seqcomp.summary.sweep import report_row, sweep_markdown
 from seqcomp.names import INT_FIELDS, job_key, parse_job_path
 from seqcomp.tracking import Run, current_runs, tracked
 
-TABLES = ("results.csv", "results.md", "headline.md", "published.md", "compression.md", "results.html")
+TABLES = ("results.csv", "results.md", "headline.md", "published.md", "compression.md", "sweep.md", "results.html")
 
 
 def load_metrics(paths: list[str]) -> pl.DataFrame:
@@ -44,6 +45,15 @@ def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
             for bits, value in (layer.get("sensitivity") or {}).items():
                 out.append({**keys, "layer": layer["name"], "bits": int(bits), "sensitivity": float(value), "metric": metric})
     return pl.DataFrame(out)
+
+
+def pass_reports(paths: list[str]) -> pl.DataFrame:
+    """One row per compress report.json: its job keys, pass, method, the pass's wall time and
+    group profile (sweep.report_row), to join to the evaluations."""
+    rows = [{**parse_job_path(path, "compress"), **report_row(read_json(path))} for path in paths]
+    schema = {**{k: (pl.Int64 if k in INT_FIELDS else pl.Utf8) for k in RUN_KEYS}, "pass": pl.Utf8, "method": pl.Utf8,
+              "pass_wall_s": pl.Float64, "group_profile": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema)
 
 
 def load_histories(paths: list[str]) -> pl.DataFrame:
@@ -86,7 +96,7 @@ def run_summary(
     """
     with tracked(run) if run is not None else nullcontext():
         rows = [read_json(p) for p in metrics]
-        frame = evaluations(rows, histories)
+        frame = evaluations(rows, histories, reports)
         table = _write_tables(frame, published, out_dir, title, data_notes(histories))
         _write_plots(rows, frame, histories, reports, plots_dir)
         runs = current_runs(run.journal_dir) if run is not None else None
@@ -122,12 +132,15 @@ def data_notes(histories: list[str]) -> str:
     return f"\nRows inserted at the series' gaps (gaps: fill), values forward-filled: {counts}.\n"
 
 
-def evaluations(rows: list[dict[str, Any]], histories: list[str]) -> pl.DataFrame:
+def evaluations(rows: list[dict[str, Any]], histories: list[str], reports: list[str] | None = None) -> pl.DataFrame:
     """Every evaluation, one row per metrics.json content, with its fp32 baseline and (given
-    the training jobs' history.csv files) the validation MSE of its training job."""
+    the training jobs' history.csv files) the validation MSE of its training job, and (given
+    the compress reports) its pass's method, wall time and group profile."""
     frame = with_baseline(metrics_frame(rows))
     if histories:
         frame = frame.join(validation_scores(histories), on=RUN_KEYS, how="left")
+    if reports:
+        frame = frame.join(pass_reports(reports), on=[*RUN_KEYS, "pass"], how="left")
     return frame
 
 
@@ -138,13 +151,15 @@ def _write_tables(frame: pl.DataFrame, published: Path | None, out_dir: Path, ti
     scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
     fp32 = scored.filter(pl.col("pass_kind") == "fp32")
     values = load_published(published) if published is not None else []
+    shown = table.drop("method", "group_profile", strict=False)  # sweep.md's; too wide for every row
     written = {"results.csv": lambda tmp: frame.write_csv(tmp),
-               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(table) + notes),
+               "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(shown) + notes),
                "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
                "published.md": lambda tmp: tmp.write_text(
                    published_markdown(compare_published(fp32, values), values, title)),
                "compression.md": lambda tmp: tmp.write_text(compression_markdown(compression_table(table), title)),
-               "results.html": lambda tmp: tmp.write_text(to_html(table, heading))}
+               "sweep.md": lambda tmp: tmp.write_text(sweep_markdown(table, title)),
+               "results.html": lambda tmp: tmp.write_text(to_html(shown, heading))}
     for name in TABLES:
         with atomic_path(out_dir / name) as tmp:
             written[name](tmp)

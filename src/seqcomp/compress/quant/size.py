@@ -22,6 +22,8 @@ Key conventions used by the passes, so that the breakdown needs no per-pass code
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -57,6 +59,16 @@ def stored_size(stored: dict[str, torch.Tensor]) -> dict[str, int]:
     ``bytes == weights_bytes + scales_bytes + fp32_bytes + meta_bytes``.
     """
     counts = dict.fromkeys(("weights_bytes", "scales_bytes", "fp32_bytes", "meta_bytes"), 0)
+    for key, tensor, nbytes in _tensor_bytes(stored):
+        counts[_category(key, tensor)] += nbytes
+        if tensor.is_quantized:
+            counts["scales_bytes"] += _qparams_bytes(tensor)
+    return {"bytes": sum(counts.values()), **counts, "tensors": len(stored)}
+
+
+def _tensor_bytes(stored: dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor, int]]:
+    """(key, tensor, bytes of its storage) for each stored tensor, a storage shared by several
+    keys counted at its first key only (what torch.save writes once)."""
     seen: set[int] = set()
     for key, tensor in stored.items():
         if not isinstance(tensor, torch.Tensor):
@@ -65,10 +77,27 @@ def stored_size(stored: dict[str, torch.Tensor]) -> dict[str, int]:
         if storage.nbytes() and storage.data_ptr() in seen:
             continue
         seen.add(storage.data_ptr())
-        counts[_category(key, tensor)] += storage.nbytes()
-        if tensor.is_quantized:
-            counts["scales_bytes"] += _qparams_bytes(tensor)
-    return {"bytes": sum(counts.values()), **counts, "tensors": len(stored)}
+        yield key, tensor, storage.nbytes()
+
+
+UNASSIGNED = "unassigned"  # stored tensors of no parameter: buffers, a torch module's packed params
+
+
+def bytes_by_group(stored: dict[str, torch.Tensor], groups: dict[str, str]) -> dict[str, int]:
+    """Stored bytes per parameter group (``groups``: state-dict key of a parameter -> its group,
+    quant/groups.py), so a report shows which part of a model its size goes to.
+
+    A stored key belongs to the parameter it is (``key``) or whose parts it holds
+    (``key.codes``, ``key.scales``, ``key.shape``...); the others (buffers, metadata of no
+    parameter) are ``unassigned``. A quantized tensor counts its scales and zero points too, as
+    in :func:`stored_size`, so the groups sum to its ``bytes``.
+    """
+    out: dict[str, int] = {}
+    for key, tensor, nbytes in _tensor_bytes(stored):
+        owner = key if key in groups else key.rpartition(".")[0]
+        group = groups.get(owner, UNASSIGNED)
+        out[group] = out.get(group, 0) + nbytes + (_qparams_bytes(tensor) if tensor.is_quantized else 0)
+    return out
 
 
 def fp32_model_bytes(model: nn.Module) -> int:
