@@ -17,11 +17,14 @@ SSM_MODELS = ("s4d", "s4", "mamba", "smamba", "spacetime")
 
 @pytest.mark.parametrize("kind", sorted(TINY))
 def test_round_trip_on_every_model(kind: str) -> None:
-    _, stored, report = round_trip("ssm_pole_sim", {"bits": 3}, lambda s: registry_model(kind, s), windows(3), windows(4, 1))
+    make = lambda seed: registry_model(kind, seed)  # noqa: E731
+    _, stored, report = round_trip("ssm_pole_sim", {"bits": 3}, make, windows(3), windows(4, 1))
     coded = [row for row in report["layers"] if row["action"] != "kept fp32"]
     assert {row["group"] for row in coded} <= {"recurrent"}
     if kind in SSM_MODELS:
         assert coded and "skipped" not in report
+        kernel_layers = {"s4d": ["layers.0"], "s4": ["layers.0"], "spacetime": ["layers.0"]}.get(kind)
+        assert list(report.get("kernel_rel_err", {})) == (kernel_layers or [])  # Mamba's scan has no kernel
     else:  # no recurrent parameter: an explicit skip, everything stored as is
         assert not coded and "no parameter of groups ['recurrent']" in report["skipped"]
         assert not any(key.endswith(CODES_SUFFIX) for key in stored)
@@ -43,11 +46,13 @@ def test_stored_bytes_are_codes_centres_steps_and_values() -> None:
     model = _drifted("s4d")
     _, stored, _ = compress("ssm_pole_sim", {"bits": 3}, model, None)
     layer = "layers.0."
-    assert stored[layer + "A_im" + CENTERS_SUFFIX].shape == (8,) and stored[layer + "A_im" + CENTERS_SUFFIX].dtype == torch.float16
+    centers = stored[layer + "A_im" + CENTERS_SUFFIX]
+    assert centers.shape == (8,) and centers.dtype == torch.float16
     assert stored[layer + "A_im" + SCALES_SUFFIX].shape == (8,)
     assert stored[layer + "A_im" + CODES_SUFFIX].numel() == 16 * 8 * 3 // 8  # 128 codes of 3 bits
     assert stored[layer + "log_dt.values"].dtype == torch.float16 and stored[layer + "log_dt.values"].shape == (16,)
-    coded = {k: v for k, v in stored.items() if k.startswith(layer) and k.split(".")[-1] in ("codes", "scales", "centers", "values")}
+    parts = ("codes", "scales", "centers", "values")
+    coded = {k: v for k, v in stored.items() if k.startswith(layer) and k.split(".")[-1] in parts}
     size = stored_size(coded)
     assert size["weights_bytes"] == 2 * 48  # A_log_re, A_im codes
     assert size["scales_bytes"] == 2 * (8 * 2 + 8 * 2)  # fp16 centre + step per column
@@ -65,8 +70,10 @@ def test_kernel_error_below_rtn_at_the_same_bits(kind: str) -> None:
 
 def test_more_bits_less_kernel_error_and_constant_columns_kept() -> None:
     model, calib = _drifted("s4d"), torch.randn(4, 32, 3, generator=torch.Generator().manual_seed(1))
-    errors = [compress("ssm_pole_sim", {"bits": b, "vector_dtype": "float32"}, model, calib)[2]["kernel_rel_err"]["layers.0"]
-              for b in (2, 4, 8)]
+    errors = [
+        compress("ssm_pole_sim", {"bits": b, "vector_dtype": "float32"}, model, calib)[2]["kernel_rel_err"]["layers.0"]
+        for b in (2, 4, 8)
+    ]
     assert errors[0] > errors[1] > errors[2]
     fresh = build_model("s4d", {"d_model": 16, "d_state": 16, "n_layers": 1}, SeriesShape(32, 8, 3))
     coded = compress("ssm_pole_sim", {"bits": 2, "vector_dtype": "float32"}, fresh, None)[0]
@@ -80,6 +87,8 @@ def test_wrong_config_for_the_stored_form() -> None:
     stored = compress("ssm_pole_sim", {"bits": 3}, model, None)[1]
     with pytest.raises(ValueError, match="float32"):
         load_compressed("ssm_pole_sim", {"bits": 3, "vector_dtype": "float32"}, _drifted("s4d"), stored)
+    with pytest.raises(ValueError, match="at 4 bits"):
+        load_compressed("ssm_pole_sim", {"bits": 4}, _drifted("s4d"), stored)
 
 
 @pytest.mark.parametrize(

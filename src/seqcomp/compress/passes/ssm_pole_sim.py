@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from seqcomp.compress.quant.bitpack import pack_bits, unpack_bits
+from seqcomp.compress.quant.bitpack import pack_bits, packed_nbytes, unpack_bits
 from seqcomp.compress.quant.coded import KEEP_DTYPES, CodedPass, Parts, Target, real_view
 from seqcomp.compress.quant.groups import GROUPS, check_groups
 from seqcomp.compress.quant.size import CENTERS_SUFFIX, CODES_SUFFIX, SCALES_SUFFIX
@@ -63,8 +63,9 @@ def mode_grid(weight: torch.Tensor, bits: int) -> Parts:
     half = (2**bits - 1) / 2
     step = (residual.abs().amax(dim=0) / half).half()  # (K,); 0 for a column fp16 cannot resolve
     safe = torch.where(step > 0, step.float(), torch.ones_like(step, dtype=torch.float32))
-    codes = torch.round(residual / safe + half).clamp(0, 2**bits - 1)  # any code decodes to the centre at step 0
-    return {CODES_SUFFIX: pack_bits(codes.reshape(-1).to(torch.uint8), bits), SCALES_SUFFIX: step, CENTERS_SUFFIX: center}
+    codes = torch.round(residual / safe + half).clamp(0, 2**bits - 1)  # at step 0 any code decodes to the centre
+    packed = pack_bits(codes.reshape(-1).to(torch.uint8), bits)
+    return {CODES_SUFFIX: packed, SCALES_SUFFIX: step, CENTERS_SUFFIX: center}
 
 
 def from_mode_grid(parts: Parts, shape: torch.Size, bits: int) -> torch.Tensor:
@@ -75,6 +76,11 @@ def from_mode_grid(parts: Parts, shape: torch.Size, bits: int) -> torch.Tensor:
         raise ValueError(
             f"centres {tuple(center.shape)} / steps {tuple(step.shape)} stored for {width} columns of a "
             f"{tuple(shape)} tensor"
+        )
+    if parts[CODES_SUFFIX].numel() != packed_nbytes(n_rows * width, bits):
+        raise ValueError(
+            f"{parts[CODES_SUFFIX].numel()} bytes of codes stored for {n_rows * width} values at {bits} bits: "
+            "wrong pass config (bits)?"
         )
     codes = unpack_bits(parts[CODES_SUFFIX], bits, n_rows * width).view(n_rows, width).float()
     return (center + (codes - (2**bits - 1) / 2) * step).reshape(shape)
@@ -97,7 +103,9 @@ class SSMPole(CodedPass):
         groups: list[str] = field(default_factory=lambda: ["recurrent"])
 
         def __post_init__(self) -> None:
-            check(type(self.bits) is int and 2 <= self.bits <= 8, "bits", f"must be an integer in 2..8, got {self.bits!r}")
+            check(
+                type(self.bits) is int and 2 <= self.bits <= 8, "bits", f"must be an integer in 2..8, got {self.bits!r}"
+            )
             check(
                 self.vector_dtype in VECTOR_DTYPES,
                 "vector_dtype",

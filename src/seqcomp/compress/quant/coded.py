@@ -331,7 +331,9 @@ def kernel_errors(
     target. The kernel is the whole linear map of such a layer (besides its skip term), so this
     is the error its coded parameters make, free of what the layers around it do; ``model``
     keeps its coded weights."""
-    owners = {t.name[: -len(t.pname)].rstrip("."): t.module for t in targets if callable(getattr(t.module, "kernel", None))}
+    owners = {
+        t.name[: -len(t.pname)].rstrip("."): t.module for t in targets if callable(getattr(t.module, "kernel", None))
+    }
     if not owners:
         return {}
     mine = [t for t in targets if t.module in owners.values()]
