@@ -54,6 +54,7 @@ PASSES = Registry(
         "chain": "seqcomp.compress.passes.chain:Chain",
         "mixed_precision_sim": "seqcomp.compress.passes.mixed_precision_sim:MixedPrecision",
         "qat_sim": "seqcomp.compress.passes.qat_sim:QAT",
+        "ssm_pole_sim": "seqcomp.compress.passes.ssm_pole_sim:SSMPole",
     },
 )
 

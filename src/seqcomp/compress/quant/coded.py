@@ -14,9 +14,10 @@ implements ``decode``. Then either
 - it codes each selected parameter alone (``encode``, ``action``, ``header``) and keeps the
   default ``apply``: every parameter of the groups in ``config.groups`` (see groups.py) is
   coded, each report row names its group, and with calibration windows the report gives the
-  output error of each group's coding. Hooks: ``encode_targets`` (GPTQ, which codes with the
-  model's activations) and ``calibrate`` / ``pack_extra`` / ``unpack_extra`` (static
-  activation ranges); or
+  output error of each group's coding and, for an SSM layer with a ``kernel`` whose parameters
+  it coded, the relative error of that convolution kernel (``kernel_rel_err``). Hooks:
+  ``encode_targets`` (GPTQ, which codes with the model's activations) and ``calibrate`` /
+  ``pack_extra`` / ``unpack_extra`` (static activation ranges); or
 - it writes its own ``apply`` (pruning, vector quantization, mixed precision): it lists the
   parameters with :func:`candidates`, calls :meth:`CodedPass.start`, then
   :meth:`CodedPass.commit` for each weight it compresses.
@@ -236,6 +237,9 @@ class CodedPass:
             for group, err in errors.items():
                 report["group_summary"][group]["output_rel_err"] = round(err, 6)
             report["sensitivity"] = SENSITIVITY
+            kernels = kernel_errors(model, targets, originals, calib.shape[1])
+            if kernels:
+                report["kernel_rel_err"] = kernels
         extra = self.calibrate(model, targets, calib)
         return model, {**report, **extra, "layers": layers}
 
@@ -317,6 +321,31 @@ def _group_sensitivity(
     errors = {g: float((only(g) - reference).norm() / norm) for g in dict.fromkeys(t.group for t in targets)}
     errors["all"] = float((only("all") - reference).norm() / norm)  # leaves every coded weight in place
     return errors
+
+
+def kernel_errors(
+    model: nn.Module, targets: list[Target], originals: dict[str, torch.Tensor], length: int
+) -> dict[str, float]:
+    """{SSM layer: ||K_coded - K|| / ||K||} of the length-``length`` convolution kernel of every
+    layer with a ``kernel(length)`` method (S4, S4D, SpaceTime's companion SSM) that owns a coded
+    target. The kernel is the whole linear map of such a layer (besides its skip term), so this
+    is the error its coded parameters make, free of what the layers around it do; ``model``
+    keeps its coded weights."""
+    owners = {
+        t.name[: -len(t.pname)].rstrip("."): t.module for t in targets if callable(getattr(t.module, "kernel", None))
+    }
+    if not owners:
+        return {}
+    mine = [t for t in targets if t.module in owners.values()]
+    coded = {t.name: real_view(t.param).clone() for t in mine}
+    with torch.no_grad():
+        after = {name: module.kernel(length).double() for name, module in owners.items()}
+        for t in mine:
+            write_back(t.param, originals[t.name])
+        before = {name: module.kernel(length).double() for name, module in owners.items()}
+        for t in mine:
+            write_back(t.param, coded[t.name])
+    return {name: relative_error(after[name], before[name]) for name in owners}
 
 
 def _group_summary(layers: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

@@ -11,6 +11,7 @@ Key conventions used by the passes, so that the breakdown needs no per-pass code
   ``<param>.zeros``   bit-packed zero points                 -> ``scales_bytes``
   ``<param>.scale_unit`` fp32 unit of double-quantized (fp8) scales -> ``scales_bytes``
   ``<param>.codebook`` vector-quantization codebook (fp16)   -> ``scales_bytes``
+  ``<param>.centers`` per-mode grid centres of ssm_pole_sim (fp16) -> ``scales_bytes``
   ``<param>.bits``    uint8 bit-width of a weight whose bits differ from the pass's -> ``meta_bytes``
   a torch quantized tensor (qint8): 1 byte per element       -> ``weights_bytes``,
       plus its scale and zero point (8 + 8 bytes per tensor, or float64 + int64 arrays
@@ -32,6 +33,7 @@ SCALES_SUFFIX = ".scales"
 ZEROS_SUFFIX = ".zeros"
 SCALE_UNIT_SUFFIX = ".scale_unit"
 CODEBOOK_SUFFIX = ".codebook"
+CENTERS_SUFFIX = ".centers"
 BITS_SUFFIX = ".bits"
 
 
@@ -46,7 +48,7 @@ def _qparams_bytes(tensor: torch.Tensor) -> int:
 def _category(key: str, tensor: torch.Tensor) -> str:
     if tensor.is_quantized or key.endswith(CODES_SUFFIX):
         return "weights_bytes"
-    if key.endswith((SCALES_SUFFIX, ZEROS_SUFFIX, SCALE_UNIT_SUFFIX, CODEBOOK_SUFFIX)):
+    if key.endswith((SCALES_SUFFIX, ZEROS_SUFFIX, SCALE_UNIT_SUFFIX, CODEBOOK_SUFFIX, CENTERS_SUFFIX)):
         return "scales_bytes"
     if tensor.is_floating_point() or tensor.is_complex():
         return "fp32_bytes"
