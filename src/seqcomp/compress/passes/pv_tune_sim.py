@@ -19,15 +19,16 @@ This "lite" version, on the uniform grid of rtn_weight_sim / gptq_weight_sim:
    whatever the weight's magnitude) and, at ``lr``, on every parameter the base pass left
    unquantized (norms, biases, unselected weights), except the SSM recurrent parameters, which
    stay as they are unless the base pass codes them (as in qat_sim).
-3. V step: the gradient of the loss w.r.t. every dequantized weight over all the training
-   windows; each code's first-order gain from one grid step against its gradient is
-   ``|g| * scale``; the ``v_fraction`` codes of largest gain (over all coded weights: they share
-   one loss) move one step, clamped to the grid. That is the linearised step above with its
-   subspace chosen by gain and eta set so that every chosen code moves exactly one step (a
-   trust region of one grid step). The first-order gain ignores curvature, and at 2-3 bits a
-   grid step is a large change, so the step is kept only if it lowers the training loss;
-   otherwise half as many codes move, and so on down to none (a backtracking line search over
-   the subspace size); the next V step starts from the size that was kept.
+3. V step: the gradient g of the loss w.r.t. every dequantized weight over all the training
+   windows; the target is ``w - eta * g``. Re-rounding it to the grid changes a code once
+   ``eta * |g| >= scale / 2``, so as eta grows codes change in the order of ``|g| / scale``
+   (over all coded weights: they share one loss). The V step takes the smallest eta at which
+   the ``v_fraction`` share of codes with the largest ``|g| / scale`` change, and moves each of
+   those one grid step against its gradient, clamped to the grid (one step at most: a trust
+   region; at 2-3 bits a grid step is a large change). The linearisation ignores curvature,
+   so the step is kept only if it lowers the training loss; otherwise half as many codes move,
+   and so on down to none (a backtracking search over the subspace size); the next V step
+   starts from the size that was kept.
 4. After each P+V round, the val windows' task loss (what the evaluation scores) of the model
    exactly as it would be stored (scales rounded to their stored dtype, kept tensors to
    ``keep_dtype``); the best state so far is kept, the base pass's state included, and training
@@ -46,7 +47,7 @@ through the base pass's unpack. Which base passes fit is :data:`BASES`: a mappin
 kind to the class that splits its stored parts into continuous and discrete halves
 (:class:`GridCodes` for the uniform grid). A vector-code pass whose parts are a codebook
 (continuous) and indices (discrete) fits by adding its own such class there: its V step would
-rank index changes by the same first-order gain. Simulated: fake-quant on fp32 kernels.
+rank index changes by the gain of the linearised step in the same way. Simulated: fake-quant on fp32 kernels.
 """
 
 from __future__ import annotations
@@ -110,14 +111,15 @@ class GridCodes:
         w = (self.codes - self.offset[..., None]) * self.scale()[..., None]
         return ungrouped(w, self.width).reshape(self.shape)
 
-    def gains(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(first-order loss decrease of one grid step against ``grad``, the codes after it), both (R, G, w)."""
+    def ranks(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``|grad| / scale``: the rank of each code in the V step, 0 where no step is possible;
+        the codes after one grid step against ``grad``), both (R, G, w)."""
         g = self._grouped(grad)
         moved = self.codes - torch.sign(g)
         feasible = (moved >= 0) & (moved <= self.top) & self.valid & (g != 0)
         with torch.no_grad():
-            gain = g.abs() * self.scale()[..., None]
-        return torch.where(feasible, gain, torch.zeros_like(gain)), moved
+            rank = g.abs() / self.scale()[..., None]
+        return torch.where(feasible, rank, torch.zeros_like(rank)), moved
 
     def changed(self) -> int:
         return int((self.codes != self.initial).sum())
@@ -287,7 +289,7 @@ class _Run:
             return sum(float(self._loss(weights, idx)) * len(idx) for idx in self._batches()) / self.windows.shape[0]
 
     def _v_step(self, fraction: float) -> dict[str, Any]:
-        """Move the ``fraction`` of codes with the largest first-order gain one grid step; while
+        """Move the ``fraction`` of codes ranked first by :meth:`GridCodes.ranks` one grid step; while
         the training loss does not drop, halve the number moved (back to no move at all). The
         next V step starts from the share that was kept."""
         weights = {name: codes.weight().detach().requires_grad_() for name, codes in self.coded.items()}
@@ -300,18 +302,18 @@ class _Run:
             loss = self._loss(calls, idx) * (len(idx) / n)
             loss.backward()
             before += float(loss.detach())
-        gains, moves = {}, {}
+        ranks, moves = {}, {}
         for name, codes in self.coded.items():
             grad = weights[name].grad  # None for a weight the output does not depend on
-            gains[name], moves[name] = codes.gains(torch.zeros_like(weights[name]) if grad is None else grad)
-        flat = torch.cat([g.reshape(-1) for g in gains.values()])
+            ranks[name], moves[name] = codes.ranks(torch.zeros_like(weights[name]) if grad is None else grad)
+        flat = torch.cat([g.reshape(-1) for g in ranks.values()])
         k = min(int(fraction * flat.numel()), int((flat > 0).sum()))
         saved = {name: codes.codes.clone() for name, codes in self.coded.items()}
         tries = []
         while k > 0:
             threshold = flat.topk(k).values[-1]
             for name, codes in self.coded.items():
-                codes.codes = torch.where((gains[name] >= threshold) & (gains[name] > 0), moves[name], saved[name])
+                codes.codes = torch.where((ranks[name] >= threshold) & (ranks[name] > 0), moves[name], saved[name])
             after = self._train_loss()
             tries.append({"codes_moved": k, "train_loss_after": after})
             if after < before:
