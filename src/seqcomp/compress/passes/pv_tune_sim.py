@@ -121,9 +121,6 @@ class GridCodes:
             rank = g.abs() / self.scale()[..., None]
         return torch.where(feasible, rank, torch.zeros_like(rank)), moved
 
-    def changed(self) -> int:
-        return int((self.codes != self.initial).sum())
-
     def parts(self) -> Parts:
         """The base pass's parts for the current codes and scales (scales rounded to their stored dtype)."""
         with torch.no_grad():
@@ -244,7 +241,7 @@ class _Run:
         self, tune: PVTune, model: nn.Module, windows: torch.Tensor, teacher: torch.Tensor,
         validation: tuple[torch.Tensor, torch.Tensor],
     ):
-        self.tune, self.model, self.windows, self.teacher, self.validation = tune, model, windows, teacher, validation
+        self.model, self.windows, self.teacher, self.validation = model, windows, teacher, validation
         self.config, self.base = tune.config, tune.base
         split = BASES[tune.config.base["kind"]]
         params = dict(model.named_parameters())
