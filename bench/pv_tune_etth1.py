@@ -1,6 +1,7 @@
 """PV-tuning-lite vs QAT vs GPTQ at 2 and 3 bits on the trained ETTh1 H96 models (CPU).
 
 Usage: python bench/pv_tune_etth1.py RESULTS_DIR MODEL [MODEL ...] > out.jsonl
+(``PV_PASSES=w2_pv_rtn,w3_pv_rtn`` runs only those passes.)
 Loads each trained model as the compress stage does, draws the 256 seeded calibration windows
 (compress/core.py), gives the passes that use it the val split, and scores test MSE as the
 evaluate stage does (seqcomp.scores.forecast_errors). One JSON line per (model, pass), with its
@@ -10,6 +11,7 @@ wall time.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,11 +31,16 @@ PASSES = {
     "w3_qat": {"kind": "qat_sim", "bits": 3, "epochs": 3, "lr": 1.0e-4},
     "w2_pv_gptq": {"kind": "pv_tune_sim", "base": {"kind": "gptq_weight_sim", "bits": 2}},
     "w3_pv_gptq": {"kind": "pv_tune_sim", "base": {"kind": "gptq_weight_sim", "bits": 3}},
+    # the same from RTN codes: QAT's starting point, to separate PV-tuning's share from GPTQ's
+    "w2_pv_rtn": {"kind": "pv_tune_sim", "base": {"kind": "rtn_weight_sim", "bits": 2}},
+    "w3_pv_rtn": {"kind": "pv_tune_sim", "base": {"kind": "rtn_weight_sim", "bits": 3}},
 }
 
 
 def main(results: Path, models: list[str]) -> None:
     torch.set_num_threads(1)
+    only = os.environ.get("PV_PASSES")
+    passes = {k: v for k, v in PASSES.items() if only is None or k in only.split(",")}
     series = PreparedSeries.load(results / "data" / "etth1")
     for kind in models:
         path = results / "train" / "etth1" / kind / "L96-H96" / "seed0" / "model.pt"
@@ -45,7 +52,7 @@ def main(results: Path, models: list[str]) -> None:
         test = job_windows(series, spec, "test")
         fp32 = forecast_errors(net, test)["mse"]
         print(json.dumps({"model": kind, "pass": "fp32", "test_mse": fp32}), flush=True)
-        for name, entry in PASSES.items():
+        for name, entry in passes.items():
             start = time.perf_counter()
             model, stored, report = compress(entry["kind"], {k: v for k, v in entry.items() if k != "kind"}, net, calib,
                                              validation=validation)
