@@ -6,6 +6,8 @@ Loads each trained model as the compress stage does, draws the 256 seeded calibr
 (compress/core.py), gives the passes that use it the val split, and scores test MSE as the
 evaluate stage does (seqcomp.scores.forecast_errors). One JSON line per (model, pass), with its
 wall time.
+bench/results/pv_tune_etth1_cpu.jsonl: measured on the shared 2-core CPU box at 22:00 UTC on
+2026-12-07 (other jobs running: wall times are upper bounds).
 """
 
 from __future__ import annotations
