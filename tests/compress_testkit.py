@@ -55,10 +55,11 @@ def through_disk(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def round_trip(
-    kind: str, params: dict[str, Any], make: Callable[[int], nn.Module], x: torch.Tensor, calib: torch.Tensor | None = None
+    kind: str, params: dict[str, Any], make: Callable[[int], nn.Module], x: torch.Tensor, calib: torch.Tensor | None = None,
+    validation: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
     """Compress ``make(0)``, rebuild from ``make(1)`` and the stored form; outputs must match exactly."""
-    compressed, stored, report = compress(kind, params, make(0), calib)
+    compressed, stored, report = compress(kind, params, make(0), calib, validation=validation)
     rebuilt = load_compressed(kind, params, make(1), through_disk(stored))
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), compressed(x), rtol=0, atol=0)

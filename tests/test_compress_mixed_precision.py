@@ -15,7 +15,8 @@ from torch import nn
 from seqcomp.compress import build_pass, compress, pass_config, stored_size
 from seqcomp.compress.quant.bitpack import packed_nbytes
 from seqcomp.compress.passes import mixed_precision_sim as mixed_precision
-from seqcomp.compress.passes.mixed_precision_sim import choose_bits, paired_p_value, task_loss
+from seqcomp.compress.passes.mixed_precision_sim import choose_bits, paired_p_value
+from seqcomp.compress.quant.common import task_loss
 from seqcomp.errors import ConfigError
 from seqcomp.models import build_model
 

@@ -55,6 +55,7 @@ PASSES = Registry(
         "mixed_precision_sim": "seqcomp.compress.passes.mixed_precision_sim:MixedPrecision",
         "qat_sim": "seqcomp.compress.passes.qat_sim:QAT",
         "ssm_pole_sim": "seqcomp.compress.passes.ssm_pole_sim:SSMPole",
+        "pv_tune_sim": "seqcomp.compress.passes.pv_tune_sim:PVTune",
     },
 )
 

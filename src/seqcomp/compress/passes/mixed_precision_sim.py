@@ -66,14 +66,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.stats import ttest_1samp
 from torch import nn
 
 from seqcomp.compress import check_nested
 from seqcomp.compress.quant.coded import CodedPass, Parts, Target, row
-from seqcomp.compress.quant.common import KEPT, run_calibration, summary
+from seqcomp.compress.quant.common import KEPT, summary, window_losses
 from seqcomp.compress.quant.gptq import DEFAULT_SETTINGS, code_in_order, gptq_able, gptq_quantize, hessian
 from seqcomp.compress.quant.groups import DEFAULT_GROUPS, OTHER, kept_reason, named_groups
 from seqcomp.compress.quant.rtn import parts_of, quantized_weight
@@ -91,20 +90,6 @@ RELATIVE_STEP = 1e-3  # finite-difference step of hutchinson_traces, relative to
 def _output_mse(model: nn.Module, calib: torch.Tensor, reference: torch.Tensor) -> float:
     with torch.no_grad():
         return float(((model(calib) - reference) ** 2).mean())
-
-
-def window_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N,) the loss the evaluation scores, per labeled window: MSE for forecasts, cross-entropy
-    for class ids (a classification task's integer targets, the model emitting logits)."""
-    pred = torch.cat(run_calibration(model, x))  # (N, H, C) or (N, H, vocab)
-    if y.is_floating_point():
-        return ((pred - y) ** 2).flatten(1).mean(1)
-    return F.cross_entropy(pred.flatten(0, 1), y.flatten(), reduction="none").view(len(y), -1).mean(1)
-
-
-def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """The mean of :func:`window_losses` (every window has the same number of targets)."""
-    return float(window_losses(model, x, y).mean())
 
 
 def paired_p_value(challenger: torch.Tensor, incumbent: torch.Tensor, block: int) -> float:

@@ -123,6 +123,12 @@ def row(
     return {**entry(name, kind, param.numel(), action, reason), "group": group}
 
 
+def coded_parts(model: nn.Module) -> dict[str, Parts]:
+    """{state-dict key: parts} of the weights a coded pass's apply() or unpack() coded in ``model``
+    (empty if none), for a pass that tunes another's codes (pv_tune_sim)."""
+    return dict(model.__dict__.get(_STATE_ATTR, {}))
+
+
 class CodedPass:
     """Subclasses set ``kind`` and a ``Config`` with a ``groups`` field, and define
     ``part_suffixes`` and ``decode``; with the default ``apply`` also ``encode``, ``action``

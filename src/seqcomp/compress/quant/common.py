@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -63,6 +64,21 @@ def run_calibration(model: nn.Module, calib: torch.Tensor, hooks: Sequence[Remov
     finally:
         for handle in hooks:
             handle.remove()
+
+
+def window_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) the loss the evaluation scores, per labeled window: MSE for forecasts, cross-entropy
+    for class ids (a classification task's integer targets, the model emitting logits). Shared by
+    the passes that choose or stop on the val windows (mixed_precision_sim, pv_tune_sim)."""
+    pred = torch.cat(run_calibration(model, x))  # (N, H, C) or (N, H, vocab)
+    if y.is_floating_point():
+        return ((pred - y) ** 2).flatten(1).mean(1)
+    return F.cross_entropy(pred.flatten(0, 1), y.flatten(), reduction="none").view(len(y), -1).mean(1)
+
+
+def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The mean of :func:`window_losses` (every window has the same number of targets)."""
+    return float(window_losses(model, x, y).mean())
 
 
 KEPT = "kept fp32"

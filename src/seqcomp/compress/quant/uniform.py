@@ -211,8 +211,10 @@ def quantize(
     return encode(ungrouped(codes, rows.shape[1]), scales, zeros, bits, weight.shape, unit)
 
 
-def dequantize(qw: QuantizedWeight, bits: int, group_size: int | None) -> torch.Tensor:
-    """fp32 weight of shape ``qw.shape`` from packed codes, scales and zero points.
+def grid_codes(qw: QuantizedWeight, bits: int, group_size: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Float codes (R, G, w), the code that means 0.0 per group (R, G) and the row width of ``qw``:
+    the discrete half of a stored weight, for :func:`dequantize` and for passes that update codes
+    and scales apart (pv_tune_sim).
 
     Scales with a single row on a weight of several rows mean it was quantized flattened (one
     row of ``qw.shape.numel()``); both forms agree when the weight has one row."""
@@ -226,5 +228,11 @@ def dequantize(qw: QuantizedWeight, bits: int, group_size: int | None) -> torch.
             f"for a {tuple(qw.shape)} weight with group_size={group_size}: wrong pass config?"
         )
     zeros = None if qw.zeros is None else unpack_bits(qw.zeros, bits, qw.scales.numel()).view(qw.scales.shape)
-    weight = (groups - offsets(qw.scales, zeros, bits)[..., None]) * scale_values(qw.scales, qw.unit)[..., None]
+    return groups, offsets(qw.scales, zeros, bits), width
+
+
+def dequantize(qw: QuantizedWeight, bits: int, group_size: int | None) -> torch.Tensor:
+    """fp32 weight of shape ``qw.shape`` from packed codes, scales and zero points."""
+    groups, offset, width = grid_codes(qw, bits, group_size)
+    weight = (groups - offset[..., None]) * scale_values(qw.scales, qw.unit)[..., None]
     return ungrouped(weight, width).reshape(qw.shape)
