@@ -87,8 +87,10 @@ def test_hessian_and_error_feedback_lower_the_output_error_at_the_same_size() ->
     vq = compress("vq_sim", params, layer, None)  # rows' sub-vectors, plain k-means
     assert stored_size(vptq[1]) == stored_size(plain[1]) == stored_size(vq[1])
     assert "hessian-weighted" in vptq[2]["layers"][0]["action"] and "no calibration" in plain[2]["layers"][0]["action"]
-    mse = {name: output_mse(out[0], layer, held_out) for name, out in (("vptq", vptq), ("plain", plain), ("vq", vq))}
-    assert mse["vptq"] < 0.7 * min(mse["plain"], mse["vq"]), mse
+    no_refit = compress("vptq_sim", {**params, "refit": False}, layer, calib)  # k-means centroids kept
+    runs = (("vptq", vptq), ("no_refit", no_refit), ("plain", plain), ("vq", vq))
+    mse = {name: output_mse(out[0], layer, held_out) for name, out in runs}
+    assert mse["vptq"] < mse["no_refit"] < 0.7 * min(mse["plain"], mse["vq"]), mse
 
 
 def test_padding_small_layers_keep_dtype_and_other_weights() -> None:
@@ -132,6 +134,7 @@ def test_data_dependent_errors_name_pass_layer_and_numbers() -> None:
         ({"iterations": 0}, "iterations"),
         ({"percdamp": 0}, "percdamp"),
         ({"pad": 1}, "pad"),
+        ({"refit": "yes"}, "refit"),
         ({"small_layers": "drop"}, "small_layers"),
         ({"keep_dtype": "bfloat16"}, "keep_dtype"),
         ({"groups": ["other"]}, "groups"),

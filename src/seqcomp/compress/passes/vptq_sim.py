@@ -82,6 +82,7 @@ class VPTQ(CodedPass):
         seed: int = 0
         percdamp: float = DEFAULT_SETTINGS.percdamp
         block_size: int = DEFAULT_SETTINGS.block_size
+        refit: bool = True  # least-squares codebook update on the Hessian objective after rounding
         pad: bool = True  # pad rows to a multiple of dim; false: such a weight is an error
         small_layers: str = "keep"  # a weight with no more vectors than centroids: keep | error
         keep_dtype: str = "float32"  # float32 | float16: how the tensors left uncoded are stored
@@ -118,6 +119,7 @@ class VPTQ(CodedPass):
                 f"must be a number in (0, 1], got {self.percdamp!r}",
             )
             check(positive_int(self.block_size), "block_size", f"must be a positive integer, got {self.block_size!r}")
+            check(isinstance(self.refit, bool), "refit", f"must be true or false, got {self.refit!r}")
             check(isinstance(self.pad, bool), "pad", f"must be true or false, got {self.pad!r}")
             check(
                 self.small_layers in SMALL_LAYERS,
@@ -200,7 +202,7 @@ class VPTQ(CodedPass):
         rows = weight.shape[0]
         cv = vptq_quantize(
             weight.detach().float().reshape(rows, -1), h, c.dim, c.codebook_size, c.residual_codebook_size,
-            self._outlier_count(weight.numel() // rows), c.iterations, c.seed, c.percdamp, c.block_size,
+            self._outlier_count(weight.numel() // rows), c.iterations, c.seed, c.percdamp, c.block_size, c.refit,
         )
         parts = {
             CODES_SUFFIX: pack_bits(cv.codes.to(torch.uint8), _code_bits(c.codebook_size)),
@@ -298,6 +300,7 @@ class VPTQ(CodedPass):
             iterations=c.iterations,
             percdamp=c.percdamp,
             block_size=c.block_size,
+            refit=c.refit,
             keep_dtype=c.keep_dtype,
             groups=list(c.groups),
             nominal_bits_per_weight=self.nominal_bits(),

@@ -126,6 +126,7 @@ def vptq_quantize(
     seed: int,
     percdamp: float,
     block_size: int,
+    refit: bool = True,
 ) -> ColumnVectors:
     """VPTQ codes of ``weight`` (R, K) given the Hessian ``h`` (K, K) of its inputs, or None.
 
@@ -185,11 +186,62 @@ def vptq_quantize(
             block[:, j] = q  # what is stored (the update above leaves q up to rounding)
         w[:, b0:b1] = block
         w[:, b1:] -= errors @ u[b0:b1, b1:]
+    outliers = w[:, len(columns) :]
+    books, stages = [codebook], [codes]
+    if residual_codebook is not None:
+        books, stages = [codebook, residual_codebook], [codes, residual_codes]
+    if refit:
+        original = torch.zeros(m, width, dtype=torch.float64)
+        original[:rows] = weight.double()
+        books = refit_codebooks(original, h[:, order.argsort()][order.argsort()], columns, outlier_columns, outliers, books, stages)
     return ColumnVectors(
         codes.reshape(-1),
-        codebook,
+        books[0],
         residual_codes.reshape(-1) if residual_codebook is not None else None,
-        residual_codebook,
+        books[1] if residual_codebook is not None else None,
         outlier_columns,
-        w[:rows, len(columns) :].half(),
+        outliers[:rows].half(),
     )
+
+
+def refit_codebooks(
+    weight: torch.Tensor,
+    h: torch.Tensor,
+    columns: torch.Tensor,
+    outlier_columns: torch.Tensor,
+    outliers: torch.Tensor,
+    books: list[torch.Tensor],
+    stages: list[torch.Tensor],
+) -> list[torch.Tensor]:
+    """The fp16 codebooks that minimise tr((W - Q) H (W - Q)^T) given the codes (GPTVQ's codebook
+    update, arXiv:2402.15319): error feedback chose the codes for weights it had moved, so the
+    k-means centroids are no longer the best values for them.
+
+    ``weight`` (M, K) is the original padded weight, ``h`` the damped Hessian in natural column
+    order, ``books`` the codebooks (k_s, d) and ``stages`` their codes (n_coded_columns, M/d).
+    Q's coded columns are sums of one centroid per stage, so Q is linear in the stacked centroids
+    x (sum k_s, d): component t of every vector is a least-squares problem
+    (sum_v O_v^T H_cc O_v) x_t = sum_v O_v^T (H_cc w_{v,t} + H_co (w - o)_{v,t}) with O_v the
+    one-hot code matrix of vector row v, the same matrix for every t. A small ridge toward
+    the current centroids keeps unused ones where they are.
+    """
+    dim = books[0].shape[1]
+    offsets = torch.tensor([0] + [b.shape[0] for b in books]).cumsum(0)
+    index = torch.stack([c + int(o) for c, o in zip(stages, offsets)], dim=-1)  # (Kc, V, S)
+    total = int(offsets[-1])
+    h_cc, h_co = h[columns][:, columns], h[columns][:, outlier_columns]
+    gram = torch.zeros(total, total, dtype=torch.float64)
+    for v in range(index.shape[1]):
+        for a in index[:, v].T:  # (Kc,) per stage
+            for b in index[:, v].T:
+                gram.index_put_((a[:, None], b[None, :]), h_cc, accumulate=True)
+    # rhs for rows r: H_cc w_r[cols] + H_co (w_r[outl] - o_r)
+    target = weight[:, columns] @ h_cc + (weight[:, outlier_columns] - outliers) @ h_co.T  # (M, Kc)
+    target = target.reshape(-1, dim, len(columns)).permute(2, 0, 1)  # (Kc, V, d)
+    rhs = torch.zeros(total, dim, dtype=torch.float64)
+    for s in range(index.shape[2]):
+        rhs.index_add_(0, index[:, :, s].reshape(-1), target.reshape(-1, dim))
+    current = torch.cat([b.double() for b in books])
+    ridge = 1e-6 * float(torch.diagonal(gram).mean()) + 1e-12
+    solved = torch.linalg.solve(gram + ridge * torch.eye(total, dtype=gram.dtype), rhs + ridge * current)
+    return [part.half() for part in solved.split([b.shape[0] for b in books])]
