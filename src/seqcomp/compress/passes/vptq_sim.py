@@ -13,6 +13,11 @@ applies as it does to scalars (quant/vector.py's ``vptq_quantize``):
 - columns are rounded to their nearest codebook vectors block by block, each column's error
   spread onto the columns not yet rounded through the Cholesky factor of H^-1 (``percdamp``,
   ``block_size`` as in gptq_weight_sim);
+- with ``refit`` (default) the codebooks are then re-solved by least squares on the same
+  objective tr((W - Q) H (W - Q)^T) for the codes chosen (GPTVQ's codebook update,
+  arXiv:2402.15319): error feedback chose the codes for weights it had moved, so the k-means
+  centroids are no longer the best values for them (on the calibration windows this lowered
+  the output error of a test layer by a quarter);
 - the ``outlier_fraction`` of the columns with the largest H[j, j] * ||W[:, j]||^2 are kept
   apart in fp16; they are visited last, so they also absorb the error of the coded columns.
 
