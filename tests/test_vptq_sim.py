@@ -15,8 +15,7 @@ EVERY_PART = {"codebook_size": 8, "dim": 2, "residual_codebook_size": 4, "outlie
 
 @pytest.mark.parametrize("kind", sorted(TINY))
 def test_round_trip_on_every_model(kind: str) -> None:
-    # 200 windows: the tiny transformer's head has 192 input columns, one input vector per window
-    _, _, report = round_trip("vptq_sim", EVERY_PART, lambda s: registry_model(kind, s), windows(3), windows(200, 1))
+    _, _, report = round_trip("vptq_sim", EVERY_PART, lambda s: registry_model(kind, s), windows(3), windows(32, 1))
     assert report["simulated"] is True
     coded = [row for row in report["layers"] if row["action"] != "kept fp32"]
     assert all(row["bits_per_weight"] < 32 for row in coded)
@@ -119,9 +118,11 @@ def test_data_dependent_errors_name_pass_layer_and_numbers() -> None:
         compress("vptq_sim", {"codebook_size": 16, "dim": 2, "pad": False}, model, None)
     with pytest.raises(ValueError, match=r"vptq_sim: 1\.weight \(4, 7\): 14 vectors of 2, not more than the 16"):
         compress("vptq_sim", {"codebook_size": 16, "dim": 2, "small_layers": "error"}, model, None)
-    with pytest.raises(ValueError, match=r"vptq_sim: 0\.weight: calibration set too small .* 40 input vectors "
-                                         r"from 2 windows, fewer than its 64 input columns"):
-        compress("vptq_sim", {"codebook_size": 16, "dim": 2}, model, torch.randn(2, 20, 64))
+    too_small = r"vptq_sim: 0\.weight: calibration set too small .* 40 input vectors from 2 windows, fewer than "
+    with pytest.raises(ValueError, match=too_small + r"min_calibration_ratio=1\.0 x its 64 input columns"):
+        compress("vptq_sim", {"codebook_size": 16, "dim": 2, "min_calibration_ratio": 1.0}, model, torch.randn(2, 20, 64))
+    report = compress("vptq_sim", {"codebook_size": 16, "dim": 2}, model, torch.randn(2, 20, 64))[2]  # 40 >= 0.05 x 64
+    assert report["layers"][0]["calibration_vectors"] == 40
 
 
 @pytest.mark.parametrize(
@@ -135,6 +136,7 @@ def test_data_dependent_errors_name_pass_layer_and_numbers() -> None:
         ({"percdamp": 0}, "percdamp"),
         ({"pad": 1}, "pad"),
         ({"refit": "yes"}, "refit"),
+        ({"min_calibration_ratio": -1}, "min_calibration_ratio"),
         ({"small_layers": "drop"}, "small_layers"),
         ({"keep_dtype": "bfloat16"}, "keep_dtype"),
         ({"groups": ["other"]}, "groups"),

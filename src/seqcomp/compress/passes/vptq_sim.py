@@ -38,9 +38,12 @@ weight is kept (``small_layers: keep``, the report says why with the numbers) or
 (``small_layers: error``). VPTQ shares a codebook per layer; so does this pass.
 
 Errors (ValueError naming the pass, the layer and the numbers): a weight whose rows ``dim`` does
-not divide with ``pad: false``; a Linear whose calibration inputs are fewer vectors than its
-input columns (X^T X would be singular: the Hessian needs at least as many calibration vectors
-as columns; give more ``calibration.windows``).
+not divide with ``pad: false``; a Linear whose calibration input vectors are fewer than
+``min_calibration_ratio`` (default 0.05) times its input columns: X^T X has rank at most that
+count, and below it the dampening, not the data, would set most of H^-1. The default lets the
+ETTh1 Transformer's head (3072 input columns, one input vector per window, 256 windows: rank
+256, as gptq_weight_sim uses it) through; 1.0 asks for a full-rank Hessian. Each report row of
+a Linear gives its ``calibration_vectors``.
 
 Simulated: fp32 kernels run on the decoded weights; no speed-up is claimed.
 """
@@ -89,6 +92,7 @@ class VPTQ(CodedPass):
         block_size: int = DEFAULT_SETTINGS.block_size
         refit: bool = True  # least-squares codebook update on the Hessian objective after rounding
         pad: bool = True  # pad rows to a multiple of dim; false: such a weight is an error
+        min_calibration_ratio: float = 0.05  # a Linear needs this many calibration input vectors per input column
         small_layers: str = "keep"  # a weight with no more vectors than centroids: keep | error
         keep_dtype: str = "float32"  # float32 | float16: how the tensors left uncoded are stored
         groups: list[str] = field(default_factory=lambda: list(DEFAULT_GROUPS))
@@ -124,6 +128,13 @@ class VPTQ(CodedPass):
                 f"must be a number in (0, 1], got {self.percdamp!r}",
             )
             check(positive_int(self.block_size), "block_size", f"must be a positive integer, got {self.block_size!r}")
+            check(
+                isinstance(self.min_calibration_ratio, (int, float))
+                and not isinstance(self.min_calibration_ratio, bool)
+                and self.min_calibration_ratio >= 0,
+                "min_calibration_ratio",
+                f"must be a number >= 0, got {self.min_calibration_ratio!r}",
+            )
             check(isinstance(self.refit, bool), "refit", f"must be true or false, got {self.refit!r}")
             check(isinstance(self.pad, bool), "pad", f"must be true or false, got {self.pad!r}")
             check(
@@ -233,10 +244,11 @@ class VPTQ(CodedPass):
             how = "plain k-means: no calibration windows"
         return f"{words} ({how}; simulated)"
 
-    def _check_calibration(self, model: nn.Module, targets: list[Target], calib: torch.Tensor) -> None:
-        """Raise if a Linear's calibration inputs are fewer vectors than its input columns: its
-        Hessian X^T X would then be singular (rank below its size), only the dampening would
-        make it invertible, and the error feedback would follow noise."""
+    def _calibration_vectors(self, model: nn.Module, targets: list[Target], calib: torch.Tensor) -> dict[str, int]:
+        """{name: input vectors on ``calib``} of every nn.Linear target; raises if one has fewer
+        than ``min_calibration_ratio`` x its input columns. H = X^T X has rank at most that count:
+        with far fewer vectors than columns the dampening, not the data, sets most of H^-1, and
+        the error feedback follows noise."""
         linear = {id(t.module): t for t in targets if gptq_able(t)}
         counts = dict.fromkeys(linear, 0)
 
@@ -244,13 +256,15 @@ class VPTQ(CodedPass):
             counts[id(module)] += args[0].numel() // module.in_features
 
         run_calibration(model, calib, [linear[i].module.register_forward_pre_hook(hook) for i in linear])
+        ratio = self.config.min_calibration_ratio
         for i, t in linear.items():
-            if 0 < counts[i] < t.module.in_features:
+            if 0 < counts[i] < ratio * t.module.in_features:
                 raise ValueError(
                     f"{self.kind}: {t.name}: calibration set too small for the Hessian: {counts[i]} input vectors "
-                    f"from {len(calib)} windows, fewer than its {t.module.in_features} input columns "
-                    "(need at least as many; raise calibration.windows)"
+                    f"from {len(calib)} windows, fewer than min_calibration_ratio={ratio} x its "
+                    f"{t.module.in_features} input columns (give more calibration.windows)"
                 )
+        return {t.name: counts[i] for i, t in linear.items()}
 
     def apply(self, model: nn.Module, calib: torch.Tensor | None) -> tuple[nn.Module, dict[str, Any]]:
         """Code the selected weights in place (forward order, with Hessians when ``calib`` is given)."""
@@ -267,10 +281,11 @@ class VPTQ(CodedPass):
         def code(t: Target, h: torch.Tensor | None) -> tuple[Parts, str]:
             return self._encode(t.param, h), self._action(t, h, calib is not None)
 
+        vectors: dict[str, int] = {}
         if calib is None:
             coded = {t.name: code(t, None) for t in targets}
         else:
-            self._check_calibration(model, targets, calib)
+            vectors = self._calibration_vectors(model, targets, calib)
             coded = code_in_order(model, targets, calib, code, self.decode)
         self.start(model)
         bits = {"all": 0, "codebooks": 0}
@@ -289,6 +304,7 @@ class VPTQ(CodedPass):
                 "outlier_columns": len(parts.get(OUTLIER_COLUMNS, ())),
                 "padded_rows": padded_rows(t.param.shape[0], c.dim) - t.param.shape[0],
                 "weight_rel_err": error,
+                **({"calibration_vectors": vectors[t.name]} if t.name in vectors else {}),
             })
         stored_as = self.keep_rest(model, {t.name for t in targets})
         layers = [r if r["action"] != KEPT else {**r, **stored_as} for r in rows.values()]
