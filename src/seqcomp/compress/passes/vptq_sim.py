@@ -275,7 +275,7 @@ class VPTQ(CodedPass):
             reason = reason or self._why_not(name, param)
             if reason is None:
                 targets.append(Target(name, *owners[name], group))
-            rows[name] = row(name, kind, param, group, KEPT if reason else "", reason)
+            rows[name] = row(name, kind, param, group, KEPT, reason)  # a coded row gets its action below
         originals = {t.name: real_view(t.param).float().clone() for t in targets}
 
         def code(t: Target, h: torch.Tensor | None) -> tuple[Parts, str]:
