@@ -232,9 +232,11 @@ def refit_codebooks(
     h_cc, h_co = h[columns][:, columns], h[columns][:, outlier_columns]
     gram = torch.zeros(total, total, dtype=torch.float64)
     for v in range(index.shape[1]):
-        for a in index[:, v].T:  # (Kc,) per stage
-            for b in index[:, v].T:
-                gram.index_put_((a[:, None], b[None, :]), h_cc, accumulate=True)
+        spread = torch.zeros(len(columns), total, dtype=torch.float64)  # H_cc O_v
+        for stage in index[:, v].T:  # (Kc,) codes of vector row v, one stage at a time
+            spread.index_add_(1, stage, h_cc)
+        for stage in index[:, v].T:
+            gram.index_add_(0, stage, spread)  # += O_v^T H_cc O_v
     # rhs for rows r: H_cc w_r[cols] + H_co (w_r[outl] - o_r)
     target = weight[:, columns] @ h_cc + (weight[:, outlier_columns] - outliers) @ h_co.T  # (M, Kc)
     target = target.reshape(-1, dim, len(columns)).permute(2, 0, 1)  # (Kc, V, d)
