@@ -135,7 +135,9 @@ def vptq_quantize(
     one matmul per block; ``percdamp`` * mean(diag H) added to the diagonal). The outlier
     columns are visited last, so that they absorb the error of all coded columns before they
     are rounded to fp16. Without ``h`` (no input hook, no calibration) every vector weighs the
-    same and no error is spread: plain k-means on column vectors.
+    same and no error is spread: plain k-means on column vectors. With ``refit`` the codebooks
+    are then re-solved for the codes chosen (:func:`refit_codebooks`; with H = I that is one
+    more Lloyd step).
     """
     rows, width = weight.shape
     m = padded_rows(rows, dim)
