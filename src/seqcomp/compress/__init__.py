@@ -51,6 +51,7 @@ PASSES = Registry(
         "lowrank": "seqcomp.compress.passes.lowrank:LowRank",
         "prune_sim": "seqcomp.compress.passes.prune_sim:Prune",
         "vq_sim": "seqcomp.compress.passes.vq_sim:VectorQuant",
+        "vptq_sim": "seqcomp.compress.passes.vptq_sim:VPTQ",
         "chain": "seqcomp.compress.passes.chain:Chain",
         "mixed_precision_sim": "seqcomp.compress.passes.mixed_precision_sim:MixedPrecision",
         "qat_sim": "seqcomp.compress.passes.qat_sim:QAT",

@@ -32,41 +32,8 @@ from seqcomp.compress.quant.coded import CodedPass, candidates, row
 from seqcomp.compress.quant.common import KEPT, summary
 from seqcomp.compress.quant.groups import DEFAULT_GROUPS, check_groups
 from seqcomp.compress.quant.size import CODEBOOK_SUFFIX, CODES_SUFFIX
+from seqcomp.compress.quant.vector import kmeans
 from seqcomp.registry import check
-
-
-def nearest(vectors: torch.Tensor, centroids: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
-    """Index of the nearest centroid (k, d) for each vector (n, d); ties go to the lower index."""
-    norms = (centroids * centroids).sum(dim=1)  # (k,)
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin
-    return torch.cat([(norms - 2 * block @ centroids.T).argmin(dim=1) for block in vectors.split(chunk)])
-
-
-def seed_centroids(vectors: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007): each new centroid is drawn with
-    probability proportional to its squared distance from the nearest one already chosen."""
-    first = int(torch.randint(vectors.shape[0], (1,), generator=generator))
-    centroids = [vectors[first]]
-    dist = ((vectors - vectors[first]) ** 2).sum(dim=1)  # (n,)
-    for _ in range(1, k):
-        weights = dist if float(dist.sum()) > 0 else torch.ones_like(dist)  # all points covered
-        pick = int(torch.multinomial(weights, 1, generator=generator))
-        centroids.append(vectors[pick])
-        dist = torch.minimum(dist, ((vectors - vectors[pick]) ** 2).sum(dim=1))
-    return torch.stack(centroids)
-
-
-def kmeans(vectors: torch.Tensor, k: int, iterations: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codebook (k, d) in fp16 and the index (n,) of each vector's nearest fp16 centroid."""
-    centroids = seed_centroids(vectors, k, torch.Generator().manual_seed(seed))
-    for _ in range(iterations):
-        assign = nearest(vectors, centroids)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, vectors)
-        counts = torch.bincount(assign, minlength=k)
-        filled = counts > 0
-        centroids[filled] = sums[filled] / counts[filled, None]
-    codebook = centroids.half()
-    return codebook, nearest(vectors, codebook.float())
 
 
 class VectorQuant(CodedPass):

@@ -219,12 +219,7 @@ class CodedPass:
         for t in targets:
             parts, action = coded[t.name]
             done[t.name] = action, self.commit(model, t.name, t.param, parts, originals[t.name])
-        keep = self.keep_dtype()
-        with torch.no_grad():
-            for key, value in model.state_dict().items():  # detached views: copy_ writes the model
-                if key not in done:
-                    value.copy_(kept_form(value, keep))
-        stored_as = {} if keep == torch.float32 else {"stored_dtype": str(keep).removeprefix("torch.")}
+        stored_as = self.keep_rest(model, set(done))
         layers = []
         for name, module, pname, param, group in everything:
             kind = type(module).__name__
@@ -248,6 +243,16 @@ class CodedPass:
                 report["kernel_rel_err"] = kernels
         extra = self.calibrate(model, targets, calib)
         return model, {**report, **extra, "layers": layers}
+
+    def keep_rest(self, model: nn.Module, coded: set[str]) -> dict[str, str]:
+        """Round every state-dict tensor not in ``coded`` to ``keep_dtype()`` in place, so the
+        evaluated model is exactly the stored one; the report entry saying so (none for fp32)."""
+        keep = self.keep_dtype()
+        with torch.no_grad():
+            for key, value in model.state_dict().items():  # detached views: copy_ writes the model
+                if key not in coded:
+                    value.copy_(kept_form(value, keep))
+        return {} if keep == torch.float32 else {"stored_dtype": str(keep).removeprefix("torch.")}
 
     def pack(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Parts and shape per coded weight, every other state-dict tensor as is, plus extras."""
