@@ -174,15 +174,16 @@ def learn_rounding(
     v = _init_v(w / s - torch.floor(w / s)).requires_grad_(True)
     optimiser = torch.optim.Adam([v], lr=settings.lr)
     norm = start_err.clamp(min=1e-30 * reference)
-    for step in range(settings.steps):
-        soft = _soft(v)
-        loss = _output_error(w - dequant((base + soft).clamp(0, top)), gram) / norm
-        beta = _beta(step, settings)
-        if beta is not None and settings.reg > 0:
-            loss = loss + settings.reg * (1 - (2 * soft - 1).abs().pow(beta)).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
+    with torch.enable_grad():  # a caller may run the pass under no_grad
+        for step in range(settings.steps):
+            soft = _soft(v)
+            loss = _output_error(w - dequant((base + soft).clamp(0, top)), gram) / norm
+            beta = _beta(step, settings)
+            if beta is not None and settings.reg > 0:
+                loss = loss + settings.reg * (1 - (2 * soft - 1).abs().pow(beta)).mean()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
     with torch.no_grad():
         learned = (base + (_soft(v) >= 0.5).float()).clamp(0, top)
         learned_err = _output_error(w - dequant(learned), gram)
