@@ -17,8 +17,9 @@ inputs. The first term is the layer's output error relative to that of the pass'
 W_0 (nearest for RTN, GPTQ's codes for GPTQ), so it is 1 for the rounding we start from and
 lambda means the same on every layer and model scale (the paper sums squared errors, whose scale
 depends on the layer). It is computed exactly, over all calibration rows, through the Gram matrix
-``X^T X`` (quant/gptq.py's Hessian): tr(D H D^T) with D = W - W~, so a step costs out * in^2
-whatever the number of rows, and the optimisation is full-batch and deterministic. The second
+``X^T X`` (quant/gptq.py's Hessian) factored as F F^T (F of rank r <= rows): tr(D H D^T) =
+||D F||^2 with D = W - W~, so a step costs out * in * min(in, rows) whatever the number of rows,
+and the optimisation is full-batch and deterministic. The second
 term is the paper's regulariser: zero where h is 0 or 1, it pushes every h to one of them; its
 exponent beta is annealed linearly from 20 to 2 after a warm-up of 20% of the steps without it
 (the paper's schedule), so early steps find the continuous solution and later ones commit.
@@ -133,9 +134,21 @@ def _per_element(values: torch.Tensor, width: int, group_size: int | None) -> to
     return ungrouped(values[..., None].expand(g.shape), width)
 
 
-def _output_error(delta: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """tr(D H D^T): the squared output error of a weight error D (out, in) on inputs of Gram H."""
-    return ((delta @ h) * delta).sum()
+def input_factor(h: torch.Tensor) -> torch.Tensor:
+    """F (in, r) with F F^T = ``h`` (in, in), dropping the eigenvalues below 1e-9 of the largest.
+
+    ||D F||^2 = tr(D H D^T) is a weight error D's squared output error; a step then costs
+    out * in * r instead of out * in^2, r <= the number of calibration rows: a flattening head
+    (PatchTST's, the Transformer's: thousands of inputs, one row per window) sees far fewer rows
+    than it has inputs, and its rank is that small."""
+    values, vectors = torch.linalg.eigh(h.double())
+    keep = values > values.max().clamp(min=1e-300) * 1e-9
+    return (vectors[:, keep] * values[keep].sqrt()).float()
+
+
+def _output_error(delta: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """The squared output error ||D F||^2 of a weight error D (out, in), F from :func:`input_factor`."""
+    return (delta @ factor).square().sum()
 
 
 def _beta(step: int, settings: RoundingSettings) -> float | None:
@@ -158,7 +171,7 @@ def learn_rounding(
     ||(W - Q) X^T|| / ||W X^T||) of the starting and of the kept rounding, steps, which was kept."""
     w = as_rows(weight)  # (R, K)
     n_rows, k = w.shape
-    gram = h.float()
+    factor = input_factor(h)
     top = code_max(bits, symmetric)
     zeros = None if start.zeros is None else unpack_bits(start.zeros, bits, start.scales.numel()).view(start.scales.shape)
     s = _per_element(scale_values(start.scales, start.unit), k, group_size)
@@ -168,16 +181,16 @@ def learn_rounding(
     def dequant(codes: torch.Tensor) -> torch.Tensor:
         return (codes - off) * s
 
-    reference = _output_error(w, gram).clamp(min=1e-30)  # ||W X^T||^2
-    start_err = _output_error(w - dequant(start_codes), gram)
+    reference = _output_error(w, factor).clamp(min=1e-30)  # ||W X^T||^2
+    start_err = _output_error(w - dequant(start_codes), factor)
     base = torch.floor(w / s) + off
     v = _init_v(w / s - torch.floor(w / s)).requires_grad_(True)
     optimiser = torch.optim.Adam([v], lr=settings.lr)
-    norm = start_err.clamp(min=1e-30 * reference)
+    norm = start_err.clamp(min=max(1e-12 * float(reference), 1e-30))  # a layer whose inputs are all 0: no error
     with torch.enable_grad():  # a caller may run the pass under no_grad
         for step in range(settings.steps):
             soft = _soft(v)
-            loss = _output_error(w - dequant((base + soft).clamp(0, top)), gram) / norm
+            loss = _output_error(w - dequant((base + soft).clamp(0, top)), factor) / norm
             beta = _beta(step, settings)
             if beta is not None and settings.reg > 0:
                 loss = loss + settings.reg * (1 - (2 * soft - 1).abs().pow(beta)).mean()
@@ -186,7 +199,7 @@ def learn_rounding(
             optimiser.step()
     with torch.no_grad():
         learned = (base + (_soft(v) >= 0.5).float()).clamp(0, top)
-        learned_err = _output_error(w - dequant(learned), gram)
+        learned_err = _output_error(w - dequant(learned), factor)
     kept = bool(learned_err < start_err)
     codes = learned if kept else start_codes
     info = {
