@@ -208,6 +208,7 @@ def learn_rounding(
         "layer_output_rel_err_after": round(float((torch.minimum(learned_err, start_err) / reference).sqrt()), 6),
         "rounding_kept": "learned" if kept else "start (learned rounding did not lower the layer's output error)",
         "codes_changed": int((codes != start_codes).sum()),
+        "input_rank": factor.shape[1],  # rank of the calibration inputs (<= their number of rows)
     }
     return encode(codes, start.scales, zeros, bits, start.shape, start.unit), info
 
@@ -242,6 +243,8 @@ class LearnedRounding:
         for row in report["layers"]:
             if row["action"] != KEPT:
                 row.update(self._rounding_rows.get(row["name"], {}))
+        if self.config.rounding == "learned":  # not subsampled: every row of every window, through the Gram matrix
+            report["rounding_calibration_windows"] = len(calib)
         return model, report
 
     def header(self) -> dict[str, Any]:
