@@ -61,7 +61,10 @@ def _net(seed: int = 0) -> Net:
     return Net().eval()
 
 
-@pytest.mark.parametrize("extra", [{}, {"scale_dtype": "float8_e4m3", "keep_dtype": "float16"}])
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"scale_dtype": "float8_e4m3", "keep_dtype": "float16"}, {"rounding": "learned", "rounding_steps": 20}],
+)
 def test_gptq_pass_reports_fallbacks_and_round_trips(extra: dict) -> None:
     model, calib = _net(), torch.randn(40, 12, 4)
     params = {"bits": 3, "group_size": 8, "symmetric": False, **extra}

@@ -12,6 +12,15 @@ in how weights are rounded.
 Only nn.Linear weights get GPTQ (their input is one tensor X). Other selected parameters
 (LSTM and attention raw weights, convolutions, SSM parameters) fall back to RTN and their
 report rows say so. Simulated: fp32 kernels on dequantized weights, no speed-up claimed.
+
+``rounding: learned`` (quant/rounding.py: AdaRound) runs after GPTQ on each nn.Linear weight: GPTQ
+fits the grid (its scales and zero points, kept as they are) and its codes are the starting point;
+AdaRound then learns up/down for each original weight on that grid against the layer's output
+W X^T, X the inputs the already quantized layers upstream give it (the Hessian GPTQ used), and the
+learned codes replace GPTQ's only where they lower that output error. Why after GPTQ rather than
+instead of it: GPTQ's grid, fitted on its updated weights, is part of what it gains, and keeping
+the better of the two codes makes learned rounding never worse than GPTQ on the calibration data.
+Weights that fall back to RTN keep nearest rounding (no inputs to learn from).
 """
 
 from __future__ import annotations
@@ -24,16 +33,17 @@ from torch import nn
 
 from seqcomp.compress.quant.coded import Parts, Target, real_view
 from seqcomp.compress.quant.gptq import DEFAULT_SETTINGS, GPTQSettings, code_in_order, gptq_quantize
-from seqcomp.compress.quant.rtn import RTNGrid, parts_of
+from seqcomp.compress.quant.rounding import LearnedRounding, RoundingOptions
+from seqcomp.compress.quant.rtn import RTNGrid
 from seqcomp.compress.quant.uniform import GRID_SCALE_DTYPES
 from seqcomp.registry import check
 
 
-class GPTQ(RTNGrid):
+class GPTQ(LearnedRounding, RTNGrid):
     """RTN's grid and stored form, GPTQ's rounding for every nn.Linear weight selected."""
 
     @dataclass(frozen=True)
-    class Config(RTNGrid.Config):
+    class Config(RTNGrid.Config, RoundingOptions):
         percdamp: float = DEFAULT_SETTINGS.percdamp  # dampening, as a fraction of mean(diag H)
         act_order: bool = DEFAULT_SETTINGS.act_order  # visit columns by decreasing diag(H)
         block_size: int = DEFAULT_SETTINGS.block_size  # columns updated eagerly before one lazy matmul
@@ -51,6 +61,7 @@ class GPTQ(RTNGrid):
                 "block_size",
                 f"must be a positive integer, got {self.block_size!r}",
             )
+            self.check_rounding()
 
     kind: ClassVar[str] = "gptq_weight_sim"
     method: ClassVar[str] = "gptq"
@@ -72,12 +83,12 @@ class GPTQ(RTNGrid):
 
         def code(t: Target, h: torch.Tensor | None) -> tuple[Parts, str]:
             if h is None:
-                return self.encode(real_view(t.param), t.group), self._fallback(t)
+                return self.round_layer(t, None, self.quantize(real_view(t.param), t.group)), self._fallback(t)
             qw = gptq_quantize(
                 t.param, h, self.bits_of(t.group), c.group_size, GRID_SCALE_DTYPES[c.scale_dtype], settings,
                 c.symmetric, c.calibration, c.percentile,
             )
-            return self.tagged(parts_of(qw), t.group), self.action(t.group)
+            return self.round_layer(t, h, qw), self.action(t.group)
 
         return code_in_order(model, targets, calib, code, self.decode)
 

@@ -19,17 +19,53 @@ unquantized (biases, norms, SSM recurrent parameters...) in fp16, and the evalua
 uses those fp16 values (see quant/coded.py).
 
 The grid, its config and stored form are quant/rtn.py's (shared with gptq_weight_sim and
-int8_static_sim); this pass is that grid with round-to-nearest.
+int8_static_sim); this pass is that grid with round-to-nearest, or with ``rounding: learned``
+(quant/rounding.py: AdaRound) each nn.Linear weight's rounding learned against its output on the
+inputs the fp32 model gives it on the calibration windows (all layers see fp32 inputs, as the
+rounding of one does not depend on another's); other weights keep nearest rounding and their
+report rows say so. Learned rounding changes only which code each weight gets: the stored form,
+its size and decoding are the same.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
+import torch
+from torch import nn
+
+from seqcomp.compress.quant.coded import Parts, Target, real_view
+from seqcomp.compress.quant.gptq import gptq_able, hessian
+from seqcomp.compress.quant.rounding import LearnedRounding, RoundingOptions
 from seqcomp.compress.quant.rtn import RTNGrid
 
 
-class RTNWeightSim(RTNGrid):
+class RTNWeightSim(LearnedRounding, RTNGrid):
     """Weight-only b-bit RTN, stored bit-packed, evaluated as fake-quant on fp32 kernels."""
 
+    @dataclass(frozen=True)
+    class Config(RTNGrid.Config, RoundingOptions):
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.check_rounding()
+
     kind: ClassVar[str] = "rtn_weight_sim"
+
+    def encode_targets(
+        self, model: nn.Module, targets: list[Target], calib: torch.Tensor | None
+    ) -> dict[str, tuple[Parts, str]]:
+        """Nearest codes; with learned rounding, each nn.Linear weight's learned on its fp32 inputs
+        (``model`` is still fp32 here: apply writes the codes back after this)."""
+        if self.config.rounding == "nearest":
+            return super().encode_targets(model, targets, calib)
+        if calib is None:
+            raise ValueError(f"{self.kind}: rounding: learned needs calibration windows (calib is None)")
+        return {
+            t.name: (
+                self.round_layer(t, hessian(model, t.module, calib) if gptq_able(t) else None,
+                                 self.quantize(real_view(t.param), t.group)),
+                self.action(t.group),
+            )
+            for t in targets
+        }
