@@ -108,6 +108,8 @@ BENCHES = (
     Bench("bench/gpu_fp8.py", "gpu_fp8.json",
           f"python bench/gpu_fp8.py --data results/etth1/data/etth1 --models {ETTH1_MODELS} "
           "--out bench/results/gpu_fp8.json", "gpu", "make etth1", needs=(ETTH1_MODELS,), gpu=True),
+    Bench("bench/corpus_throughput.py", "corpus_cpu.json",
+          "python bench/corpus_throughput.py --out bench/results/corpus_cpu.json", "cpu"),
     Bench("bench/memory_delay.py", "memory_delay.json",
           "python bench/memory_delay.py --out bench/results/memory_delay.json", "cpu"),
     Bench("bench/memory_delay.py", "memory_delay_lag192.json",
