@@ -4,6 +4,7 @@ exact GP draws, TTM's downsampled views, TSMix's convex mixes, clear config erro
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,10 @@ from seqcomp.data.kernel_synth import (
     KernelSynthConfig,
     KernelSynthSource,
     Term,
+    rational_quadratic_cov,
     bank_kernel,
     gp_draw,
+    stationary_draw,
     views,
 )
 from seqcomp.data.stage import run_data
@@ -103,8 +106,8 @@ def test_mixes_are_convex_combinations_of_mean_scaled_series() -> None:
         w = np.array(record["weights"])
         assert 2 <= len(w) <= 4 and (w >= 0).all() and np.isclose(w.sum(), 1.0)
         assert len(set(record["components"])) == len(w)
-        parts = np.stack([src.series(int(s[1:]))[0] for s in record["components"]])[:, -128:]
-        parts = parts / np.abs(np.stack([src.series(int(s[1:]))[0] for s in record["components"]])).mean(1, keepdims=True)
+        whole = np.stack([src.series(int(s[1:]))[0] for s in record["components"]])
+        parts = whole[:, -128:] / np.abs(whole).mean(1, keepdims=True)
         mix = values[:, 5 + j]
         assert np.allclose(mix, w @ parts, atol=1e-5)
         assert (mix >= parts.min(0) - 1e-5).all() and (mix <= parts.max(0) + 1e-5).all()
@@ -149,3 +152,13 @@ def test_the_data_stage_writes_the_corpus_with_its_channels_meta(tmp_path: Path)
 def test_bad_config_names_the_key(params: dict, key: str, says: str) -> None:
     with pytest.raises(ConfigError, match=rf"datasets\.k: {key}: .*{says}"):
         dataset_config("kernel_synth", params, "datasets.k")
+
+
+def test_an_indefinite_embedding_falls_back_to_a_dense_draw() -> None:
+    """A rational quadratic with a heavy tail (alpha 1, scale N) never embeds; its draw is dense, counted."""
+    n = 64
+    heavy = Term(1.0, 0, (partial(rational_quadratic_cov, alpha=1.0, scale=float(n)),))
+    x, dense = stationary_draw(heavy, n, np.random.default_rng(0))
+    assert dense and x.shape == (n,) and np.isfinite(x).all()
+    light = Term(1.0, 0, (partial(rational_quadratic_cov, alpha=10.0, scale=0.1 * n),))
+    assert not stationary_draw(light, n, np.random.default_rng(0))[1]

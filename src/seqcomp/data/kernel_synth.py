@@ -82,19 +82,19 @@ WEIBULL_SHAPE = (1.0, 3.0)
 NOISE_MAX = 0.2
 
 
-def _periodic(tau: np.ndarray, period: int, length: float) -> np.ndarray:
+def periodic_cov(tau: np.ndarray, period: int, length: float) -> np.ndarray:
     return np.exp(-2.0 * np.sin(np.pi * tau / period) ** 2 / length**2)
 
 
-def _rbf(tau: np.ndarray, scale: float) -> np.ndarray:
+def rbf_cov(tau: np.ndarray, scale: float) -> np.ndarray:
     return np.exp(-0.5 * (tau / scale) ** 2)
 
 
-def _rational_quadratic(tau: np.ndarray, alpha: float, scale: float) -> np.ndarray:
+def rational_quadratic_cov(tau: np.ndarray, alpha: float, scale: float) -> np.ndarray:
     return (1.0 + tau**2 / (2.0 * alpha * scale**2)) ** -alpha
 
 
-def _white(tau: np.ndarray) -> np.ndarray:
+def white_cov(tau: np.ndarray) -> np.ndarray:
     return (tau == 0).astype(np.float64)
 
 
@@ -140,22 +140,22 @@ def bank_kernel(name: str, rng: np.random.Generator, n: int, periods: list[int])
     """One kernel of the bank with its parameters drawn from ``PARAMS`` (and ``periods``)."""
     if name == "periodic":
         period, length = int(rng.choice(periods)), float(rng.choice(PARAMS["periodic_length"]))
-        return Kernel((Term(1.0, 0, (partial(_periodic, period=period, length=length),), (period,)),),
+        return Kernel((Term(1.0, 0, (partial(periodic_cov, period=period, length=length),), (period,)),),
                       f"periodic(p={period}, l={length:g})")
     if name == "linear":
         c = float(rng.choice(PARAMS["linear_offset"]))
         return Kernel((Term(c), Term(1.0, 1)) if c else (Term(1.0, 1),), f"linear(c={c:g})")
     if name == "rbf":
         scale = float(rng.choice(PARAMS["rbf_scale"])) * n
-        return Kernel((Term(1.0, 0, (partial(_rbf, scale=scale),)),), f"rbf(l={scale:g})")
+        return Kernel((Term(1.0, 0, (partial(rbf_cov, scale=scale),)),), f"rbf(l={scale:g})")
     if name == "rational_quadratic":
         alpha, fraction = PARAMS["rational_quadratic"][rng.integers(len(PARAMS["rational_quadratic"]))]
         scale = fraction * n
-        return Kernel((Term(1.0, 0, (partial(_rational_quadratic, alpha=alpha, scale=scale),)),),
+        return Kernel((Term(1.0, 0, (partial(rational_quadratic_cov, alpha=alpha, scale=scale),)),),
                       f"rational_quadratic(alpha={alpha:g}, l={scale:g})")
     if name == "white_noise":
         variance = float(rng.choice(PARAMS["white_noise_variance"]))
-        return Kernel((Term(variance, 0, (_white,)),), f"white_noise({variance:g})")
+        return Kernel((Term(variance, 0, (white_cov,)),), f"white_noise({variance:g})")
     variance = float(rng.choice(PARAMS["constant_variance"]))
     return Kernel((Term(variance),), f"constant({variance:g})")
 
