@@ -138,6 +138,7 @@ def test_the_data_stage_writes_the_corpus_with_its_channels_meta(tmp_path: Path)
         ({"length": 10}, "length", "at least 64"),
         ({"bank": ["periodic", "cosine"]}, "bank", r"unknown kernel\(s\) \['cosine'\]"),
         ({"bank": ["constant"]}, "bank", "only flat series"),
+        ({"bank": []}, "bank", "is empty"),
         ({"downsample": [1]}, "downsample", ">= 2"),
         ({"downsample": [2, 2]}, "downsample", "repeats"),
         ({"kernel_share": 1.5}, "kernel_share", r"\[0, 1\]"),

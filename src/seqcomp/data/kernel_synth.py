@@ -258,6 +258,7 @@ class KernelSynthConfig:
             check(getattr(self, key) >= 1, key, f"must be at least 1, got {getattr(self, key)}")
         check(self.length >= MIN_LENGTH, "length", f"must be at least {MIN_LENGTH} steps, got {self.length}")
         check(0.0 <= self.kernel_share <= 1.0, "kernel_share", f"must lie in [0, 1], got {self.kernel_share}")
+        check(bool(self.bank) or self.kernel_share == 0, "bank", f"is empty; list kernels of {', '.join(BANK)}")
         unknown = [k for k in self.bank if k not in BANK]
         check(not unknown, "bank", f"unknown kernel(s) {unknown}; valid kernels: {', '.join(BANK)}")
         check(self.kernel_share == 0 or any(k != "constant" for k in self.bank), "bank",
