@@ -189,3 +189,12 @@ def test_pages_command_writes_the_bench_page(tmp_path: Path, monkeypatch) -> Non
     text = (tmp_path / "docs" / "microbench.md").read_text()
     assert text.startswith("# Micro-benchmarks\n") and "| 256 | 13.12 / 5.5 | skipped | chunked |" in text
     assert main(["pages"]) == 2  # neither --config nor --bench: an error, not an empty run
+
+
+def test_corpus_throughput_rows_render(tmp_path: Path) -> None:
+    row = {"case": "forecast_pfn", "series": 5, "length": 64, "generated_length": 64, "channels": 5, "wall_s": 0.01,
+           "points_per_s": 32000, "drawn_per_s": 32000, "dense_fallbacks": 0}
+    (tmp_path / "corpus_cpu.json").write_text(json.dumps({"env": {}, "rows": [row],
+                                                          "provenance": prov("corpus_cpu.json")}))
+    text = section(page(tmp_path, ROOT, (BY_OUT["corpus_cpu.json"],)), "corpus_cpu.json")
+    assert "| forecast_pfn | 5 | 64 | 64 | 5 |" in text and "32000" in text.replace(",", "").replace(" ", "")

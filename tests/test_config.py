@@ -133,7 +133,7 @@ def test_defaults_are_filled() -> None:
         ({"models__lstm": {"hidden": -4}}, r"models.lstm: .*hidden"),
         ({"models__lstm": {"hiden": 5}}, r"models.lstm: unknown key\(s\) hiden; valid keys: .*hidden"),
         ({"passes__w4_rtn_sim__bits": 1}, r"passes.w4_rtn_sim: .*bits"),
-        ({"datasets__tiny__kind": "parquet"}, r"datasets.tiny: unknown dataset kind 'parquet'; valid dataset kinds: ar, csv, induction_heads, selective_copying, synthetic"),
+        ({"datasets__tiny__kind": "parquet"}, r"datasets.tiny: unknown dataset kind 'parquet'; valid dataset kinds: ar, csv, induction_heads, kernel_synth, selective_copying, synthetic"),
         ({"lookbacks": [500]}, r"lookback 500 \+ horizon 8 leaves no train/val window in dataset 'tiny'"),
         ({"models__lstm": {"lookbacks": [500]}}, r"lookback 500 \+ horizon 8 leaves no train/val window"),
         ({"models__lstm": {"seeds": [-1]}}, r"models.lstm.seeds.0: -1 is less than the minimum of 0"),

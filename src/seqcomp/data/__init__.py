@@ -1,6 +1,6 @@
 """Datasets: sources (one file per kind, one registry), chronological splits, scaling, windows.
 
-Two shapes of source. A *series* source (csv, synthetic, ar) turns its config into a polars
+Two shapes of source. A *series* source (csv, synthetic, ar, kernel_synth) turns its config into a polars
 DataFrame with a ``date`` column and numeric channel columns; the data stage (``core.py``,
 ``stage.py``) splits it, fits the scaler on train rows only and writes parquet + JSON; windows are cut at training time
 (``windows.py``), never materialised on disk. A series source may also offer
@@ -24,6 +24,7 @@ DATASETS = Registry(
         "ar": "seqcomp.data.ar:ARSource",
         "csv": "seqcomp.data.csv:CSVSource",
         "induction_heads": "seqcomp.data.induction_heads:InductionHeads",
+        "kernel_synth": "seqcomp.data.kernel_synth:KernelSynthSource",
         "selective_copying": "seqcomp.data.selective_copying:SelectiveCopying",
         "synthetic": "seqcomp.data.synthetic:SyntheticSource",
     },

@@ -112,6 +112,8 @@ BENCHES = (
     Bench("bench/decode_cost.py", "decode_cost.json",
           f"python bench/decode_cost.py --compressed {ETTH1_COMPRESSED} --out bench/results/decode_cost.json",
           "extra", "make etth1-lowbit", needs=(ETTH1_COMPRESSED,)),
+    Bench("bench/corpus_throughput.py", "corpus_cpu.json",
+          "python bench/corpus_throughput.py --out bench/results/corpus_cpu.json", "cpu"),
     Bench("bench/memory_delay.py", "memory_delay.json",
           "python bench/memory_delay.py --out bench/results/memory_delay.json", "cpu"),
     Bench("bench/memory_delay.py", "memory_delay_lag192.json",

@@ -107,8 +107,17 @@ def decode_cost_tables(d: dict[str, Any]) -> str:
                        r.get("fp32_load_ms"), r.get("decode_over_fp32"), r.get("skipped")] for r in d["rows"]]))
 
 
+
+def corpus_tables(d: dict[str, Any]) -> str:
+    rows = [[r["case"], r["series"], r["length"], r["generated_length"], r["channels"], r["wall_s"],
+             r["points_per_s"], r["drawn_per_s"], r["dense_fallbacks"]] for r in d["rows"]]
+    return "kernel_synth corpus generation, one process:\n\n" + _table(
+        ["case", "series", "length", "generated", "channels", "wall s", "points/s", "drawn/s", "dense fallbacks"], rows)
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench/decode_cost.py": decode_cost_tables,
+    "bench/corpus_throughput.py": corpus_tables,
     "bench/seq_scaling.py": seq_scaling_tables,
     "bench/train_throughput.py": train_tables,
     "bench/int8_latency.py": int8_tables,
