@@ -46,7 +46,8 @@ Defaults: TTM's released 512-96 configuration (context 512, patch 64, so 8 patch
 192, 3 levels of 2 layers, expansion 2, decoder d_model 128 with 2 layers, dropout 0.2): at
 lookback 512, horizon 96 it has 805,280 parameters (TTM reports about 805K; tested). A small
 configuration for CPU is :data:`SMALL` (patch 16, d_model 64, 2 levels, 1 decoder layer of
-width 32): 71,536 parameters at lookback 512 / horizon 96, 21,424 at lookback 96 / horizon 96.
+width 32): 216,896 parameters at lookback 512 / horizon 96 (32 patches; the head is half of
+it), 81,956 at lookback 96 / horizon 96 (tested).
 The lookback must be a multiple of ``patch_len`` (TTM's own context lengths are: 512/64,
 1024/128, 1536/128).
 """
