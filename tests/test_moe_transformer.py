@@ -142,6 +142,20 @@ def test_routing_counts_accumulate_and_reset() -> None:
         copy.deepcopy(model).routing_counts()  # deep copies (the compression stage's) keep working
 
 
+def test_a_model_copies_after_a_training_forward() -> None:
+    """The compression stage deep-copies models; the last forward's losses (with their graph)
+    stay behind, the weights and routing counts go along."""
+    torch.manual_seed(0)
+    model = build_model("moe_transformer", TINY, SHAPE)
+    x = torch.randn(2, 24, 2)
+    model(x)
+    twin = copy.deepcopy(model)
+    assert twin.aux_loss() is None and model.aux_loss() is not None
+    assert torch.equal(twin.routing_counts(), model.routing_counts())
+    with torch.no_grad():
+        torch.testing.assert_close(twin.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
 def test_patch_tokens_need_a_lookback_that_is_a_multiple_of_the_patch() -> None:
     model = build_model("moe_transformer", {**TINY, "tokens": "patch", "patch_len": 8}, SHAPE)
     assert model.embed_gate.in_features == 8

@@ -48,10 +48,11 @@ accumulate over forwards: :meth:`MoETransformer.routing_counts`, reset by
 
 What follows the papers and what the released code:
 
-- Expert width. Time-MoE's paper lists d_expert = 192 beside d_ff = 1536 for Time-MoE-base
-  (8 experts, top 2); its released code gives each routed expert intermediate_size // top_k
-  (768) and the shared expert the full intermediate_size, and the paper's own parameter
-  counts (113M total, 50M activated) match the code's widths, not the table's. Here
+- Expert width. Time-MoE's paper (its model-size table, as we read it) lists d_expert = 192
+  beside d_ff = 1536 for Time-MoE-base (8 experts, top 2); its released code gives each
+  routed expert intermediate_size // top_k (768) and the shared expert the full
+  intermediate_size, and the paper's own parameter counts (113M total, 50M activated) match
+  the code's widths, not the table's. Here
   ``expert_ff`` (default None) is the routed experts' width, d_ff // top_k when None (the
   released code's, so that top_k experts cost one dense FFN); the shared expert has ``d_ff``.
   Time-MoE's released router and experts have no biases (kept here); its top-k
@@ -64,9 +65,10 @@ What follows the papers and what the released code:
   load-balancing loss. Here ``router: centroid`` routes to the nearest centroids (the
   paper's rule), with the centroids learned with the model (we have no pre-trained dense
   model to cluster), and the same load-balancing loss as the linear router.
-- Moirai-MoE is any-variate (the variates of a window share one sequence) and uses a
-  masked-encoder heritage with multi-patch-size embeddings; its MoE version is decoder-only
-  with one patch size, which is what ``tokens: patch`` is here, channel-independent.
+- Moirai (dense) is a masked encoder with several patch sizes and any-variate attention
+  (the variates of a window share one sequence); Moirai-MoE, as we read its paper, is
+  decoder-only with one patch size and lets the experts specialise instead. ``tokens: patch``
+  is that decoder-only, one-patch-size form, channel-independent (no any-variate attention).
 - Neither model's instance normalisation is built in: set the model-level ``revin: true``
   (Time-MoE normalises each series, Moirai-MoE scales each window).
 """
@@ -142,6 +144,11 @@ class SparseMoE(nn.Module):
         self.shared_gate = nn.Linear(d_model, 1, bias=False) if shared_ff else None
         self.balance: Tensor | None = None
         self.counts: Tensor | None = None
+
+    def __getstate__(self) -> dict:
+        # The last forward's loss holds its autograd graph, which a copy (the compression
+        # stage deep-copies models) neither needs nor can take: deepcopy refuses non-leaf tensors.
+        return {**super().__getstate__(), "balance": None}
 
     def router_logits(self, x: Tensor) -> Tensor:
         """(T, D) -> (T, E): a linear score, or minus the squared distance to each centroid
@@ -249,6 +256,9 @@ class MoETransformer(nn.Module):
         self.norm = nn.RMSNorm(cfg.d_model)
         self.heads = nn.ModuleList(nn.Linear(cfg.d_model, h) for h in self.horizons)
         self._aux: Tensor | None = None
+
+    def __getstate__(self) -> dict:
+        return {**super().__getstate__(), "_aux": None}  # see SparseMoE.__getstate__
 
     def encode(self, series: Tensor) -> Tensor:
         """(N, T_points) -> (N, T_tokens, D): the last token ends at the last point (the
