@@ -26,7 +26,8 @@ def auxiliary_loss(net: torch.nn.Module) -> torch.Tensor | None:
     """The sum of ``aux_loss()`` over the submodules that define it (a mixture-of-experts
     model's load-balancing loss, say), as their last forward left it; None if there is none.
     Submodules, not only ``net``: a model-level wrapper (RevIN, cycle) may hold the model."""
-    terms = [term for m in net.modules() if callable(getattr(m, "aux_loss", None)) and (term := m.aux_loss()) is not None]
+    hooks = [m.aux_loss for m in net.modules() if callable(getattr(m, "aux_loss", None))]
+    terms = [term for term in (hook() for hook in hooks) if term is not None]
     return torch.stack(terms).sum() if terms else None
 
 
