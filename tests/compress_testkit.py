@@ -33,6 +33,8 @@ TINY = {
     "mamba": {"d_model": 8, "d_state": 4, "n_layers": 1},
     "smamba": {"d_model": 8, "d_ff": 16, "n_layers": 1},
     "spacetime": {"d_model": 8, "d_state": 8, "n_layers": 1},
+    "ttm": {"patch_len": 4, "d_model": 8, "levels": 2, "n_layers": 1, "decoder_d_model": 8, "decoder_layers": 1},
+    "moe_transformer": {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16, "n_experts": 4, "top_k": 2},
 }
 assert set(TINY) == set(MODELS.names()), "a new model needs a tiny config here"
 

@@ -16,6 +16,12 @@ from seqcomp.models.spacetime import CompanionSSM
 from seqcomp.models.selective_scan import scan_chunked, scan_sequential, selective_scan
 
 SHAPES = [SeriesShape(96, 24, 3), SeriesShape(40, 7, 1)]
+# The shared tests build each model with its defaults, except where the defaults do not fit
+# SHAPES (TTM's patch of 64 divides neither lookback) or are slow for a shared test.
+PARAMS = {
+    "ttm": {"patch_len": 8, "d_model": 16, "levels": 2, "n_layers": 1, "decoder_d_model": 8, "decoder_layers": 1},
+    "moe_transformer": {"d_model": 16, "n_heads": 2, "n_layers": 1, "d_ff": 32},
+}
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -26,7 +32,7 @@ def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"L{s.lookback}H{s.horizon}C{s.channels}")
 def test_contract(kind: str, shape: SeriesShape) -> None:
     torch.manual_seed(0)
-    model = build_model(kind, {}, shape)
+    model = build_model(kind, PARAMS.get(kind, {}), shape)
     x = torch.randn(4, shape.lookback, shape.channels)
     y = model(x)
     assert y.shape == (4, shape.horizon, shape.channels)
@@ -44,7 +50,7 @@ def test_contract(kind: str, shape: SeriesShape) -> None:
 
     # The state dict alone rebuilds the model: a fresh instance with other random weights.
     torch.manual_seed(1)
-    fresh = build_model(kind, {}, shape)
+    fresh = build_model(kind, PARAMS.get(kind, {}), shape)
     fresh.load_state_dict(model.state_dict())
     model.eval(), fresh.eval()
     with torch.no_grad():
@@ -81,7 +87,7 @@ def test_revin_keeps_naive_parameter_free() -> None:
 def test_the_static_table_of_sgd_free_kinds_matches_the_built_models(kind: str, options: dict) -> None:
     """``trains_by_sgd`` (read at DAG build, without torch, to ask for no GPU) says what the
     training stage's ``fit`` decides from the built model: closed form, no trainable parameters, SGD."""
-    model = build_model(kind, options, SHAPES[0])
+    model = build_model(kind, {**PARAMS.get(kind, {}), **options}, SHAPES[0])
     by_sgd = not hasattr(model, "fit_closed_form") and any(True for _ in _trainable(model))
     assert trains_by_sgd(kind, options) == by_sgd
 
@@ -92,7 +98,7 @@ def test_int8_dynamic_quantization_runs(kind: str) -> None:
     # The compression stage swaps nn.Linear / nn.LSTM for int8 dynamic versions; every model
     # must still run (no code reading a swapped layer's .weight as a tensor) and stay close.
     torch.manual_seed(0)
-    model = build_model(kind, {}, SHAPES[0]).eval()
+    model = build_model(kind, PARAMS.get(kind, {}), SHAPES[0]).eval()
     quantized = torch.ao.quantization.quantize_dynamic(
         copy.deepcopy(model), {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8
     )
@@ -471,7 +477,7 @@ def test_config_lists_valid_choices_and_accepts_revin() -> None:
 @pytest.mark.parametrize("kind", MODELS.names())
 def test_cuda_bf16_autocast(kind: str) -> None:
     torch.manual_seed(0)
-    model = build_model(kind, {}, SHAPES[0]).cuda()
+    model = build_model(kind, PARAMS.get(kind, {}), SHAPES[0]).cuda()
     x = torch.randn(8, 96, 3, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         y = model(x)

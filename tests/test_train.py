@@ -62,6 +62,28 @@ def test_sgd_model_writes_outputs_and_logs_epochs(tiny_data: Path, tmp_path: Pat
     assert isinstance(load_model(tmp_path / "out" / "model.pt"), torch.nn.Module)
 
 
+def test_a_models_aux_loss_is_added_to_the_training_loss(tiny_data: Path, tmp_path: Path) -> None:
+    """The hook for training-only loss terms (a mixture of experts' load balancing): any
+    submodule's ``aux_loss()`` after its forward; models without one train as before."""
+    from seqcomp.train.module import auxiliary_loss
+
+    class Aux(torch.nn.Module):
+        def __init__(self, value: float | None):
+            super().__init__()
+            self.value = value
+
+        def aux_loss(self) -> torch.Tensor | None:
+            return None if self.value is None else torch.tensor(self.value)
+
+    assert auxiliary_loss(torch.nn.Linear(2, 2)) is None
+    assert auxiliary_loss(torch.nn.Sequential(Aux(None), torch.nn.Linear(2, 2))) is None
+    assert auxiliary_loss(torch.nn.Sequential(Aux(0.5), torch.nn.Sequential(Aux(0.25)))).item() == 0.75
+    s = spec("moe_transformer")
+    s["params"] = {"d_model": 8, "n_heads": 2, "n_layers": 1, "d_ff": 16}
+    summary = run_train(s, tiny_data, tmp_path / "out", run_for(tmp_path, s))
+    assert summary["method"] == "sgd" and summary["epochs"] >= 1
+
+
 def test_each_epoch_logs_one_line_and_lightning_stays_quiet(tiny_data: Path, tmp_path: Path, caplog, recwarn) -> None:  # noqa: ANN001
     s = spec("dlinear", patience=3)
     with caplog.at_level(logging.INFO, logger="seqcomp"):

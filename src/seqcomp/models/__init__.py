@@ -45,6 +45,8 @@ MODELS = Registry(
         "mamba": "seqcomp.models.mamba:MambaForecaster",
         "smamba": "seqcomp.models.smamba:SMambaForecaster",
         "spacetime": "seqcomp.models.spacetime:SpaceTimeForecaster",
+        "ttm": "seqcomp.models.ttm:TTM",
+        "moe_transformer": "seqcomp.models.moe_transformer:MoETransformer",
     },
 )
 

@@ -22,6 +22,15 @@ def token_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
     return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
 
+def auxiliary_loss(net: torch.nn.Module) -> torch.Tensor | None:
+    """The sum of ``aux_loss()`` over the submodules that define it (a mixture-of-experts
+    model's load-balancing loss, say), as their last forward left it; None if there is none.
+    Submodules, not only ``net``: a model-level wrapper (RevIN, cycle) may hold the model."""
+    hooks = [m.aux_loss for m in net.modules() if callable(getattr(m, "aux_loss", None))]
+    terms = [term for term in (hook() for hook in hooks) if term is not None]
+    return torch.stack(terms).sum() if terms else None
+
+
 class Forecaster(L.LightningModule):
     """Train with ``train/loss``; validate with ``val/mse`` and ``val/mae`` averaged over windows
     (classification: ``val/ce`` and ``val/accuracy`` averaged over target tokens)."""
@@ -45,6 +54,8 @@ class Forecaster(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         loss = self.loss_fn(self.net(x).float(), y)
+        if (aux := auxiliary_loss(self.net)) is not None:  # a model's own training-only terms
+            loss = loss + aux
         if not torch.isfinite(loss):
             raise SeqcompError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
