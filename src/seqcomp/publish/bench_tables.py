@@ -107,7 +107,6 @@ def decode_cost_tables(d: dict[str, Any]) -> str:
                        r.get("fp32_load_ms"), r.get("decode_over_fp32"), r.get("skipped")] for r in d["rows"]]))
 
 
-
 def corpus_tables(d: dict[str, Any]) -> str:
     rows = [[r["case"], r["series"], r["length"], r["generated_length"], r["channels"], r["wall_s"],
              r["points_per_s"], r["drawn_per_s"], r["dense_fallbacks"]] for r in d["rows"]]
