@@ -54,6 +54,7 @@ PASSES = Registry(
         "chain": "seqcomp.compress.passes.chain:Chain",
         "mixed_precision_sim": "seqcomp.compress.passes.mixed_precision_sim:MixedPrecision",
         "qat_sim": "seqcomp.compress.passes.qat_sim:QAT",
+        "allocate_sim": "seqcomp.compress.passes.allocate_sim:Allocate",
     },
 )
 

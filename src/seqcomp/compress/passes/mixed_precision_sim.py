@@ -66,19 +66,19 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.stats import ttest_1samp
 from torch import nn
 
 from seqcomp.compress import check_nested
 from seqcomp.compress.quant.coded import CodedPass, Parts, Target, row
-from seqcomp.compress.quant.common import KEPT, run_calibration, summary
+from seqcomp.compress.quant.common import KEPT, summary
 from seqcomp.compress.quant.gptq import DEFAULT_SETTINGS, code_in_order, gptq_able, gptq_quantize, hessian
 from seqcomp.compress.quant.groups import DEFAULT_GROUPS, OTHER, kept_reason, named_groups
 from seqcomp.compress.quant.rtn import parts_of, quantized_weight
 from seqcomp.compress.quant.size import BITS_SUFFIX, CODES_SUFFIX, SCALE_UNIT_SUFFIX, SCALES_SUFFIX, stored_size
 from seqcomp.compress.quant.uniform import GRID_SCALE_DTYPES, QuantizedWeight, dequantize, quantize
+from seqcomp.compress.quant.validation import window_losses
 from seqcomp.errors import ConfigError
 from seqcomp.registry import check
 
@@ -91,15 +91,6 @@ RELATIVE_STEP = 1e-3  # finite-difference step of hutchinson_traces, relative to
 def _output_mse(model: nn.Module, calib: torch.Tensor, reference: torch.Tensor) -> float:
     with torch.no_grad():
         return float(((model(calib) - reference) ** 2).mean())
-
-
-def window_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N,) the loss the evaluation scores, per labeled window: MSE for forecasts, cross-entropy
-    for class ids (a classification task's integer targets, the model emitting logits)."""
-    pred = torch.cat(run_calibration(model, x))  # (N, H, C) or (N, H, vocab)
-    if y.is_floating_point():
-        return ((pred - y) ** 2).flatten(1).mean(1)
-    return F.cross_entropy(pred.flatten(0, 1), y.flatten(), reduction="none").view(len(y), -1).mean(1)
 
 
 def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
