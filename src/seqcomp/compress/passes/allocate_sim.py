@@ -314,7 +314,7 @@ class Allocate(CodedPass):
                 "proxy": proxy,
                 "predicted": float(sens[list(picked)].sum()),
                 **result,
-                "val_increase": result["val_loss"] / fp32_loss - 1,
+                "val_increase": result["val_loss"] / max(fp32_loss, 1e-30) - 1,
                 "fits": fits,
             })
             if fits and (best is None or result["bytes"] < seen[best]["bytes"]):
@@ -341,7 +341,7 @@ class Allocate(CodedPass):
         achieved = {
             "val_loss_fp32": fp32_loss,
             "val_loss": val_loss,
-            "val_increase": val_loss / fp32_loss - 1,
+            "val_increase": val_loss / max(fp32_loss, 1e-30) - 1,
             "bytes": total,
             "fp32_bytes": fp32_model_bytes(model),
             "ratio": fp32_model_bytes(model) / total if total else None,
