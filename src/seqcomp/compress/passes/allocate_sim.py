@@ -103,10 +103,10 @@ def _check_candidate(name: Any, entry: Any) -> None:
     check_nested(kind, _nested(entry), where)
     cls = PASSES.get(kind, where)
     check(
-        issubclass(cls, CodedPass) and cls.pack_extra is CodedPass.pack_extra,
+        issubclass(cls, CodedPass),
         where,
-        f"{kind} is not a coded pass storing each weight as its own parts (quant/coded.py's CodedPass, "
-        "nothing stored besides), so its weights cannot be mixed with other formats",
+        f"{kind} is not a coded pass storing each weight as its own parts (quant/coded.py's CodedPass), "
+        "so its weights cannot be mixed with other formats",
     )
 
 
@@ -217,8 +217,10 @@ class Allocate(CodedPass):
 
     def _options(
         self, model: nn.Module, calib: torch.Tensor | None, validation: tuple[torch.Tensor, torch.Tensor]
-    ) -> dict[str, list[Option]]:
-        """{state-dict key: its formats}, for every floating tensor; fp32 first."""
+    ) -> tuple[dict[str, list[Option]], dict[str, dict[str, Any]]]:
+        """{state-dict key: its formats}, for every floating tensor, fp32 first; and per candidate
+        what it coded and which other tensors it changed (those changes are not taken: a
+        candidate that also tunes biases or norms gives only its coded weights here)."""
         state = model.state_dict()
         options: dict[str, list[Option]] = {}
         for key, value in state.items():
@@ -228,12 +230,25 @@ class Allocate(CodedPass):
                     Option(key, FP32, value.clone(), None, value.untyped_storage().nbytes()),
                     Option(key, FP16, half.to(value.dtype), None, half.untyped_storage().nbytes()),
                 ]
+        notes = {}
         for index, (name, candidate) in enumerate(zip(self.names, self.passes)):
             try:
                 coded = apply_pass(candidate, copy_model(model), calib, validation)[0]
             except (ValueError, RuntimeError) as exc:
                 raise ValueError(f"{self.kind}: candidate {name!r} ({candidate.kind}) failed: {exc}") from exc
-            for key, parts in coded.__dict__.get(_STATE_ATTR, {}).items():
+            if extra := candidate.pack_extra(coded):
+                raise ValueError(
+                    f"{self.kind}: candidate {name!r} ({candidate.kind}) stores {sorted(extra)[:3]} besides its "
+                    "weights' parts (activation ranges?): its weights cannot be mixed with other formats"
+                )
+            coded_parts = coded.__dict__.get(_STATE_ATTR, {})
+            changed = [
+                key for key, value in coded.state_dict().items()
+                if key in options and key not in coded_parts
+                and not torch.equal(value, state[key]) and not torch.equal(value, options[key][1].value)
+            ]
+            notes[name] = {"kind": candidate.kind, "coded": len(coded_parts), "changed_not_coded": changed}
+            for key, parts in coded_parts.items():
                 original = state[key]
                 shape = real_view(original).shape
                 decoded = candidate.decode(parts, shape)
@@ -245,7 +260,7 @@ class Allocate(CodedPass):
                     o.bytes <= size and torch.equal(o.value, value) for o in formats
                 ):
                     formats.append(Option(key, name, value, stored, size))
-        return options
+        return options, notes
 
     def _measure(self, model: nn.Module, options: dict[str, list[Option]], x: torch.Tensor, y: torch.Tensor) -> None:
         """Fill in each format's sensitivities: that tensor alone in it, all else fp32, on (x, y)."""
@@ -284,7 +299,7 @@ class Allocate(CodedPass):
             )
         x, y = validation
         pick = torch.linspace(0, len(x) - 1, min(len(x), c.sensitivity_windows)).round().long().unique()
-        options = self._options(model, calib, validation)
+        options, notes = self._options(model, calib, validation)
         self._measure(model, options, x[pick], y[pick])
         flat = [o for formats in options.values() for o in formats]
         owner = np.array([i for i, formats in enumerate(options.values()) for _ in formats])
@@ -353,6 +368,7 @@ class Allocate(CodedPass):
             **self.header(),
             "achieved": achieved,
             "rounds": rounds,
+            "candidate_runs": notes,
             "bounds": _bounds(layers, total),
             **summary(layers),
             "layers": layers,
