@@ -309,13 +309,52 @@ class Allocate(CodedPass):
         options, notes = self._options(model, calib, validation)
         self._measure(model, options, x[pick], y[pick])
         flat = [o for formats in options.values() for o in formats]
-        owner = np.array([i for i, formats in enumerate(options.values()) for _ in formats])
         cost = np.array([o.bytes for o in flat], dtype=float)
         sens = np.array([max(getattr(o, c.sensitivity), 0.0) for o in flat])
         fixed = sum(v.untyped_storage().nbytes() for k, v in model.state_dict().items() if k not in options)
         fp32_loss = float(losses_of(predictions(model, x), y).mean())
-        limit = fp32_loss * (1 + c.budget)
 
+        best, rounds = self._search(model, options, cost, sens, x, y, fp32_loss, fixed)
+        fallback = best is None
+        chosen = [formats[0] for formats in options.values()] if fallback else [flat[i] for i in best[0]]
+        layers, buffers = self._commit_all(model, options, chosen)
+        total = int(sum(o.bytes for o in chosen)) + fixed
+        val_loss = fp32_loss if fallback else best[1]
+        achieved = {
+            "val_loss_fp32": fp32_loss,
+            "val_loss": val_loss,
+            "val_increase": val_loss / max(fp32_loss, 1e-30) - 1,
+            "bytes": total,
+            "fp32_bytes": fp32_model_bytes(model),
+            "ratio": fp32_model_bytes(model) / total if total else None,
+            "predicted": float(sum(getattr(o, c.sensitivity) for o in chosen)),
+        }
+        if fallback:
+            achieved["fallback"] = f"no assignment verified within the budget in {len(rounds)} rounds: stored fp32"
+        report = {
+            **self.header(),
+            "achieved": achieved,
+            "rounds": rounds,
+            "candidate_runs": notes,
+            "bounds": _bounds(layers, total),
+            **summary(layers),
+            "layers": layers,
+        }
+        if buffers:
+            report["buffers"] = buffers
+        return model, report
+
+    def _search(
+        self, model: nn.Module, options: dict[str, list[Option]], cost: np.ndarray, sens: np.ndarray,
+        x: torch.Tensor, y: torch.Tensor, fp32_loss: float, fixed: int,
+    ) -> tuple[tuple[tuple[int, ...], float] | None, list[dict[str, Any]]]:
+        """The verification rounds (module docstring, 4): ((options chosen, their val loss) of the
+        fewest-bytes assignment within the budget, or None; a report row per round). ``fixed``: the
+        bytes of the tensors that have no formats (integer buffers)."""
+        c = self.config
+        flat = [o for formats in options.values() for o in formats]
+        owner = np.array([i for i, formats in enumerate(options.values()) for _ in formats])
+        limit = fp32_loss * (1 + c.budget)
         rounds: list[dict[str, Any]] = []
         seen: dict[tuple[int, ...], dict[str, Any]] = {}
         best: tuple[int, ...] | None = None
@@ -355,34 +394,7 @@ class Allocate(CodedPass):
                 over_at is not None and fits_at is not None and over_at <= fits_at * 1.05
             ):
                 break
-        fallback = best is None
-        chosen = [formats[0] for formats in options.values()] if fallback else [flat[i] for i in best]
-        layers, buffers = self._commit_all(model, options, chosen)
-        total = int(sum(o.bytes for o in chosen)) + fixed
-        val_loss = fp32_loss if fallback else seen[best]["val_loss"]
-        achieved = {
-            "val_loss_fp32": fp32_loss,
-            "val_loss": val_loss,
-            "val_increase": val_loss / max(fp32_loss, 1e-30) - 1,
-            "bytes": total,
-            "fp32_bytes": fp32_model_bytes(model),
-            "ratio": fp32_model_bytes(model) / total if total else None,
-            "predicted": float(sum(getattr(o, c.sensitivity) for o in chosen)),
-        }
-        if fallback:
-            achieved["fallback"] = f"no assignment verified within the budget in {len(rounds)} rounds: stored fp32"
-        report = {
-            **self.header(),
-            "achieved": achieved,
-            "rounds": rounds,
-            "candidate_runs": notes,
-            "bounds": _bounds(layers, total),
-            **summary(layers),
-            "layers": layers,
-        }
-        if buffers:
-            report["buffers"] = buffers
-        return model, report
+        return (None if best is None else (best, seen[best]["val_loss"])), rounds
 
     def _commit_all(
         self, model: nn.Module, options: dict[str, list[Option]], chosen: list[Option]
