@@ -103,6 +103,8 @@ def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
         "qat": {"kind": "qat_sim"},  # builds rtn_weight_sim by its registry key in code
         "mp": {"kind": "mixed_precision_sim", "uniform_bits": 3},
         "nested": {"kind": "chain", "steps": [{"kind": "qat_sim"}]},
+        "alloc": {"kind": "allocate_sim"},  # default candidates: literal {"kind": ...} entries in its code
+        "alloc_pruned": {"kind": "allocate_sim", "candidates": {"p": {"kind": "prune_sim"}}},
     }
     cfg = load_config(other)
     deps = {name: pass_names(jobs.code_modules("compress", cfg, "lstm", passname=name)) for name in cfg["passes"]}
@@ -111,6 +113,8 @@ def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
         "qat": {"qat_sim", "rtn_weight_sim"},
         "mp": {"mixed_precision_sim", "rtn_weight_sim"},
         "nested": {"chain", "qat_sim", "rtn_weight_sim"},
+        "alloc": {"allocate_sim", "gptq_weight_sim", "rtn_weight_sim", "vq_sim"},
+        "alloc_pruned": {"allocate_sim", "gptq_weight_sim", "rtn_weight_sim", "vq_sim", "prune_sim"},
     }
 
 

@@ -66,14 +66,24 @@ def run_calibration(model: nn.Module, calib: torch.Tensor, hooks: Sequence[Remov
             handle.remove()
 
 
-def window_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(N,) the loss the evaluation scores, per labeled window: MSE for forecasts, cross-entropy
-    for class ids (a classification task's integer targets, the model emitting logits). Shared by
-    the passes that choose or stop on the val windows (mixed_precision_sim, pv_tune_sim)."""
-    pred = torch.cat(run_calibration(model, x))  # (N, H, C) or (N, H, vocab)
+def predictions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on windows ``x``, batched without grad: (N, H, C) or (N, H, vocab)."""
+    return torch.cat(run_calibration(model, x))
+
+
+def losses_of(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) per-window loss of predictions ``pred`` against targets ``y``: MSE for forecasts,
+    cross-entropy for class ids (a classification task's integer targets, the model emitting logits)."""
     if y.is_floating_point():
         return ((pred - y) ** 2).flatten(1).mean(1)
     return F.cross_entropy(pred.flatten(0, 1), y.flatten(), reduction="none").view(len(y), -1).mean(1)
+
+
+def window_losses(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(N,) the loss the evaluation scores, per labeled window, so that a pass choosing or
+    stopping on the val windows (mixed_precision_sim, pv_tune_sim, allocate_sim) uses the metric
+    the test split is reported in."""
+    return losses_of(predictions(model, x), y)
 
 
 def task_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
