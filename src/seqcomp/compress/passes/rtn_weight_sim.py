@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from seqcomp.compress.quant.coded import Parts, Target, real_view
-from seqcomp.compress.quant.gptq import gptq_able, hessian
 from seqcomp.compress.quant.rounding import LearnedRounding, RoundingOptions
 from seqcomp.compress.quant.rtn import RTNGrid
 
@@ -61,6 +60,9 @@ class RTNWeightSim(LearnedRounding, RTNGrid):
             return super().encode_targets(model, targets, calib)
         if calib is None:
             raise ValueError(f"{self.kind}: rounding: learned needs calibration windows (calib is None)")
+        # GPTQ's layer-input Hessian, imported here: a nearest-rounding job does not load (nor rerun for) GPTQ
+        from seqcomp.compress.quant.gptq import gptq_able, hessian
+
         return {
             t.name: (
                 self.round_layer(t, hessian(model, t.module, calib) if gptq_able(t) else None,
