@@ -89,7 +89,7 @@ def test_a_pass_job_depends_on_its_own_pass_file_and_the_machinery_it_imports() 
         assert pass_names(rtn) == {"rtn_weight_sim"} and pass_names(fp32) == {"fp32"}
         assert {"seqcomp.compress", "seqcomp.compress.quant.common", "seqcomp.compress.quant.size"} <= fp32 & rtn
         assert "seqcomp.compress.quant.uniform" in rtn and "seqcomp.compress.quant.uniform" not in fp32
-        assert "seqcomp.compress.quant.gptq" not in rtn | fp32
+        assert "seqcomp.compress.quant.gptq" not in fp32  # (RTN's learned rounding uses GPTQ's Hessian: in its walk)
     gptq = load_config({**copy.deepcopy(CFG), "passes": {"g": {"kind": "gptq_weight_sim"}}})
     assert "seqcomp.compress.quant.gptq" in jobs.code_modules("compress", gptq, "lstm", passname="g")
     # without a pass, every pass (the conservative answer)
@@ -103,6 +103,8 @@ def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
         "qat": {"kind": "qat_sim"},  # builds rtn_weight_sim by its registry key in code
         "mp": {"kind": "mixed_precision_sim", "uniform_bits": 3},
         "nested": {"kind": "chain", "steps": [{"kind": "qat_sim"}]},
+        "alloc": {"kind": "allocate_sim"},  # default candidates: literal {"kind": ...} entries in its code
+        "alloc_pruned": {"kind": "allocate_sim", "candidates": {"p": {"kind": "prune_sim"}}},
     }
     cfg = load_config(other)
     deps = {name: pass_names(jobs.code_modules("compress", cfg, "lstm", passname=name)) for name in cfg["passes"]}
@@ -111,6 +113,8 @@ def test_a_pass_that_runs_others_depends_on_their_files_as_configured() -> None:
         "qat": {"qat_sim", "rtn_weight_sim"},
         "mp": {"mixed_precision_sim", "rtn_weight_sim"},
         "nested": {"chain", "qat_sim", "rtn_weight_sim"},
+        "alloc": {"allocate_sim", "gptq_weight_sim", "vptq_sim", "ssm_pole_sim"},
+        "alloc_pruned": {"allocate_sim", "gptq_weight_sim", "vptq_sim", "ssm_pole_sim", "prune_sim"},
     }
 
 

@@ -213,11 +213,12 @@ def pass_kinds(cfg: dict[str, Any] | None, passname: str | None) -> list[str]:
     return sorted(kinds)
 
 
-# A pass building another by a fixed registry key: ``build_pass("rtn_weight_sim", ...)``.
-_NESTED_PASS = re.compile(r"\b(?:build_pass|check_nested)\(\s*\"(\w+)\"")
+# A pass building another by a fixed registry key: ``build_pass("rtn_weight_sim", ...)``, or
+# a default nested entry written in its code, ``{"kind": "vq_sim", ...}`` (allocate_sim's candidates).
+_NESTED_PASS = re.compile(r"\b(?:build_pass|check_nested)\(\s*\"(\w+)\"|\"kind\":\s*\"(\w+)\"")
 
 
 @lru_cache(maxsize=None)
 def _nested_by_code(source: Path) -> tuple[str, ...]:
     """Registry keys that the pass in ``source`` builds by a fixed name (once per file per DAG)."""
-    return tuple(sorted(set(_NESTED_PASS.findall(source.read_text()))))
+    return tuple(sorted({a or b for a, b in _NESTED_PASS.findall(source.read_text())}))

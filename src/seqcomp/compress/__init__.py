@@ -57,6 +57,7 @@ PASSES = Registry(
         "qat_sim": "seqcomp.compress.passes.qat_sim:QAT",
         "ssm_pole_sim": "seqcomp.compress.passes.ssm_pole_sim:SSMPole",
         "pv_tune_sim": "seqcomp.compress.passes.pv_tune_sim:PVTune",
+        "allocate_sim": "seqcomp.compress.passes.allocate_sim:Allocate",
     },
 )
 
