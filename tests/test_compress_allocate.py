@@ -13,8 +13,9 @@ from torch import nn
 
 from seqcomp.compress import build_pass, compress, load_compressed, pass_config, stored_size
 from seqcomp.compress.passes.allocate_sim import TAG_SUFFIX, cheapest_within
-from seqcomp.compress.quant.common import window_losses
+from seqcomp.compress.quant.common import copy_model, window_losses
 from seqcomp.errors import ConfigError
+from seqcomp.models import SeriesShape, build_model
 
 
 class TwoBranch(nn.Module):
@@ -180,3 +181,11 @@ def test_default_candidates_are_valid_and_cover_every_group() -> None:
     allocator = build_pass("allocate_sim", {})
     groups = {g for p in allocator.passes for g in p.config.groups}
     assert groups == {"recurrent", "ssm", "linear", "other"}
+
+
+def test_a_model_without_parameters_is_stored_as_is() -> None:
+    """The naive forecaster has no tensor to choose a format for: nothing to allocate, no error."""
+    model = build_model("naive", {}, SeriesShape(24, 8, 3))
+    x = torch.randn(16, 24, 3)
+    out, report = build_pass("allocate_sim", {}).apply(copy_model(model), x, (x, torch.randn(16, 8, 3)))
+    assert torch.equal(out(x), model(x)) and report["layers"] == []

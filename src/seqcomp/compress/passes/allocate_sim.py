@@ -130,6 +130,8 @@ def cheapest_within(owner: np.ndarray, cost: np.ndarray, sens: np.ndarray, proxy
     an option of sensitivity 0 (fp32) and ``proxy >= 0``; both sides are normalised, since
     HiGHS's tolerances are absolute.
     """
+    if len(owner) == 0:  # nothing to choose (a model without parameters)
+        return np.zeros(0, dtype=int)
     owners = int(owner.max()) + 1
     one_each = LinearConstraint(np.eye(owners)[owner].T, 1, 1)
     scale = max(float(sens.max()), 1e-300)
