@@ -295,8 +295,9 @@ def test_editing_code_no_job_ran_reruns_nothing(smoke_run: Path) -> None:
         assert "Nothing to be done" in result.stdout + result.stderr, source
 
 
-def test_adding_a_model_or_a_pass_to_its_registry_reruns_nothing_changing_an_entry_reruns_its_jobs(
-        smoke_run: Path) -> None:
+def test_adding_a_model_or_a_pass_to_its_registry_reruns_nothing(smoke_run: Path) -> None:
+    """(A change of a job's own entry reruns it: tests/test_jobs.py, on a registry of its own,
+    since an entry naming nothing importable stops the DAG build here.)"""
     passes, models = PKG / "compress" / "__init__.py", PKG / "models" / "__init__.py"
     fp32 = '"fp32": "seqcomp.compress.passes.fp32:Identity",'
     new_pass = fp32 + '\n        "zz_new_sim": "seqcomp.compress.passes.fp32:Identity",'
@@ -307,11 +308,6 @@ def test_adding_a_model_or_a_pass_to_its_registry_reruns_nothing_changing_an_ent
         models.write_text(models.read_text().replace('"lstm": "seqcomp.models.lstm:', new_model, 1))
         result = snakemake(smoke_run, "-n")
     assert "Nothing to be done" in result.stdout + result.stderr, result.stdout[-3000:]
-    with edited(passes, line=""):  # the entry of a pass the smoke config runs
-        passes.write_text(passes.read_text().replace(fp32, fp32.replace("Identity", "Identity ")))
-        planned = jobs_planned(snakemake(smoke_run, "-n"))
-    n = len(smoke_config()["models"])
-    assert planned == {"compress": n, "evaluate": n, "summary": 1, "all": 1}
 
 
 def test_editing_shared_model_code_reruns_the_models_that_import_it(smoke_run: Path) -> None:
