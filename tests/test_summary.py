@@ -280,6 +280,11 @@ def test_sensitivity_figure(tmp_path: Path) -> None:
 def test_sensitivity_figure_skips_reports_without_it(tmp_path: Path) -> None:
     layers = layer_sensitivity(fake_report(tmp_path, False))
     assert layers.is_empty()
+    path = Path(fake_report(tmp_path, False)[0])  # the allocator's per-layer measures are no bit-width curve
+    report = json.loads(path.read_text())
+    report["layers"][0]["sensitivity"] = {"output": 0.1, "loss": 0.2}
+    path.write_text(json.dumps(report))
+    assert layer_sensitivity([str(path)]).is_empty()
     assert "no pass" in plots.sensitivity_figure(layers).axes[0].texts[0].get_text()
 
 

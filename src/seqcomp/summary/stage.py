@@ -35,7 +35,11 @@ def load_metrics(paths: list[str]) -> pl.DataFrame:
 
 
 def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
-    """Long frame of ``layers[i]["sensitivity"]`` ({bits: value}) from compress report.json files."""
+    """Long frame of ``layers[i]["sensitivity"]`` ({bits: value}) from compress report.json files.
+
+    Only per-bit-width sensitivities make this curve (mixed precision's); a pass whose layers
+    carry other measures under that key (the allocator's {"output": ..., "loss": ...} of the
+    chosen format) has its own report table."""
     out = []
     for path in paths:
         report = read_json(path)
@@ -43,6 +47,8 @@ def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
         metric = report.get("sensitivity_metric", "sensitivity (as measured by the pass)")
         for layer in report.get("layers", []):
             for bits, value in (layer.get("sensitivity") or {}).items():
+                if not str(bits).isdigit():
+                    continue
                 out.append({**keys, "layer": layer["name"], "bits": int(bits), "sensitivity": float(value), "metric": metric})
     return pl.DataFrame(out)
 
