@@ -152,6 +152,7 @@ def test_needs_validation_windows() -> None:
     ("params", "key"),
     [
         ({"budget": -0.01}, "budget"),
+        ({"target_ratio": 1.0}, "target_ratio"),
         ({"budget": "1%"}, "budget"),
         ({"candidates": {}}, "candidates"),
         ({"candidates": {"fp16": {"kind": "rtn_weight_sim"}}}, "candidates.fp16"),
@@ -189,3 +190,33 @@ def test_a_model_without_parameters_is_stored_as_is() -> None:
     x = torch.randn(16, 24, 3)
     out, report = build_pass("allocate_sim", {}).apply(copy_model(model), x, (x, torch.randn(16, 8, 3)))
     assert torch.equal(out(x), model(x)) and report["layers"] == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_size_program_finds_the_brute_force_optimum(seed: int) -> None:
+    from seqcomp.compress.passes.allocate_sim import most_accurate_within
+
+    rng = np.random.default_rng(seed)
+    owner = np.repeat(np.arange(3), [3, 2, 4])
+    cost, sens = rng.integers(1, 50, len(owner)).astype(float), rng.random(len(owner))
+    limit = 60.0
+    feasible = [c for c in itertools.product(*[np.flatnonzero(owner == o) for o in range(3)])
+                if cost[list(c)].sum() <= limit]
+    best = min(feasible, key=lambda c: sens[list(c)].sum())
+    assert sens[most_accurate_within(owner, cost, sens, limit)].sum() == pytest.approx(sens[list(best)].sum())
+    assert most_accurate_within(owner, cost, sens, 0.5) is None  # below the cheapest options
+
+
+def test_a_target_ratio_is_reached_as_accurately_as_the_program_can() -> None:
+    model = registry_model("lstm")
+    x = windows(96, 1)
+    validation = labeled(model, x, noise=0.1)
+    compressed, stored, report, params = allocate(model, 0.01, validation, target_ratio=6.0)
+    achieved = report["achieved"]
+    assert achieved["ratio"] >= 6.0 and stored_size(stored)["bytes"] == achieved["bytes"]
+    assert report["target_ratio"] == 6.0 and report["budget"] is None and len(report["rounds"]) == 1
+    rebuilt = load_compressed("allocate_sim", params, registry_model("lstm", 1), through_disk(stored))
+    loose = allocate(model, 0.01, validation, target_ratio=3.0)[2]["achieved"]  # more bytes: no less accurate
+    assert loose["predicted"] <= achieved["predicted"] and loose["ratio"] >= 3.0
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), compressed(x), rtol=0, atol=0)
