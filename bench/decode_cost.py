@@ -34,7 +34,7 @@ def train_model_of(compressed: Path) -> Path:
 def decode_row(compressed: Path, warmup: int, repeats: int) -> dict:
     """One compressed model's decode time against its fp32 state dict's load time."""
     from seqcomp.artifacts import load_model
-    from seqcomp.compress import load_compressed
+    from seqcomp.compress import copy_model, load_compressed
     from seqcomp.evaluate.metrics import call_ms
 
     report = json.loads(compressed.with_name("report.json").read_text())
@@ -46,8 +46,11 @@ def decode_row(compressed: Path, warmup: int, repeats: int) -> dict:
     fp32_state = trained.state_dict()
     stored = torch.load(compressed, map_location="cpu", weights_only=True)
     fp32_skeleton, skeleton = load_model(train_model_of(compressed)), load_model(train_model_of(compressed))
+    # a fresh skeleton per decode, copied before the clock starts: unpacking may convert the
+    # skeleton's modules in place (int8_dynamic swaps its Linears), as the evaluate stage's does once
+    fresh = iter([copy_model(skeleton) for _ in range(warmup + repeats)])
     decode_ms, fp32_ms = call_ms(
-        [lambda: load_compressed(report["pass"], report["pass_params"], skeleton, stored),
+        [lambda: load_compressed(report["pass"], report["pass_params"], next(fresh), stored),
          lambda: fp32_skeleton.load_state_dict(fp32_state)], warmup, repeats)
     decode, fp32 = statistics.median(decode_ms), statistics.median(fp32_ms)
     return {**row, "params": sum(p.numel() for p in trained.parameters()), "decode_ms": round(decode, 4),
