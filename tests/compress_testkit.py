@@ -78,3 +78,17 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 def output_mse(model: nn.Module, reference: nn.Module, x: torch.Tensor) -> float:
     with torch.no_grad():
         return float(((model(x) - reference(x)) ** 2).mean())
+
+
+class TwoBranch(nn.Module):
+    """Layers that differ in sensitivity: a sensitive path and a big side branch whose output is
+    damped 20x (the mixed-precision and allocator tests' model)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.inp, self.head, self.side = nn.Linear(16, 64), nn.Linear(64, 8), nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 16) -> (N, 8)
+        h = torch.tanh(self.inp(x))
+        return self.head(h) + 0.05 * self.side(h).view(-1, 8, 8).sum(-1)

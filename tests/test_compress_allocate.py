@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from compress_testkit import registry_model, through_disk, windows
+from compress_testkit import TwoBranch, registry_model, through_disk, windows
 from torch import nn
 
 from seqcomp.compress import build_pass, compress, load_compressed, pass_config, stored_size
@@ -17,18 +17,6 @@ from seqcomp.compress.quant.common import copy_model, window_losses
 from seqcomp.errors import ConfigError
 from seqcomp.models import SeriesShape, build_model
 
-
-class TwoBranch(nn.Module):
-    """A sensitive path and a big side branch whose output is damped 20x."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.inp, self.head, self.side = nn.Linear(16, 64), nn.Linear(64, 8), nn.Linear(64, 64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 16) -> (N, 8)
-        h = torch.tanh(self.inp(x))
-        return self.head(h) + 0.05 * self.side(h).view(-1, 8, 8).sum(-1)
 
 
 CALIB = torch.randn(128, 16, generator=torch.Generator().manual_seed(1))

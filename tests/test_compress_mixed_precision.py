@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from compress_testkit import SHAPE, TINY, output_mse, registry_model, round_trip, windows
+from compress_testkit import SHAPE, TINY, TwoBranch, output_mse, registry_model, round_trip, windows
 from torch import nn
 
 from seqcomp.compress import build_pass, compress, pass_config, stored_size
@@ -20,18 +20,6 @@ from seqcomp.compress.quant.common import task_loss
 from seqcomp.errors import ConfigError
 from seqcomp.models import build_model
 
-
-class TwoBranch(nn.Module):
-    """Layers that differ in sensitivity: a big side branch whose output is damped 20x."""
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.inp, self.head, self.side = nn.Linear(16, 64), nn.Linear(64, 8), nn.Linear(64, 64)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 16) -> (N, 8)
-        h = torch.tanh(self.inp(x))
-        return self.head(h) + 0.05 * self.side(h).view(-1, 8, 8).sum(-1)
 
 
 CALIB = torch.randn(128, 16, generator=torch.Generator().manual_seed(1))

@@ -63,7 +63,7 @@ from seqcomp.compress.quant.common import KEPT, run_calibration, summary
 from seqcomp.compress.quant.gptq import DEFAULT_SETTINGS, code_in_order, gptq_able
 from seqcomp.compress.quant.groups import DEFAULT_GROUPS, check_groups, named_groups
 from seqcomp.compress.quant.size import CODEBOOK_SUFFIX, CODES_SUFFIX
-from seqcomp.compress.quant.vector import ColumnVectors, dequantize_columns, padded_rows, vptq_quantize
+from seqcomp.compress.quant.vector import ColumnVectors, check_codebook, dequantize_columns, padded_rows, vptq_quantize
 from seqcomp.registry import check
 
 RESIDUAL_CODES = ".residual" + CODES_SUFFIX  # ends in .codes: counted as weights by size.py
@@ -101,12 +101,7 @@ class VPTQ(CodedPass):
             def positive_int(value: Any) -> bool:
                 return type(value) is int and value > 0
 
-            check(positive_int(self.dim), "dim", f"must be a positive integer, got {self.dim!r}")
-            check(
-                type(self.codebook_size) is int and 2 <= self.codebook_size <= 256,
-                "codebook_size",
-                f"must be an integer in 2..256 (an index is at most 8 bits), got {self.codebook_size!r}",
-            )
+            check_codebook(self.dim, self.codebook_size)
             check(
                 type(self.residual_codebook_size) is int
                 and (self.residual_codebook_size == 0 or 2 <= self.residual_codebook_size <= 256),

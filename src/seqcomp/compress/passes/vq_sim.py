@@ -32,7 +32,7 @@ from seqcomp.compress.quant.coded import CodedPass, candidates, row
 from seqcomp.compress.quant.common import KEPT, summary
 from seqcomp.compress.quant.groups import DEFAULT_GROUPS, check_groups
 from seqcomp.compress.quant.size import CODEBOOK_SUFFIX, CODES_SUFFIX
-from seqcomp.compress.quant.vector import kmeans
+from seqcomp.compress.quant.vector import check_codebook, kmeans
 from seqcomp.registry import check
 
 
@@ -52,12 +52,7 @@ class VectorQuant(CodedPass):
             def positive_int(value: Any) -> bool:
                 return type(value) is int and value > 0
 
-            check(positive_int(self.dim), "dim", f"must be a positive integer, got {self.dim!r}")
-            check(
-                type(self.codebook_size) is int and 2 <= self.codebook_size <= 256,
-                "codebook_size",
-                f"must be an integer in 2..256 (an index is at most 8 bits), got {self.codebook_size!r}",
-            )
+            check_codebook(self.dim, self.codebook_size)
             check(
                 self.group_size is None or (positive_int(self.group_size) and self.group_size % self.dim == 0),
                 "group_size",

@@ -17,8 +17,22 @@ so the codebook is a k-means fit of all the vectors weighted by the H[j, j] of t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from seqcomp.registry import check
+
+
+def check_codebook(dim: Any, codebook_size: Any) -> None:
+    """The config checks every vector pass shares: ``dim`` weights per vector, at most 256
+    codewords (an index is bit-packed in at most 8 bits)."""
+    check(type(dim) is int and dim > 0, "dim", f"must be a positive integer, got {dim!r}")
+    check(
+        type(codebook_size) is int and 2 <= codebook_size <= 256,
+        "codebook_size",
+        f"must be an integer in 2..256 (an index is at most 8 bits), got {codebook_size!r}",
+    )
 
 
 def nearest(vectors: torch.Tensor, centroids: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
