@@ -14,6 +14,7 @@ report: "workflow/report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/pretrain.smk"
 include: "rules/train.smk"
 include: "rules/compress.smk"
 include: "rules/evaluate.smk"

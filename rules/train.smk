@@ -6,6 +6,7 @@ rule train:
         series=f"{P['data']}/series.parquet",
         meta=f"{P['data']}/meta.json",
         code=lambda w: jobs.code_stamp("train", C, P["train"].format(**w), w.model),
+        pretrained=lambda w: jobs.pretrained_input(C, w.model, w.lookback),  # a transfer job's (rules/pretrain.smk)
     output:
         model=f"{P['train']}/model.pt",
         history=f"{P['train']}/history.csv",
@@ -16,6 +17,7 @@ rule train:
         out=lambda w, output: os.path.dirname(output.model),
         journal=P["journal"],
         config=P["config"],  # written by onstart (rules/data.smk); a record, not an input
+        pretrained=lambda w, input: ["--pretrained", *input.pretrained] if input.pretrained else [],
     log:
         f"{P['logs']}/train/{JOB}.log",
     benchmark:
@@ -32,3 +34,4 @@ rule train:
     shell:
         "python -m seqcomp train --spec {params.spec:q} --data {params.data:q} --out {params.out:q}"
         " --threads {threads} --config-file {params.config:q} --journal {params.journal:q} --log {log:q}"
+        " {params.pretrained:q}"

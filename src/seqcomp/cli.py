@@ -127,7 +127,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     if config and not Path(config).is_file():  # the workflow writes it on start; not with --no-hooks
         print(f"seqcomp: warning: {config} not found; the run will not hold the resolved config", file=sys.stderr)
         config = None
-    summary = run_train(spec, Path(args.data), Path(args.out), run, threads=args.threads, config_file=config)
+    summary = run_train(spec, Path(args.data), Path(args.out), run, threads=args.threads, config_file=config,
+                        pretrained=args.pretrained)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from seqcomp.train.pretrain import run_pretrain
+
+    spec = _spec(args.spec)
+    run = _run(args, "pretrain", spec)
+    summary = run_pretrain(spec, args.data, Path(args.out), run, threads=args.threads)
     print(json.dumps(summary, indent=2))
 
 
@@ -189,7 +199,7 @@ def job_of(args: argparse.Namespace) -> tuple[Path, str] | None:
         return Path(args.out), run_name("summary", {"page": args.page})
     if args.command == "data":
         return Path(args.out), run_name("data", _spec(args.spec))
-    if args.command in ("train", "compress", "evaluate"):
+    if args.command in ("pretrain", "train", "compress", "evaluate"):
         out = Path(args.out)  # evaluate's --out is its metrics.json
         return (out.parent if args.command == "evaluate" else out), run_name(args.command, _spec(args.spec))
     return None
@@ -266,9 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--compressed", required=True)
         if name == "train":
             p.add_argument("--config-file", default=None, help="resolved config, logged as an artifact")
+            p.add_argument("--pretrained", default=None, help="a transfer job's pre-trained model.pt (seqcomp.train.transfer)")
         p.add_argument("--out", required=True)
         p.add_argument("--log", default=None, help=LOG_HELP)
         p.set_defaults(fn=fn)
+    p = sub.add_parser("pretrain", help="pre-train one model on a corpus of prepared datasets (seqcomp.train.pretrain)")
+    p.add_argument("--spec", required=True, help="JSON job spec (built by seqcomp.jobs.pretrain_spec)")
+    p.add_argument("--data", nargs="+", required=True, help="the corpus datasets' prepared folders")
+    p.add_argument("--journal", required=True, help=JOURNAL_HELP)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--log", default=None, help=LOG_HELP)
+    p.set_defaults(fn=cmd_pretrain)
     p = sub.add_parser("summary", help="results table and plots from metrics.json files")
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--histories", nargs="*", default=[])

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from seqcomp.config import dataset_windows, model_axes, model_params, train_settings
+from seqcomp.config_pretrain import pretrain_horizon, targets
 from seqcomp.names import JOB_PATH, experiment_name
 from seqcomp.stamps import import_closure, imports_of, recorded_modules, write_stamp
 # What building the DAG writes (the checked-config memo, the code stamps): in Snakemake's own
@@ -43,6 +44,7 @@ def paths(cfg: dict[str, Any]) -> dict[str, str]:
         # a job's MLflow calls, replayed into the store by the workflow (seqcomp.tracking); no rule reads them
         "journal": f"{r}/tracking/journal",
         "config": f"{r}/tracking/config.yaml",  # the resolved config, logged by every training run
+        "pretrain": f"{r}/pretrain/{{model}}/L{{lookback}}",  # one per (pre-trained model, context)
         "train": f"{r}/train/{JOB_PATH}",
         "compress": f"{r}/compress/{JOB_PATH}/{{passname}}",
         "evaluate": f"{r}/evaluate/{JOB_PATH}/{{passname}}/metrics.json",
@@ -59,7 +61,7 @@ def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """
     keys = ("dataset", "model", "lookback", "horizon", "seed", "passname")
     points = []
-    for dataset, model in product(cfg["datasets"], cfg["models"]):
+    for dataset, model in product(targets(cfg), cfg["models"]):
         lookbacks, seeds = model_axes(cfg, model)
         for (lookback, horizon), seed, passname in product(dataset_windows(cfg, dataset, lookbacks), seeds, cfg["passes"]):
             points.append(dict(zip(keys, (dataset, model, lookback, horizon, seed, passname))))
@@ -87,7 +89,7 @@ def data_spec(cfg: dict[str, Any], dataset: str) -> dict[str, Any]:
 
 
 def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, horizon: Any, seed: Any) -> dict:
-    return {
+    spec = {
         "experiment": experiment_name(cfg["name"]),
         "dataset": dataset,
         "model": model,
@@ -98,6 +100,48 @@ def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, hor
         "horizon": int(horizon),
         "seed": int(seed),
     }
+    record = cfg["models"][model].get("transfer")
+    if record is not None:  # a generated transfer entry (seqcomp.config_pretrain)
+        spec["transfer"] = {**{k: v for k, v in record.items() if k != "overlaps"}, "context": int(lookback),
+                            "overlap": dataset in record["overlaps"]}
+        if record["regime"] == "zero_shot":  # nothing is fitted: train settings cannot change the job
+            spec["train"] = {}
+    return spec
+
+
+def pretrain_spec(cfg: dict[str, Any], model: str, lookback: Any) -> dict:
+    """One pre-training job: the model at a context on the corpus (seqcomp.train.pretrain)."""
+    pre = cfg["pretrain"]
+    return {
+        "experiment": experiment_name(cfg["name"]),
+        "model": model,
+        "kind": cfg["models"][model]["kind"],
+        "params": model_params(cfg, model),
+        "train": {**train_settings(cfg, model), **pre.get("train", {})},
+        "lookback": int(lookback),
+        "horizon": pretrain_horizon(cfg),
+        "seed": pre["seed"],
+        "corpus": list(pre["corpus"]),
+        "stride": pre["stride"],
+        "max_val_windows": pre["max_val_windows"],
+    }
+
+
+def pretrained_input(cfg: dict[str, Any], model: str, lookback: Any) -> list[str]:
+    """A transfer job's pre-trained model.pt (none for other jobs and the from-scratch control)."""
+    record = cfg["models"][model].get("transfer")
+    if record is None or record["regime"] == "scratch":
+        return []
+    return [paths(cfg)["pretrain"].format(model=record["pretrained"], lookback=lookback) + "/model.pt"]
+
+
+def pretrain_targets(cfg: dict[str, Any], filename: str) -> list[str]:
+    """``filename`` of every pre-training job (none without ``pretrain:``)."""
+    pre = cfg.get("pretrain")
+    if not pre:
+        return []
+    pattern = paths(cfg)["pretrain"] + "/" + filename
+    return [pattern.format(model=m, lookback=c) for m in pre["models"] for c in pre["contexts"]]
 
 
 def train_gpus(cfg: dict[str, Any], model: str) -> int:
@@ -131,6 +175,7 @@ def evaluate_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, 
 # The module each stage's command (seqcomp.cli) hands the job to.
 STAGE_ENTRY = {
     "data": "seqcomp.data.stage",
+    "pretrain": "seqcomp.train.pretrain",
     "train": "seqcomp.train.stage",
     "compress": "seqcomp.compress.stage",
     "evaluate": "seqcomp.evaluate.stage",
@@ -156,7 +201,7 @@ def code_modules(stage: str, cfg: dict[str, Any] | None = None, model: str | Non
     from seqcomp.models import MODELS
 
     plugins = []
-    if stage in ("train", "compress", "evaluate") and cfg is not None and model is not None:
+    if stage in ("pretrain", "train", "compress", "evaluate") and cfg is not None and model is not None:
         plugins.append(MODELS.module(cfg["models"][model]["kind"]))
     if stage == "data" and cfg is not None and dataset is not None:
         plugins.append(DATASETS.module(cfg["datasets"][dataset]["kind"]))

@@ -23,8 +23,9 @@ INT_FIELDS = ("lookback", "horizon", "seed")
 JOB_PATH = "{dataset}/{model}/L{lookback}-H{horizon}/seed{seed}"
 # What names a job of each stage: a pass's jobs add the pass (spec key ``pass``, Snakemake
 # wildcard ``passname``, as ``pass`` is a Python keyword).
-# A summary job is named by its config set's page (seqcomp.publish.pages.page_name).
-STAGE_FIELDS = {"data": ("dataset",), "train": JOB_FIELDS, "compress": (*JOB_FIELDS, "pass"),
+# A pre-training job is named by its model and context (lookback); a summary job by its config
+# set's page (seqcomp.publish.pages.page_name).
+STAGE_FIELDS = {"data": ("dataset",), "pretrain": ("model", "lookback"), "train": JOB_FIELDS, "compress": (*JOB_FIELDS, "pass"),
                 "evaluate": (*JOB_FIELDS, "pass"), "summary": ("page",)}
 
 

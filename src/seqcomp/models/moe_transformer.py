@@ -200,6 +200,8 @@ class DecoderLayer(nn.Module):
 
 
 class MoETransformer(nn.Module):
+    transfer_head = ("heads",)  # what head-only fine-tuning trains (seqcomp.train.transfer): the output heads
+
     @dataclass
     class Config:
         tokens: str = "point"  # "point" (Time-MoE) | "patch" (Moirai-MoE)

@@ -167,6 +167,10 @@ def check_channels(cfg: "TTM.Config", channels: int | None) -> None:
 
 
 class TTM(nn.Module):
+    # What head-only fine-tuning trains (seqcomp.train.transfer): TTM's own fine-tuning freezes
+    # the backbone and trains the decoder and the forecast head.
+    transfer_head = ("adapter", "decoder", "head")
+
     @dataclass
     class Config:
         patch_len: int = 64

@@ -51,7 +51,10 @@ def train_job(net: nn.Module, series: PreparedSeries, spec: dict[str, Any], work
     ``work_dir`` holds an SGD fit's checkpoints while it runs (a killed job resumes from them);
     they are gone when this returns. ``on_epoch`` gets each epoch's metrics row as it ends.
     """
-    rows, info = fit(net, series, spec, work_dir, on_epoch)
+    if spec.get("transfer", {}).get("regime") == "zero_shot":  # scored as pre-trained: nothing to fit
+        rows, info = [], {"method": "zero-shot (pre-trained weights, no training)", "fit_wall_s": 0.0, "epochs": 0}
+    else:
+        rows, info = fit(net, series, spec, work_dir, on_epoch)
     discard_checkpoints(work_dir)  # kept, a rerun of the same spec with new code would "resume" the old model
     val = scores(net.eval(), job_windows(series, spec, "val"), series.task)
     val = {k: val[k] for k in HEADLINE[series.task]}  # mse, mae | accuracy, seq_accuracy
@@ -64,9 +67,10 @@ def fit(net, series, spec: dict[str, Any], out_dir: Path, on_epoch: EpochHook | 
     """Fit ``net`` on the train windows as its kind asks: closed form, nothing (no trainable
     parameters) or SGD (:func:`seqcomp.train.sgd.fit_sgd`, which calls ``on_epoch`` with each
     epoch's metrics row). Returns (history rows, info)."""
+    train = train_windows(series, spec)
     if hasattr(net, "fit_closed_form"):
         start = time.perf_counter()
-        x, y = job_windows(series, spec, "train").tensors()
+        x, y = train.tensors()
         if series.task == "classification":  # least squares on one-hot targets: a linear classifier
             y = torch.nn.functional.one_hot(y, series.channels).float()
         net.fit_closed_form(x, y)
@@ -76,11 +80,24 @@ def fit(net, series, spec: dict[str, Any], out_dir: Path, on_epoch: EpochHook | 
     from seqcomp.train.sgd import fit_sgd
 
     try:
-        rows, info = fit_sgd(net, series, spec, spec["train"], out_dir, on_epoch)
+        rows, info = fit_sgd(net, train, job_windows(series, spec, "val"), spec, spec["train"], out_dir, series.task,
+                             on_epoch)
     except SeqcompError:
         discard_checkpoints(out_dir)  # a diverged run leaves nothing that looks like a result
         raise
     return rows, {**info, "method": "sgd"}
+
+
+def train_windows(series: PreparedSeries, spec: dict[str, Any]) -> Any:
+    """The windows a job fits on: the train split's, or a transfer job's fraction of them
+    (few-shot fine-tuning and its from-scratch control)."""
+    windows = job_windows(series, spec, "train")
+    transfer = spec.get("transfer")
+    if transfer and transfer["fraction"] is not None:
+        from seqcomp.train.transfer import few_shot_windows
+
+        windows = few_shot_windows(windows, transfer["fraction"], transfer["windows"])
+    return windows
 
 
 def seed_everything(seed: int) -> None:

@@ -22,7 +22,6 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from seqcomp.data.windows import PreparedSeries, job_windows
 from seqcomp.errors import SeqcompError
 from seqcomp.io import read_json, write_json
 from seqcomp.tracking import quiet_loggers
@@ -141,13 +140,15 @@ def resume_spec_file(ckpt_dir: Path) -> Path:
     return ckpt_dir.with_name(ckpt_dir.name + ".spec.json")
 
 
-def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], None] | None = None) -> tuple[list[dict], dict]:  # noqa: ANN001
-    """Lightning fit with early stopping; returns (history rows, timing info) and leaves the best
-    weights in ``net``. ``on_epoch`` gets each epoch's row as it ends (the pipeline logs it to
-    its tracking run: MLflow sees the epochs as they come, with no Lightning logger)."""
+def fit_sgd(net, train_ds, val_ds, spec, settings, out_dir, task: str = "forecast",  # noqa: ANN001
+            on_epoch: Callable[[dict], None] | None = None) -> tuple[list[dict], dict]:
+    """Lightning fit of ``net`` on the ``train_ds`` windows with early stopping on ``val_ds``;
+    returns (history rows, timing info) and leaves the best weights in ``net``. ``on_epoch``
+    gets each epoch's row as it ends (the pipeline logs it to its tracking run: MLflow sees the
+    epochs as they come, with no Lightning logger). ``spec`` keys the resumable checkpoint and
+    seeds the shuffling."""
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-    train_ds, val_ds = (job_windows(series, spec, split) for split in ("train", "val"))
     loaders = (
         # Own generator: each new loader iterator draws a base seed, which must not consume the
         # global RNG that dropout uses (it would shift masks between fresh and resumed runs).
@@ -159,7 +160,7 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
     ckpt_dir = out_dir / "checkpoints"
     resume_from = resumable_checkpoint(ckpt_dir, spec)
     history = _History(on_epoch)
-    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"], task=series.task,
+    module = Forecaster(net, settings["lr"], settings["weight_decay"], settings["loss"], task=task,
                         lr_decay=settings["lr_decay"])
     checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=module.monitor, mode="min", save_last=True)
     with quiet_lightning():  # Lightning checks its environment (Slurm, devices) when the Trainer is built

@@ -14,6 +14,7 @@ import torch
 
 from seqcomp.artifacts import save_model
 from seqcomp.data.windows import PreparedSeries, cycle_origin, job_windows
+from seqcomp.errors import SeqcompError
 from seqcomp.io import atomic_path, write_json
 from seqcomp.models import SeriesShape
 from seqcomp.tracking import Run, tracked
@@ -24,19 +25,21 @@ log = logging.getLogger("seqcomp.train")
 
 def run_train(
     spec: dict[str, Any], data_dir: str | Path, out_dir: str | Path, run: Run, threads: int = 1,
-    config_file: str | Path | None = None,
+    config_file: str | Path | None = None, pretrained: str | Path | None = None,
 ) -> dict:
     """Fit the model described by ``spec`` and write model.pt, history.csv and run.json.
 
     ``config_file``: the workflow's resolved config, logged with the run so it can be rerun.
+    ``pretrained``: a transfer job's pre-trained model.pt, loaded before the fit (zero-shot: no fit).
     """
     torch.set_num_threads(threads)
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     series = PreparedSeries.load(data_dir)
     shape = SeriesShape(spec["lookback"], spec["horizon"], series.channels)
     net = build_job_model(series, spec)
+    notes = transfer_notes(net, spec, pretrained, series.channels)
     n_params = sum(p.numel() for p in net.parameters())
-    notes = data_notes(series, spec)  # before the fit: a cycle's warning heads the job's log
+    notes.update(data_notes(series, spec))  # before the fit: a cycle's warning heads the job's log
     with tracked(run):
         run.log_params({"n_params": n_params, **spec})
         run.log_dict(spec, "job_spec.json")
@@ -59,6 +62,25 @@ def run_train(
         run.log_model(out_dir / "model.pt", example)
         write_json(out_dir / "run.json", summary)
     return summary
+
+
+def transfer_notes(net: torch.nn.Module, spec: dict[str, Any], pretrained: str | Path | None, channels: int) -> dict:
+    """A transfer job's start (seqcomp.train.transfer): the pre-trained weights loaded (not for the
+    from-scratch control), the head-only freeze, and what run.json records of them."""
+    transfer = spec.get("transfer")
+    if transfer is None:
+        return {}
+    from seqcomp.train.transfer import load_pretrained, tune_head_only
+
+    notes: dict[str, Any] = {"transfer": transfer}
+    if transfer["regime"] != "scratch":
+        if pretrained is None:
+            raise SeqcompError(f"{spec['model']}: a {transfer['regime']} transfer job needs --pretrained (a pretrain job's model.pt)")
+        notes.update(load_pretrained(net, pretrained, spec, channels))
+    if transfer["tune"] == "head":
+        notes["tuned_modules"] = tune_head_only(net)
+    log.info("%s: %s", spec["model"], ", ".join(f"{k} {v}" for k, v in transfer.items() if v is not None))
+    return notes
 
 
 def data_notes(series: PreparedSeries, spec: dict[str, Any]) -> dict[str, Any]:
