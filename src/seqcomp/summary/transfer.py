@@ -254,11 +254,13 @@ def published_statements(group: Group, published: list[dict[str, Any]]) -> list[
     for r in mine:
         entries[(r["source"], r["method"], r["regime"], r["fraction"])][r["horizon"]] = r
     out = []
-    for (source, method, regime, fraction), by_h in sorted(entries.items(), key=lambda kv: [str(k) for k in kv[0]]):
+    order = {"zero_shot": 0, "few_shot": 1, "full": 2}
+    for (source, method, regime, fraction), by_h in sorted(entries.items(),
+                                                           key=lambda kv: (order[kv[0][2]], *map(str, kv[0]))):
         first = next(iter(by_h.values()))
         name = f"{method} {regime.replace('_', '-')}" + (f" {percent(fraction)}" if fraction else "")
         ours = group.column(regime, fraction) if regime != "full" else group.column("full")
-        where = f"published at L {first['lookback']} (`{source}`), ours at L{group.context}"
+        where = f"`{source}`, published at L {first['lookback']}; ours at L{group.context}"
         if not ours:
             out.append(f"- published {name}: {where}; we ran no {regime.replace('_', '-')} variant"
                        + (f" on {percent(fraction)}" if fraction else "") + ".")
@@ -275,12 +277,14 @@ def _gap(group: Group, col: Column, by_h: dict[str, dict[str, Any]], horizons: l
         ours = horizon_stat(group, col, h, "mse")
         pub = by_h[str(h)]["value"]
         parts.append(f"H {h} {ours.mean:.4f} vs {pub} ({_delta(ours.mean, pub)})" if ours else f"H {h} not run vs {pub}")
-    if horizons:
-        ours_avg = _mean_over(group, col, horizons)
-        pub_avg = statistics.fmean(by_h[str(h)]["value"] for h in horizons)
-        parts.insert(0, f"avg MSE over H {_hs(horizons)} {ours_avg:.4f} vs {pub_avg:.4f} ({_delta(ours_avg, pub_avg)})"
-                     if ours_avg is not None else f"avg over H {_hs(horizons)}: ours lacks a horizon")
-    elif "avg" in by_h:
+    common = [h for h in horizons if horizon_stat(group, col, h, "mse")]
+    if common:  # over the published horizons we ran (all of them, or said which)
+        ours_avg = _mean_over(group, col, common)
+        pub_avg = statistics.fmean(by_h[str(h)]["value"] for h in common)
+        lacking = f" (ours lacks H {_hs([h for h in horizons if h not in common])})" if common != horizons else ""
+        parts.insert(0, f"avg MSE over H {_hs(common)} {ours_avg:.4f} vs {pub_avg:.4f} ({_delta(ours_avg, pub_avg)})"
+                     + lacking)
+    elif not horizons and "avg" in by_h:
         ours_avg = _mean_over(group, col, group.horizons)
         pub = by_h["avg"]["value"]
         parts.append(f"avg MSE {ours_avg:.4f} over our H {_hs(group.horizons)} vs {pub} over the paper's horizons "
