@@ -4,6 +4,7 @@ under it are computed from the metrics, the regime from each row's ``transfer`` 
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,28 @@ def test_a_published_average_alone_is_set_beside_ours_over_our_horizons() -> Non
     zs = (statistics.fmean(ZERO[96]) + statistics.fmean(ZERO[192])) / 2
     assert (f"avg MSE {zs:.4f} over our H 96/192 vs 0.4 over the paper's horizons ({(zs / 0.4 - 1) * 100:+.1f}%)") in text
     assert "scratch, full data" not in text  # no plain moe_transformer was run
+
+
+def test_the_summary_stage_writes_transfer_md(tmp_path: Path) -> None:
+    """run_summary reads the regime from metrics.json and the pre-training jobs from run.json."""
+    import json
+
+    from test_summary import LOOKBACK, fake_metrics
+    from seqcomp.summary.stage import run_summary
+
+    paths = fake_metrics(tmp_path)
+    for path in map(Path, paths):  # the lstm rows stand for the zero-shot variant of a pre-trained dlinear
+        m = json.loads(path.read_text())
+        if m["model"] == "lstm":
+            t = {**transfer("zero_shot"), "pretrained": "dlinear", "context": LOOKBACK}
+            path.write_text(json.dumps({**m, "transfer": t}))
+    run = tmp_path / "pretrain" / "dlinear" / f"L{LOOKBACK}" / "run.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps({"model": "dlinear", "kind": "dlinear", "n_params": 10, "corpus": ["synth"],
+                               "corpus_points": 5000, "n_train_windows": 40, "n_val_windows": 8, "epochs": 2,
+                               "fit_wall_s": 1.5, "train_samples_per_s": 50.0, "best_val_mse": 0.4}))
+    run_summary(paths, [], [], tmp_path / "summary", tmp_path / "plots", pretrain_runs=[str(run)])
+    text = (tmp_path / "summary" / "transfer.md").read_text()
+    assert f"| dlinear (L{LOOKBACK}) | avg | 0.5050 ± 0.0071 (n=2) | 0.6050 ± 0.0071 (n=2) | 1.5050 ± 0.0071 (n=2) |" in text
+    assert "zero-shot beats Repeat on every horizon (test MSE): **yes**." in text
+    assert f"| dlinear | {LOOKBACK} | synth | 5000 | 10 | 40 | 8 | 2 | 1.5 | 50 | 0.4 |" in text
