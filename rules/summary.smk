@@ -20,6 +20,7 @@ rule summary:
         md=f"{SUMMARY}/results.md",
         headline=f"{SUMMARY}/headline.md",
         published=f"{SUMMARY}/published.md",
+        transfer=f"{SUMMARY}/transfer.md",  # empty unless a pre-trained model's transfer variants ran
         compression=f"{SUMMARY}/compression.md",
         sweep=f"{SUMMARY}/sweep.md",  # empty unless a method is run at several sizes
         provenance=f"{SUMMARY}/provenance.json",

@@ -104,3 +104,31 @@ def test_the_stage_cores_need_no_files_or_tracking(tiny_data: Path, tmp_path: Pa
     assert metrics["pass"] == "w8" and metrics["n_windows"] == len(job_windows(series, spec, "test"))
     assert 0 < metrics["mse"] < 2 and metrics["latency"]["b1"]["median_ms"] > 0
     assert sorted(p.name for p in Path.cwd().iterdir()) == before
+
+
+@pytest.mark.parametrize("transfer", [None, {"pretrained": "ttm", "regime": "few_shot", "fraction": 0.05,
+                                             "windows": "first", "tune": "head", "context": 24, "pretrain_horizon": 8,
+                                             "corpus": ["synth"], "overlap": False}])
+def test_metrics_carry_the_transfer_record_of_a_pretrained_variant(tiny_data: Path, transfer: dict | None) -> None:
+    """A transfer variant's metrics.json holds its spec's ``transfer`` (the summary's transfer table
+    reads the regime from it); any other model's record has no such key."""
+    from seqcomp.compress.core import compress_job
+    from seqcomp.data.windows import job_windows
+    from seqcomp.evaluate.core import evaluate_job
+    from seqcomp.models import SeriesShape, build_model
+
+    series = PreparedSeries.load(tiny_data)
+    spec = {"dataset": "tiny", "model": "lin", "kind": "linear", "params": {}, "lookback": 24, "horizon": 8, "seed": 0,
+            "pass": "fp32", "pass_kind": "fp32", "pass_params": {}, "calibration": {"windows": 16},
+            "evaluate": {"batch_size": 64, "latency_batch_sizes": [1], "latency_warmup": 0, "latency_repeats": 1,
+                         "latency_threads": 1}}
+    if transfer is not None:
+        spec["transfer"] = transfer
+    net = build_model("linear", {}, SeriesShape(24, 8, series.channels))
+    net.fit_closed_form(*job_windows(series, spec, "train").tensors())
+    _, report = compress_job(net, series, spec)
+    metrics = evaluate_job(net.eval(), {**report, "file_bytes": 0}, series, spec)
+    if transfer is None:
+        assert "transfer" not in metrics
+    else:
+        assert metrics["transfer"] == transfer

@@ -10,7 +10,7 @@ import yaml
 from conftest import ROOT
 from seqcomp.config import load_config
 from seqcomp.errors import ConfigError
-from seqcomp.summary.published import load_published
+from seqcomp.summary.published import load_published, trained_on_target
 
 ETT = ROOT / "config" / "published" / "ett.yaml"
 
@@ -21,7 +21,8 @@ def test_the_ett_file_validates_and_every_value_has_a_source() -> None:
     for r in rows:
         assert r["paper"] and r["table"] and r["lookback"] and r["drop_last"] in ("true", "false", "unknown"), r
         assert 0 < r["value"] < 2, r  # scaled ETTh1 errors
-    compared = {r["model"] for r in rows if r["model"]}
+    # the pre-trained models' transfer values go beside a pre-training config's variants (test_summary_transfer)
+    compared = {r["model"] for r in trained_on_target(rows) if r["model"]}
     etth1 = yaml.safe_load((ROOT / "config" / "etth1.yaml").read_text())
     assert compared <= set(etth1["models"]), "a published value names a model that config/etth1.yaml lacks"
 
@@ -54,3 +55,25 @@ def test_the_config_key_is_checked_when_the_config_loads(tmp_path: Path) -> None
     data["results"]["etth1"][0].pop("source")
     with pytest.raises(ConfigError, match="'source' is a required property"):
         load_config({**smoke, "published": str(write(tmp_path, data))})
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda e: e.pop("fraction"), "'fraction' is a required property"),  # a few-shot value without its share
+    (lambda e: e.update(regime="zero_shot"), "should not be valid"),  # a share on a value that has none
+    (lambda e: e.update(regime="one_shot"), "'one_shot' is not one of"),
+    (lambda e: e.update(fraction=5), "results.etth1"),  # a percentage where a share belongs
+])
+def test_a_transfer_value_needs_a_consistent_regime(tmp_path: Path, break_it, message: str) -> None:
+    data = yaml.safe_load(ETT.read_text())
+    few_shot = next(e for e in data["results"]["etth1"] if e.get("regime") == "few_shot")
+    break_it(few_shot)
+    with pytest.raises(ConfigError, match="published.yaml") as err:
+        load_published(write(tmp_path, data))
+    assert message in str(err.value)
+
+
+def test_a_per_horizon_context_is_printed_in_horizon_order(tmp_path: Path) -> None:
+    data = yaml.safe_load(ETT.read_text())
+    data["sources"]["dlinear_t2"]["lookback"] = {720: 3072, 96: 512}
+    rows = load_published(write(tmp_path, data))
+    assert {r["lookback"] for r in rows if r["source"] == "dlinear_t2"} == {"96:512 720:3072"}

@@ -175,7 +175,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
     run = Run.start(args.journal, args.experiment, run_name("summary", page), job_key("summary", page), tags)
     run_summary(args.metrics, args.histories, args.reports, Path(args.out), Path(args.plots), args.title, run,
                 published=Path(args.published) if args.published else None, config_files=args.config_files,
-                benchmarks=args.benchmarks, cores=args.cores)
+                benchmarks=args.benchmarks, cores=args.cores, pretrain_runs=args.pretrain_runs)
 
 
 def cmd_ui_links(args: argparse.Namespace) -> None:
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--benchmarks", nargs="*", default=[],
                    help="Snakemake benchmark files of the jobs behind --metrics (a missing one is counted as missing)")
     p.add_argument("--cores", type=int, default=None, help="the cores Snakemake ran the jobs with")
+    p.add_argument("--pretrain-runs", nargs="*", default=[],
+                   help="pre-training jobs' run.json files (results/<name>/pretrain/<model>/L<context>/run.json)")
     p.add_argument("--log", default=None, help=LOG_HELP)
     p.set_defaults(fn=cmd_summary)
     p = sub.add_parser("locks", help="the job locks under a results folder: live jobs (held) and stale lock files")

@@ -42,6 +42,8 @@ def evaluate_job(model: nn.Module, report: dict[str, Any], series: PreparedSerie
         "latency": latency,
         "latency_device": "cpu",
     })
+    if "transfer" in spec:  # a pre-trained model's variant: the summary's transfer table reads its regime here
+        metrics["transfer"] = spec["transfer"]
     if series.task == "forecast":  # three fixed test windows of the last channel, for the forecast plot
         metrics["examples"] = forecast_examples(model, test, series.channels - 1, series.meta["channels"][-1])
     return metrics

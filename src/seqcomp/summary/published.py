@@ -21,7 +21,8 @@ SCHEMA_PATH = PROJECT_ROOT / "workflow" / "schemas" / "published.schema.yaml"
 
 def load_published(path: str | Path) -> list[dict[str, Any]]:
     """One dict per published value: dataset, method, model (ours, or None), metric, horizon
-    (a string: "96" ... or "avg"), value, and its source's paper, table, lookback, drop_last, note.
+    (a string: "96" ... or "avg"), value, regime and fraction (a pre-trained model's transfer
+    regime, else None), and its source's paper, table, lookback, drop_last, note.
 
     Raises ConfigError naming the file and the key path of the first problem.
     """
@@ -49,7 +50,22 @@ def load_published(path: str | Path) -> list[dict[str, Any]]:
                 for horizon, value in entry.get(metric, {}).items():
                     rows.append({"dataset": dataset, "method": entry["method"], "model": entry.get("model"),
                                  "source": entry["source"], "metric": metric, "horizon": horizon, "value": value,
+                                 "regime": entry.get("regime"), "fraction": entry.get("fraction"),
                                  "paper": source["paper"], "table": source["table"],
-                                 "lookback": str(source["lookback"]), "drop_last": str(source["drop_last"]).lower(),
-                                 "note": source.get("note", "")})
+                                 "lookback": lookback_text(source["lookback"]),
+                                 "drop_last": str(source["drop_last"]).lower(), "note": source.get("note", "")})
     return rows
+
+
+def lookback_text(lookback: int | str | dict[str, int]) -> str:
+    """A source's lookback as the tables print it: ``512``, ``searched``, or ``96:512 192:1024``
+    where the protocol sets one per horizon."""
+    if isinstance(lookback, dict):
+        return " ".join(f"{h}:{v}" for h, v in sorted(lookback.items(), key=lambda kv: int(kv[0])))
+    return str(lookback)
+
+
+def trained_on_target(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The values of models trained on the dataset itself (published.md's); the pre-trained
+    models' transfer values (with a ``regime``) are the transfer table's."""
+    return [r for r in rows if r["regime"] is None]

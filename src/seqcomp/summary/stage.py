@@ -21,12 +21,14 @@ from seqcomp.summary.core import (
     with_baseline,
 )
 from seqcomp.publish.record import summary_record
-from seqcomp.summary.published import load_published
+from seqcomp.summary.published import load_published, trained_on_target
 from seqcomp.summary.sweep import report_row, sweep_markdown
+from seqcomp.summary.transfer import pretrain_record, transfer_markdown
 from seqcomp.names import INT_FIELDS, job_key, parse_job_path
 from seqcomp.tracking import Run, current_runs, tracked
 
-TABLES = ("results.csv", "results.md", "headline.md", "published.md", "compression.md", "sweep.md", "results.html")
+TABLES = ("results.csv", "results.md", "headline.md", "published.md", "transfer.md", "compression.md", "sweep.md",
+          "results.html")
 
 
 def load_metrics(paths: list[str]) -> pl.DataFrame:
@@ -90,20 +92,25 @@ def run_summary(
     config_files: list[str] | None = None,
     benchmarks: list[str] | None = None,
     cores: int | None = None,
+    pretrain_runs: list[str] | None = None,
 ) -> pl.DataFrame:
     """Write the tables (TABLES), every registered plot and provenance.json; return the table
     of means over seeds.
 
     ``published``: a published-results file to compare with (published.md lists nothing without
     it). ``benchmarks``: the Snakemake benchmark files of the train/compress/evaluate jobs behind
-    ``metrics``; ``cores``: the cores Snakemake ran them on (provenance.json's yardstick). With
+    ``metrics``; ``cores``: the cores Snakemake ran them on (provenance.json's yardstick).
+    ``pretrain_runs``: the pre-training jobs' run.json files (transfer.md's pre-training table). With
     ``run``, the outputs are also logged to that MLflow run, which ends FAILED if any step raises
     (a crashed job must not leave it RUNNING).
     """
     with tracked(run) if run is not None else nullcontext():
         rows = [read_json(p) for p in metrics]
         frame = evaluations(rows, histories, reports)
-        table = _write_tables(frame, published, out_dir, title, data_notes(histories))
+        values = load_published(published) if published is not None else []
+        pretrained = [pretrain_record(p, read_json(p)) for p in pretrain_runs or []]
+        transfer = transfer_markdown(rows, values, pretrained, title)
+        table = _write_tables(frame, trained_on_target(values), out_dir, title, data_notes(histories), transfer)
         _write_plots(rows, frame, histories, reports, plots_dir)
         runs = current_runs(run.journal_dir) if run is not None else None
         with atomic_path(out_dir / "provenance.json") as tmp:
@@ -150,19 +157,19 @@ def evaluations(rows: list[dict[str, Any]], histories: list[str], reports: list[
     return frame
 
 
-def _write_tables(frame: pl.DataFrame, published: Path | None, out_dir: Path, title: str,
-                  notes: str = "") -> pl.DataFrame:
+def _write_tables(frame: pl.DataFrame, values: list[dict[str, Any]], out_dir: Path, title: str,
+                  notes: str = "", transfer: str = "") -> pl.DataFrame:
     table = aggregate(frame)
     heading = f"{title}: test metrics (mean over seeds)"
     scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
     fp32 = scored.filter(pl.col("pass_kind") == "fp32")
-    values = load_published(published) if published is not None else []
     shown = table.drop("method", "group_profile", strict=False)  # sweep.md's; too wide for every row
     written = {"results.csv": lambda tmp: frame.write_csv(tmp),
                "results.md": lambda tmp: tmp.write_text(f"# {heading}\n\n" + to_markdown(shown) + notes),
                "headline.md": lambda tmp: tmp.write_text(headline_markdown(scored, title)),
                "published.md": lambda tmp: tmp.write_text(
                    published_markdown(compare_published(fp32, values), values, title)),
+               "transfer.md": lambda tmp: tmp.write_text(transfer),
                "compression.md": lambda tmp: tmp.write_text(compression_markdown(compression_table(table), title)),
                "sweep.md": lambda tmp: tmp.write_text(sweep_markdown(table, title)),
                "results.html": lambda tmp: tmp.write_text(to_html(shown, heading))}
