@@ -63,7 +63,9 @@ def declared_groups(model: nn.Module) -> dict[int, str]:
             continue
         for group, members in hook().items():
             if group not in MOE_GROUPS:
-                raise ValueError(f"{type(module).__name__}.{GROUP_HOOK}() declares group {group!r}, not one of {MOE_GROUPS}")
+                raise ValueError(
+                    f"{type(module).__name__}.{GROUP_HOOK}() declares group {group!r}, not one of {MOE_GROUPS}"
+                )
             for member in members:
                 params = member.parameters() if isinstance(member, nn.Module) else [member]
                 declared.update((id(p), group) for p in params if p.dim() >= 2)
