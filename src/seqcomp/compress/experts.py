@@ -31,6 +31,8 @@ A model with experts provides ``routing_counts()`` ((layers, experts) assignment
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -109,21 +111,17 @@ def _sensitivity(
     }
 
 
-class _swapped:
-    """Context: the modules ``names`` of ``into`` replaced by those of ``source``, then restored."""
-
-    def __init__(self, into: nn.Module, source: nn.Module, names: list[str]):
-        self.into, self.source, self.names = into, source, names
-        self.saved: dict[str, nn.Module] = {}
-
-    def __enter__(self) -> None:
-        for name in self.names:
-            self.saved[name] = self.into.get_submodule(name)
-            _set(self.into, name, self.source.get_submodule(name))
-
-    def __exit__(self, *exc: object) -> None:
-        for name, module in self.saved.items():
-            _set(self.into, name, module)
+@contextmanager
+def _swapped(into: nn.Module, source: nn.Module, names: list[str]) -> Iterator[None]:
+    """The modules ``names`` of ``into`` replaced by those of ``source`` while the body runs."""
+    saved = {name: into.get_submodule(name) for name in names}
+    for name in names:
+        _set(into, name, source.get_submodule(name))
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            _set(into, name, module)
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:
