@@ -53,7 +53,7 @@ def test_recurrent_params_stay_fp32_by_default_and_are_quantized_on_request() ->
         assert torch.equal(default.get_parameter(name), model.get_parameter(name))
         assert rows[name]["reason"] == "SSM recurrent parameter kept in fp32" and rows[name]["group"] == "recurrent"
     assert rows["layers.0.C"]["action"] == "int4 rtn per-channel (simulated)" and rows["layers.0.C"]["group"] == "ssm"
-    assert report["groups"] == ["ssm", "linear"]
+    assert report["groups"] == ["ssm", "linear", "experts", "shared_expert"]  # the MoE groups: none in S4D
 
     params = {"bits": 4, "groups": ["recurrent"]}
     only, stored, report = compress("rtn_weight_sim", params, model, None)

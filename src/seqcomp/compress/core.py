@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from seqcomp.compress import compress, fp32_model_bytes, stored_size
-from seqcomp.compress.quant.groups import named_groups
+from seqcomp.compress.experts import expert_report
+from seqcomp.compress.quant.groups import expert_layers, named_groups
 from seqcomp.compress.quant.size import bytes_by_group
 from seqcomp.data.windows import PreparedSeries, job_windows
 
@@ -35,7 +36,7 @@ def compress_job(net: nn.Module, series: PreparedSeries, spec: dict[str, Any]) -
     # labeled val windows, given only to passes that choose among candidates on them (mixed precision)
     validation = job_windows(series, spec, "val").tensors()
     start = time.perf_counter()
-    _, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib, validation=validation)
+    compressed, stored, report = compress(spec["pass_kind"], spec["pass_params"], net, calib, validation=validation)
     wall = time.perf_counter() - start
     size, baseline = stored_size(stored), fp32_model_bytes(net)
     groups = {name: group for name, _, _, _, group in named_groups(net)}
@@ -51,4 +52,6 @@ def compress_job(net: nn.Module, series: PreparedSeries, spec: dict[str, Any]) -
         # A parameter-free model (naive) stores nothing: no ratio to report.
         "compression_ratio": baseline / size["bytes"] if size["bytes"] else None,
     })
+    if expert_layers(net):  # per-expert sensitivity (val) and routing (test): see compress/experts.py
+        report["experts"] = expert_report(net, compressed, validation, job_windows(series, spec, "test").tensors()[0])
     return stored, report

@@ -44,7 +44,9 @@ lookback: every head predicts, from every token whose next h points still lie in
 lookback, those points (MSE, averaged over heads), so every head learns even when another
 one serves the horizon. Routing statistics (how many tokens each expert of each layer got)
 accumulate over forwards: :meth:`MoETransformer.routing_counts`, reset by
-:meth:`MoETransformer.reset_routing_counts`.
+:meth:`MoETransformer.reset_routing_counts`. For compression, each MoE layer declares its routed
+experts, router and shared expert (:meth:`SparseMoE.compression_groups`), which become the
+parameter groups ``experts``, ``router`` and ``shared_expert`` (seqcomp.compress.quant.groups).
 
 What follows the papers and what the released code:
 
@@ -133,8 +135,9 @@ class SparseMoE(nn.Module):
         super().__init__()
         self.n_experts, self.top_k = n_experts, top_k
         # The router (a weight matrix or the centroids) is a bare parameter, not an nn.Linear:
-        # int8 dynamic quantization and the default weight passes then leave it fp32, since a
-        # rounding that flips a token's top-k choice swaps a whole expert's output.
+        # int8 dynamic quantization leaves it fp32, and so do the weight passes unless a config
+        # selects its group (``router``, not a default one), since a rounding that flips a
+        # token's top-k choice swaps a whole expert's output.
         self.linear_router = router == "linear"
         scale = 1 / d_model**0.5 if self.linear_router else 1.0  # nn.Linear's init range for a weight
         self.router = nn.Parameter(scale * (2 * torch.rand(n_experts, d_model) - 1) if self.linear_router
@@ -149,6 +152,14 @@ class SparseMoE(nn.Module):
         # The last forward's loss holds its autograd graph, which a copy (the compression
         # stage deep-copies models) neither needs nor can take: deepcopy refuses non-leaf tensors.
         return {**super().__getstate__(), "balance": None}
+
+    def compression_groups(self) -> dict[str, list[nn.Module | nn.Parameter]]:
+        """The parts compression may code apart (seqcomp.compress.quant.groups.GROUP_HOOK): the
+        routed experts (in expert order, as ``counts``), the router, the shared expert and its gate."""
+        groups: dict[str, list[nn.Module | nn.Parameter]] = {"experts": list(self.experts), "router": [self.router]}
+        if self.shared is not None:
+            groups["shared_expert"] = [self.shared, self.shared_gate]
+        return groups
 
     def router_logits(self, x: Tensor) -> Tensor:
         """(T, D) -> (T, E): a linear score, or minus the squared distance to each centroid

@@ -1,8 +1,9 @@
 """Weight-only round-to-nearest (RTN) quantization, run as fake-quant on fp32 kernels.
 
-Every selected parameter (by default the ``ssm`` and ``linear`` groups of quant/groups.py: weight
-matrices of nn.Linear, nn.Conv1d (flattened to (out, in*k)), nn.LSTM, nn.MultiheadAttention's
-raw projections, and SSM output maps such as S4D's C) is rounded on a uniform ``bits``-bit
+Every selected parameter (by default the ``ssm``, ``linear``, ``experts`` and ``shared_expert``
+groups of quant/groups.py: weight matrices of nn.Linear, nn.Conv1d (flattened to (out, in*k)),
+nn.LSTM, nn.MultiheadAttention's raw projections, SSM output maps such as S4D's C, and a
+mixture-of-experts model's expert weights) is rounded on a uniform ``bits``-bit
 grid, one scale per output row or per group of ``group_size`` inputs, symmetric (restricted
 grid, no zero point) or asymmetric (zero points stored), with scales calibrated by min-max,
 percentile or MSE search (see quant/uniform.py for the grid and its exact stored form).
@@ -11,8 +12,9 @@ The model keeps running fp32 kernels on the dequantized weights, so this pass me
 accuracy of b-bit weights and their true stored size (bit-packed codes, fp16 scales,
 zero points), never a speed-up. ``groups`` may include ``other`` (biases, norms, embeddings:
 each coded as one flattened row, see quant/groups.py), and ``group_bits`` ({group: bits}) sets the
-bits of some groups apart from ``bits`` (e.g. ``{recurrent: 8}``): such a weight also stores
-its bit-width as a one-byte ``.bits`` tag, and each report row says the bits it got.
+bits of some groups apart from ``bits`` (e.g. ``{recurrent: 8}``; ``{experts: 2, router: 8}`` for
+an MoE, whose ``groups`` must then list them): such a weight also stores its bit-width as a
+one-byte ``.bits`` tag, and each report row says the bits it got.
 ``scale_dtype: float8_e4m3`` double-quantizes the scales (FP8 codes + one fp32 unit per
 tensor, see quant/uniform.py). ``keep_dtype: float16`` stores every tensor the pass leaves
 unquantized (biases, norms, SSM recurrent parameters...) in fp16, and the evaluated model

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from seqcomp.compress.quant.common import KEPT, entry, run_calibration, summary
-from seqcomp.compress.quant.groups import GROUPS, OTHER, kept_reason, named_groups
+from seqcomp.compress.quant.groups import BASE_GROUPS, OTHER, kept_reason, named_groups
 
 SHAPE_SUFFIX = ".shape"
 _STATE_ATTR = "_seqcomp_parts"  # on the model: {state-dict key: {suffix: part}} from apply() / unpack()
@@ -360,10 +360,11 @@ def kernel_errors(
 
 
 def _group_summary(layers: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    """Per group: parameter count, elements, and elements coded (so each group's share is visible)."""
-    out = {g: {"params": 0, "numel": 0, "quantized_numel": 0} for g in (*GROUPS, OTHER)}
+    """Per group: parameter count, elements, and elements coded (so each group's share is visible).
+    The MoE groups appear only for a model that has them."""
+    out = {g: {"params": 0, "numel": 0, "quantized_numel": 0} for g in (*BASE_GROUPS, OTHER)}
     for r in layers:
-        g = out[r["group"]]
+        g = out.setdefault(r["group"], {"params": 0, "numel": 0, "quantized_numel": 0})
         g["params"] += 1
         g["numel"] += r["numel"]
         g["quantized_numel"] += r["numel"] if r["action"] != KEPT else 0
