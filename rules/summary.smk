@@ -14,6 +14,7 @@ rule summary:
         runs=jobs.train_targets(C, "run.json"),  # best validation MSE, for the lookback choice
         reports=jobs.report_targets(C),
         published=C["published"] or [],
+        pretrain_runs=jobs.pretrain_targets(C, "run.json"),  # the transfer table's pre-training rows
         code=jobs.code_stamp("summary", C, SUMMARY),
     output:
         csv=f"{SUMMARY}/results.csv",
@@ -59,4 +60,4 @@ rule summary:
         " --reports {input.reports:q} --title {params.title:q} --experiment {params.experiment:q}"
         " --journal {params.journal:q} {params.published:q} --config-files {params.config_files:q}"
         " --out {params.out:q} --plots {params.plots:q} --page {params.page:q}"
-        " --benchmarks {params.benchmarks:q} {params.cores:q} --log {log:q}"
+        " --benchmarks {params.benchmarks:q} {params.cores:q} --pretrain-runs {input.pretrain_runs:q} --log {log:q}"

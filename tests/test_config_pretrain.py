@@ -38,7 +38,7 @@ def refused(cfg: dict, *words: str) -> str:
 
 def test_the_shipped_pretrain_configs_are_valid() -> None:
     """config/pretrain.yaml with a smaller corpus: generating its 1000 series takes a minute."""
-    for name in ("pretrain.yaml", "smoke_pretrain.yaml"):
+    for name in ("pretrain.yaml", "pretrain_gpu.yaml", "smoke_pretrain.yaml"):
         cfg = yaml.safe_load((ROOT / "config" / name).read_text())
         for entry in cfg["datasets"].values():
             if entry["kind"] == "kernel_synth":
@@ -64,6 +64,12 @@ def test_transfer_entries_are_generated_and_the_corpus_is_not_scored() -> None:
     assert jobs.pretrained_input(cfg, "ttm_zs", 32) == ["results/smoke_pretrain/pretrain/ttm/L32/model.pt"]
     assert jobs.pretrained_input(cfg, "ttm_scratch25_first", 32) == [] == jobs.pretrained_input(cfg, "ttm", 32)
     assert jobs.pretrain_spec(cfg, "ttm", 32)["train"]["max_epochs"] == 2
+
+
+def test_a_pretrained_model_may_skip_its_from_scratch_grid_jobs() -> None:
+    cfg = load_config(config(pretrain__from_scratch=False), base_dir=ROOT)
+    models = {p["model"] for p in jobs.grid(cfg)}
+    assert "ttm" not in models and "ttm_zs" in models
 
 
 def test_fine_tuning_settings_go_to_tuned_jobs_only() -> None:

@@ -57,6 +57,14 @@ def targets(cfg: dict[str, Any]) -> list[str]:
     return list(pre["targets"]) if pre["targets"] is not None else [d for d in cfg["datasets"] if d not in pre["corpus"]]
 
 
+def grid_models(cfg: dict[str, Any]) -> list[str]:
+    """The models every target runs: all of them, but a pre-trained model only with ``from_scratch``."""
+    pre = cfg.get("pretrain")
+    if not pre or pre["from_scratch"]:
+        return list(cfg["models"])
+    return [m for m in cfg["models"] if m not in pre["models"]]
+
+
 def _transfers(pre: dict[str, Any]) -> list[dict[str, Any]]:
     """The transfer records the section asks for (without model, context and corpus)."""
     t = pre["transfer"]

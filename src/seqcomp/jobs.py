@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from seqcomp.config import dataset_windows, model_axes, model_params, train_settings
-from seqcomp.config_pretrain import pretrain_horizon, targets
+from seqcomp.config_pretrain import grid_models, pretrain_horizon, targets
 from seqcomp.names import JOB_PATH, experiment_name
 from seqcomp.stamps import import_closure, imports_of, recorded_modules, write_stamp
 # What building the DAG writes (the checked-config memo, the code stamps): in Snakemake's own
@@ -61,7 +61,7 @@ def grid(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     """
     keys = ("dataset", "model", "lookback", "horizon", "seed", "passname")
     points = []
-    for dataset, model in product(targets(cfg), cfg["models"]):
+    for dataset, model in product(targets(cfg), grid_models(cfg)):
         lookbacks, seeds = model_axes(cfg, model)
         for (lookback, horizon), seed, passname in product(dataset_windows(cfg, dataset, lookbacks), seeds, cfg["passes"]):
             points.append(dict(zip(keys, (dataset, model, lookback, horizon, seed, passname))))
