@@ -4,10 +4,13 @@ by the pipeline's own code on a small corpus made from the config's own corpus e
 Each row is one pre-training job of the config (``seqcomp.jobs.pretrain_spec``: its model, context,
 horizon, batch size and train settings) run through ``seqcomp.train.sgd.fit_sgd`` for one epoch
 capped at ``--steps`` batches, after an untimed warm-up fit of ``--warmup`` batches on the same
-model (kernels, allocator, Lightning's first-fit costs). The number is fit_sgd's own
-``train_samples_per_s``, the one a pre-training job's run.json reports, so the two compare
-directly: it includes what the fit pays around its steps (one validation pass, kept to one batch
-here, and the checkpoint writes), a few percent at the default steps. The corpus is each
+model (kernels, allocator, Lightning's first-fit costs). ``samples_per_s`` is fit_sgd's own
+``train_samples_per_s``, the number a pre-training job's run.json reports: it includes what each
+fit pays once around its batches (Lightning's set-up, one validation pass, kept to one batch here,
+the checkpoint writes), which a job spreads over 100 batches an epoch and this short fit over a
+few. So a second timed fit of ``--warmup`` batches runs too, and the difference of the two gives
+the batches' own rate, ``step_samples_per_s``, and that once-per-fit cost, ``fit_overhead_s``.
+The corpus is each
 ``pretrain.corpus`` dataset of the config with ``n_series`` cut to ``--series`` (and its mixes in
 proportion), prepared by the data stage (``run_data``), windowed by ``corpus_windows``. Threads
 default to 1, what a pre-training job gets.
@@ -73,6 +76,8 @@ def measure(spec: dict[str, Any], corpus: list[PreparedSeries], steps: int, warm
     lookback, horizon, batch = spec["lookback"], spec["horizon"], spec["train"]["batch_size"]
     train = corpus_windows(corpus, "train", lookback, horizon, spec["stride"])
     val = evenly(corpus_windows(corpus, "val", lookback, horizon, spec["stride"]), batch)
+    if steps <= warmup:
+        raise SeqcompError(f"--steps {steps}: must exceed --warmup {warmup} (the short fit it is compared with)")
     if len(train) < steps * batch:
         raise SeqcompError(f"{spec['model']} at context {lookback}: {len(train)} train windows, fewer than "
                            f"{steps} batches of {batch}; raise --series")
@@ -85,12 +90,16 @@ def measure(spec: dict[str, Any], corpus: list[PreparedSeries], steps: int, warm
         return fit_sgd(net, train, val, {**spec, "train": settings}, settings, work / f"{spec['model']}-L{lookback}-{name}")[1]
 
     fit(warmup, "warmup")
-    info = fit(steps, "timed")
+    short, info = fit(warmup, "short"), fit(steps, "timed")
+    # the two timed fits differ only in their batches: what each fit pays once cancels out
+    per_batch = (info["fit_wall_s"] - short["fit_wall_s"]) / (steps - warmup)
     return {"model": spec["model"], "kind": spec["kind"], "tokens": spec["params"].get("tokens"),
             "context": lookback, "horizon": horizon, "batch_size": batch, "steps": steps,
             "params": sum(p.numel() for p in net.parameters()), "train_windows": len(train),
             "precision": info["precision"], "fit_wall_s": round(info["fit_wall_s"], 3),
-            "samples_per_s": round(info["train_samples_per_s"], 1)}
+            "samples_per_s": round(info["train_samples_per_s"], 1),
+            "step_samples_per_s": round(batch / per_batch, 1) if per_batch > 0 else None,
+            "fit_overhead_s": round(short["fit_wall_s"] - warmup * per_batch, 3)}
 
 
 def main() -> None:

@@ -218,7 +218,7 @@ def test_pretrain_throughput_times_each_pretraining_job(tmp_path: Path, etth1: P
         ("ttm", None, 512), ("moe", "patch", 512), ("moe", "point", 96)]  # config/pretrain.yaml's jobs, then --also
     for r in rows:
         assert r["steps"] == 2 and r["batch_size"] == 8 and r["horizon"] == 336 and r["precision"] == "32-true"
-        assert r["samples_per_s"] > 0 and r["fit_wall_s"] > 0 and r["params"] > 0 and r["train_windows"] >= 16
+        assert r["samples_per_s"] > 0 and r["fit_wall_s"] > 0 and "step_samples_per_s" in r and "fit_overhead_s" in r and r["params"] > 0 and r["train_windows"] >= 16
     assert result["env"]["corpus_series"] == 4 and result["provenance"]["command"].startswith("python bench/")
     text = section(page(tmp_path, ROOT, (BY_OUT["pretrain_cpu.json"],)), "pretrain_cpu.json")
     assert "| moe | moe_transformer | point | 96 | 336 | 8 | 2 |" in text
