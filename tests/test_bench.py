@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT
 
 import seqcomp.publish.bench as bench_module
@@ -198,3 +200,32 @@ def test_corpus_throughput_rows_render(tmp_path: Path) -> None:
                                                           "provenance": prov("corpus_cpu.json")}))
     text = section(page(tmp_path, ROOT, (BY_OUT["corpus_cpu.json"],)), "corpus_cpu.json")
     assert "| forecast_pfn | 5 | 64 | 64 | 5 |" in text and "32000" in text.replace(",", "").replace(" ", "")
+
+
+def run_pretrain_bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "bench/pretrain_throughput.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+
+
+def test_pretrain_throughput_times_each_pretraining_job(tmp_path: Path, etth1: Path) -> None:  # noqa: ARG001 (the config's target)
+    out = tmp_path / "pretrain_cpu.json"
+    done = run_pretrain_bench("--steps", "2", "--warmup", "1", "--batch", "8", "--series", "4",
+                              "--also", "moe:96:tokens=point", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["model"], r["tokens"], r["context"]) for r in rows] == [
+        ("ttm", None, 512), ("moe", "patch", 512), ("moe", "point", 96)]  # config/pretrain.yaml's jobs, then --also
+    for r in rows:
+        assert r["steps"] == 2 and r["batch_size"] == 8 and r["horizon"] == 336 and r["precision"] == "32-true"
+        assert r["samples_per_s"] > 0 and r["fit_wall_s"] > 0 and "step_samples_per_s" in r and "fit_overhead_s" in r and r["params"] > 0 and r["train_windows"] >= 16
+    assert result["env"]["corpus_series"] == 4 and result["provenance"]["command"].startswith("python bench/")
+    text = section(page(tmp_path, ROOT, (BY_OUT["pretrain_cpu.json"],)), "pretrain_cpu.json")
+    assert "| moe | moe_transformer | point | 96 | 336 | 8 | 2 |" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the run without CUDA")
+def test_pretrain_throughput_on_cuda_without_a_gpu_writes_nothing(tmp_path: Path) -> None:
+    done = run_pretrain_bench("--device", "cuda", "--out", str(tmp_path / "pretrain_cuda.json"))
+    assert done.returncode == 0 and "no CUDA device here, nothing run" in done.stdout
+    assert not (tmp_path / "pretrain_cuda.json").exists()

@@ -114,6 +114,8 @@ BENCHES = (
           "extra", "make etth1-lowbit", needs=(ETTH1_COMPRESSED,)),
     Bench("bench/corpus_throughput.py", "corpus_cpu.json",
           "python bench/corpus_throughput.py --out bench/results/corpus_cpu.json", "cpu"),
+    Bench("bench/pretrain_throughput.py", "pretrain_cpu.json",
+          "python bench/pretrain_throughput.py --also moe:96:tokens=point --out bench/results/pretrain_cpu.json", "cpu"),
     Bench("bench/memory_delay.py", "memory_delay.json",
           "python bench/memory_delay.py --out bench/results/memory_delay.json", "cpu"),
     Bench("bench/memory_delay.py", "memory_delay_lag192.json",

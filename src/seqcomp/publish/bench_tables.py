@@ -114,9 +114,24 @@ def corpus_tables(d: dict[str, Any]) -> str:
         ["case", "series", "length", "generated", "channels", "wall s", "points/s", "drawn/s", "dense fallbacks"], rows)
 
 
+def pretrain_tables(d: dict[str, Any]) -> str:
+    env = d["env"]
+    rows = [[r["model"], r["kind"], r["tokens"], r["context"], r["horizon"], r["batch_size"], r["steps"], r["params"],
+             r["precision"], r["fit_wall_s"], r["samples_per_s"], r["step_samples_per_s"], r["fit_overhead_s"]]
+            for r in d["rows"]]
+    return (f"`{env['config']}`'s pre-training jobs on {env['device']}, {env['threads']} thread(s), after "
+            f"{env['warmup_steps']} warm-up batches; corpus of {env['corpus_series']} series per generated dataset "
+            f"({env['corpus_channels']} channels). samples/s: fit_sgd's train_samples_per_s (windows), what a job's run.json "
+            "reports, over a fit of `steps` batches; batches only: the difference with a fit of the "
+            "warm-up's length, which leaves out what a fit pays once (fit overhead):\n\n"
+            + _table(["model", "kind", "tokens", "context", "horizon", "batch", "steps", "params", "precision",
+                      "fit wall s", "samples/s", "samples/s, batches only", "fit overhead s"], rows))
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench/decode_cost.py": decode_cost_tables,
     "bench/corpus_throughput.py": corpus_tables,
+    "bench/pretrain_throughput.py": pretrain_tables,
     "bench/seq_scaling.py": seq_scaling_tables,
     "bench/train_throughput.py": train_tables,
     "bench/int8_latency.py": int8_tables,
