@@ -83,6 +83,16 @@ def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
                 )
 
 
+def _check_train(cfg: dict[str, Any]) -> None:
+    """Each model's train settings (global ones with its overrides): the global batch must split
+    evenly over ``devices`` processes. Named where the model overrides either key, else globally."""
+    from seqcomp.train.ddp import local_batch_size
+
+    for name, entry in cfg["models"].items():
+        own = entry.get("train", {}).keys() & {"batch_size", "devices"}
+        local_batch_size(train_settings(cfg, name), where=f"models.{name}.train" if own else "train")
+
+
 def _check_key(cfg: dict[str, Any], base_dir: Path) -> str:
     """What the plug-in and window checks depend on: the config, the package's code and schema,
     and the size and mtime of every CSV the config names."""
@@ -131,6 +141,7 @@ def load_config(
 
 def _checked(source: dict[str, Any], base: Path, memo_dir: str | Path | None, locations: Locations) -> dict[str, Any]:
     cfg = validate_schema(source, locations)
+    _check_train(cfg)
     if cfg["published"]:  # cheap (one small YAML file), so checked on every load, memo or not
         from seqcomp.summary.published import load_published
 

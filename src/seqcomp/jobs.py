@@ -100,17 +100,27 @@ def train_spec(cfg: dict[str, Any], dataset: str, model: str, lookback: Any, hor
     }
 
 
+def train_processes(cfg: dict[str, Any], model: str) -> int:
+    """Processes a training job runs, hence the CPU cores it asks for (the rule's ``threads``):
+    ``train.devices`` for an SGD fit (seqcomp.train.ddp: rank 0 is the job's process and starts
+    the others beside it, on the same node), one for a closed-form or parameter-free fit."""
+    from seqcomp.models import trains_by_sgd
+
+    sgd = trains_by_sgd(cfg["models"][model]["kind"], model_params(cfg, model))
+    return train_settings(cfg, model)["devices"] if sgd else 1
+
+
 def train_gpus(cfg: dict[str, Any], model: str) -> int:
-    """GPUs a training job asks the scheduler for: one unless the model trains on ``cpu`` or is
-    fit without SGD (closed form, no trainable parameters: the fit never uses a GPU, and asking
-    would hold one, or wait for one, for nothing).
+    """GPUs a training job asks the scheduler for: one per process (``train.devices``) unless the
+    model trains on ``cpu`` or is fit without SGD (closed form, no trainable parameters: the
+    fit never uses a GPU, and asking would hold one, or wait for one, for nothing).
 
     ``auto`` asks too: on a cluster it is how a job gets a GPU node to find one on.
     """
     from seqcomp.models import trains_by_sgd
 
     sgd = trains_by_sgd(cfg["models"][model]["kind"], model_params(cfg, model))
-    return int(sgd and train_settings(cfg, model)["accelerator"] != "cpu")
+    return train_processes(cfg, model) if sgd and train_settings(cfg, model)["accelerator"] != "cpu" else 0
 
 
 def pass_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:
