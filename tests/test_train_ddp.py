@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,8 +21,9 @@ from seqcomp.errors import ConfigError
 from seqcomp.train.core import build_job_model
 from seqcomp.train.ddp import local_batch_size, train_shard, val_shard
 from seqcomp.train.sgd import EpochShuffle, fit_sgd
+from seqcomp.train.stage import run_train
 from test_jobs import CFG
-from test_train import spec
+from test_train import TERM_CHILD, run_for, spec
 
 
 @pytest.mark.parametrize(("n", "batch", "world"), [(209, 32, 2), (100, 12, 3), (64, 16, 4), (7, 4, 2)])
@@ -99,3 +105,33 @@ def test_two_processes_fit_as_one_does_with_the_same_global_batch(tiny_data: Pat
     for name, w in weights_one.items():
         torch.testing.assert_close(weights_two[name], w, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "two" / "checkpoints" / "best.ckpt").is_file()  # written by rank 0, read back by it
+
+
+def test_sigterm_stops_both_processes_and_the_rerun_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    """SIGTERM to the job's process (rank 0) mid-fit: Lightning tells rank 1 at the next batch,
+    both stop, the job exits 143 saying so, rank 1 is gone, last.ckpt is kept; a rerun with 2
+    processes resumes from it (rank 1 loads it too) and finishes the epochs."""
+    s = spec("tsmixer", seed=2, max_epochs=4, patience=10, batch_size=64, limit_train_batches=None, devices=2)
+    out = tmp_path / "out"
+    args = ["train", "--spec", json.dumps(s), "--data", str(tiny_data), "--out", str(out),
+            "--journal", str(tmp_path / "journal")]
+    child = subprocess.Popen([sys.executable, "-c", TERM_CHILD, *args], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.5)  # into the next epoch
+    assert child.poll() is None, "the child finished before it could be stopped"
+    workers = [int(p) for p in Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()]
+    child.send_signal(signal.SIGTERM)
+    stderr = child.communicate(timeout=60)[1]
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr, stderr
+    # rank 1 and multiprocessing's resource tracker, which ends when it sees its parent's pipe close
+    deadline = time.time() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert workers and not any(Path(f"/proc/{pid}").exists() for pid in workers), "a process outlived the job"
+    assert (out / "checkpoints" / "last.ckpt").is_file() and not (out / "model.pt").exists()
+    resumed = run_train(s, tiny_data, out, run_for(tmp_path, s))
+    assert resumed["resumed_from"] == str(out / "checkpoints" / "last.ckpt") and resumed["epochs"] == 4
+    assert resumed["devices"] == 2

@@ -264,6 +264,8 @@ class RankFit:
             # and never passes set_epoch on: the same order every epoch.
             use_distributed_sampler=False,
         )
+        if world_size(self.settings) > 1:
+            sigterm_on_rank0_only(trainer)
         return trainer, checkpoint
 
     def _processes(self) -> dict[str, Any]:
@@ -281,13 +283,35 @@ class RankFit:
                 "plugins": [LightningEnvironment()]}
 
 
+def sigterm_on_rank0_only(trainer: L.Trainer) -> None:
+    """A DDP fit's SIGTERM handling: rank 0 notes the signal, the other ranks ignore it, and
+    Lightning's broadcast of rank 0's notice at the start of every batch stops all ranks at the
+    same batch. Lightning 2.6.6's own handler also broadcasts from inside the signal handler,
+    a collective the other ranks do not join at that moment: the job hung (both ranks, here,
+    on gloo). Replaces the bound method the connector registers when fit starts."""
+    connector = trainer._signal_connector
+
+    def notice(signum: int, frame: Any) -> None:
+        if trainer.global_rank == 0:
+            connector.received_sigterm = True
+
+    connector._sigterm_notifier_fn = notice
+
+
 def fit_rank(fit: RankFit) -> None:
     """Rank 1..N-1 of a DDP fit (in a process :func:`seqcomp.train.ddp.ranks` spawned): the fit
-    only; rank 0 writes the checkpoints and returns the weights."""
+    only; rank 0 writes the checkpoints and returns the weights. On SIGTERM (Slurm signals every
+    process of the job) all ranks stop at the same batch, Lightning broadcasting rank 0's
+    notice; rank 0 says so in the job's log (:func:`stop_on_sigterm`), this one exits 143."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     torch.set_num_threads(fit.threads)
     with quiet_lightning():
         trainer, _ = fit.trainer(_History())
-        trainer.fit(fit.module, *fit.loaders(int(os.environ["LOCAL_RANK"])), ckpt_path=fit.resume_from)
+        try:
+            trainer.fit(fit.module, *fit.loaders(int(os.environ["LOCAL_RANK"])), ckpt_path=fit.resume_from)
+        except SIGTERMException:
+            raise SystemExit(128 + signal.SIGTERM) from None
 
 
 def slurm_without_requeue() -> list:
