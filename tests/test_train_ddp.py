@@ -105,6 +105,7 @@ def test_two_processes_fit_as_one_does_with_the_same_global_batch(tiny_data: Pat
     for name, w in weights_one.items():
         torch.testing.assert_close(weights_two[name], w, rtol=1e-5, atol=1e-6)
     assert (tmp_path / "two" / "checkpoints" / "best.ckpt").is_file()  # written by rank 0, read back by it
+    assert not torch.distributed.is_initialized()  # left: a next fit in this process would reuse its dead peers
 
 
 def test_sigterm_stops_both_processes_and_the_rerun_resumes(tiny_data: Path, tmp_path: Path) -> None:

@@ -119,11 +119,21 @@ def ranks(world: int, worker: Callable[[Any], None], payload: Any) -> Iterator[N
             if p.is_alive():
                 p.kill()  # a worker blocked in a collective does not run a SIGTERM handler
                 p.join()
+        _leave_process_group()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _leave_process_group() -> None:
+    """Destroy the fit's process group, which Lightning leaves behind: a later fit in this
+    process (a test, a stage that fits twice) would otherwise reuse it, with its ranks gone."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _worker_main(worker: Callable[[Any], None], payload: bytes, env: dict[str, str]) -> None:
