@@ -188,7 +188,7 @@ def fit_sgd(net, series, spec, settings, out_dir, on_epoch: Callable[[dict], Non
             stop_on_sigterm(trainer, lambda: trainer.fit(module, *loaders, ckpt_path=resume_from), checkpoint)
         finally:
             torch.set_num_threads(threads)
-    wall = time.perf_counter() - start
+        wall = time.perf_counter() - start  # with the other ranks' start-up (imports: seconds), not their exit
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_state_dict(best["state_dict"])
     seen = history.samples_this_process * world  # every rank runs as many windows as rank 0
