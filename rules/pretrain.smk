@@ -21,11 +21,11 @@ rule pretrain:
         f"{P['logs']}/benchmarks/pretrain/{{model}}/L{{lookback}}.tsv"
     message:
         "pretrain {wildcards.model} context {wildcards.lookback} on the corpus [" + ASKS + " gpu={resources.gpu}]"
-    threads: 1
+    threads: lambda w: jobs.train_processes(C, w.model, pretrain=True)  # pretrain.train.devices (seqcomp.train.ddp)
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=lambda w: jobs.train_gpus(C, w.model),
+        gpu=lambda w: jobs.train_gpus(C, w.model, pretrain=True),
     conda:
         "../envs/seqcomp.yaml"
     shell:

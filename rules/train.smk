@@ -24,7 +24,10 @@ rule train:
         f"{P['logs']}/benchmarks/train/{JOB}.tsv"  # wall, CPU and memory of the job (bench/job_costs.py)
     message:
         f"train {JOB_MESSAGE} [{ASKS} gpu={{resources.gpu}}]"
-    threads: 1
+    # One core per process of the fit (train.devices: seqcomp.train.ddp), GPUs likewise. Under
+    # the Slurm profile that is one task with that many CPUs and GPUs: the plugin starts the
+    # command with `srun -n1`, and the command starts its other processes (docs/slurm.md).
+    threads: lambda w: jobs.train_processes(C, w.model)
     resources:
         mem_mb=4000,
         runtime=120,

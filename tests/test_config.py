@@ -139,6 +139,10 @@ def test_defaults_are_filled() -> None:
         ({"models__lstm": {"seeds": [-1]}}, r"models.lstm.seeds.0: -1 is less than the minimum of 0"),
         ({"datasets__tiny__split": {"ratios": [0.5, 0.2]}}, r"datasets.tiny.split.ratios"),
         ({"name": "../escape"}, r"name: '../escape' does not match"),
+        ({"train__devices": 3}, r"train.batch_size 32 is not divisible by train.devices 3"),
+        ({"train__devices": 0}, r"train.devices: 0 is less than the minimum of 1"),
+        ({"models__lstm": {"train": {"batch_size": 10, "devices": 4}}},
+         r"models.lstm.train.batch_size 10 is not divisible by models.lstm.train.devices 4"),
     ],
 )
 def test_bad_config_names_the_key(changes: dict, expected: str) -> None:

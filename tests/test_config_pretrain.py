@@ -143,3 +143,11 @@ def test_names_and_hand_written_entries_are_checked() -> None:
     refused(cfg, "models.mine.transfer", "generated")
     refused(config(pretrain__horizon=4), "pretrain.horizon")
     refused(config(pretrain__corpus=["corpus", "tiny"]), "none is left to score")
+
+
+def test_a_pretraining_batch_must_split_over_its_processes() -> None:
+    refused(config(pretrain__train={"batch_size": 33, "devices": 2}), "pretrain.train.batch_size 33", "devices 2")
+    refused(config(pretrain__transfer__train={"batch_size": 15, "devices": 2}), "pretrain.transfer.train.batch_size")
+    cfg = load_config(config(pretrain__train={"batch_size": 32, "devices": 2}), base_dir=ROOT)
+    assert jobs.train_processes(cfg, "ttm", pretrain=True) == 2 and jobs.train_processes(cfg, "ttm") == 1
+    assert jobs.train_gpus(cfg, "ttm_zs") == 0  # zero-shot fits nothing

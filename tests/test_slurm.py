@@ -262,6 +262,21 @@ def test_a_cancelled_training_job_is_reported_and_resumes_from_its_checkpoint(cl
     assert list(live_runs(tmp_path / "server.db", "train").values()) == ["FINISHED"]
 
 
+def test_a_data_parallel_training_job_runs_its_processes_in_one_slurm_job(cluster: dict, tmp_path: Path) -> None:
+    """train.devices: 2 on CPU: one Slurm job with 2 CPUs (one task: the plugin starts the
+    command with `srun -n1`, and the command starts its second process; docs/slurm.md), whose
+    fit runs as 2 gloo processes and writes its outputs once."""
+    config = small_config(tmp_path, "ddp", devices=2, accelerator="cpu")
+    out = tmp_path / "results" / "ddp" / "train" / "tiny" / "lstm" / "L24-H8" / "seed0"
+    result = slurm_snakemake(tmp_path, config, cluster, str(out.relative_to(tmp_path) / "run.json"))
+    assert result.returncode == 0, result.stderr[-5000:]
+    [job] = [j for j in sacct(cluster, tmp_path) if j["Comment"].startswith("rule_train_")]
+    assert (job["State"], job["ReqCPUS"]) == ("COMPLETED", "2") and "gres/gpu" not in job["AllocTRES"]
+    assert json.loads((out / "run.json").read_text())["devices"] == 2
+    log = (tmp_path / "results" / "ddp" / "logs" / "train" / "tiny" / "lstm" / "L24-H8" / "seed0.log").read_text()
+    assert "2 processes (DDP)" in log and log.count("epoch 1/") == 1  # rank 0 logs, rank 1 does not
+
+
 def test_a_job_over_its_memory_request_is_killed_and_the_error_says_what_to_raise(cluster: dict, tmp_path: Path) -> None:
     config = small_config(tmp_path, "oom")
     result = slurm_snakemake(tmp_path, config, cluster, "results/oom/data/tiny/meta.json",

@@ -86,6 +86,25 @@ def _check_windows_fit(cfg: dict[str, Any], base_dir: Path) -> None:
                 )
 
 
+def _check_train(cfg: dict[str, Any]) -> None:
+    """Each model's train settings (global ones with its overrides): the global batch must split
+    evenly over ``devices`` processes. Named where the model overrides either key, else globally."""
+    from seqcomp.train.ddp import local_batch_size
+
+    keys = {"batch_size", "devices"}
+    for name, entry in cfg["models"].items():
+        own = entry.get("train", {}).keys() & keys
+        where = f"models.{name}.train" if own else "train"
+        if "transfer" in entry and entry["transfer"]["regime"] in ("few_shot", "full"):  # a generated entry
+            where = "pretrain.transfer.train" if cfg["pretrain"]["transfer"].get("train", {}).keys() & keys else where
+        local_batch_size(train_settings(cfg, name), where=where)
+    pre = cfg.get("pretrain")
+    for name in pre["models"] if pre else []:
+        own = pre.get("train", {}).keys() & keys
+        local_batch_size({**train_settings(cfg, name), **pre.get("train", {})},
+                         where="pretrain.train" if own else f"models.{name}.train")
+
+
 def _check_key(cfg: dict[str, Any], base_dir: Path) -> str:
     """What the plug-in and window checks depend on: the config, the package's code and schema,
     and the size and mtime of every CSV the config names."""
@@ -149,6 +168,7 @@ def _checked(source: dict[str, Any], base: Path, memo_dir: str | Path | None, lo
             if kept.get("key") == key:
                 return kept["config"]
     expand_transfer(cfg, base)
+    _check_train(cfg)
     _resolve_plugins(cfg)
     _check_series(cfg, base)
     _check_windows_fit(cfg, base)

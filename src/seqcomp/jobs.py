@@ -117,7 +117,7 @@ def pretrain_spec(cfg: dict[str, Any], model: str, lookback: Any) -> dict:
         "model": model,
         "kind": cfg["models"][model]["kind"],
         "params": model_params(cfg, model),
-        "train": {**train_settings(cfg, model), **pre.get("train", {})},
+        "train": fit_settings(cfg, model, pretrain=True),
         "lookback": int(lookback),
         "horizon": pretrain_horizon(cfg),
         "seed": pre["seed"],
@@ -144,17 +144,38 @@ def pretrain_targets(cfg: dict[str, Any], filename: str) -> list[str]:
     return [pattern.format(model=m, lookback=c) for m in pre["models"] for c in pre["contexts"]]
 
 
-def train_gpus(cfg: dict[str, Any], model: str) -> int:
-    """GPUs a training job asks the scheduler for: one unless the model trains on ``cpu`` or is
-    fit without SGD (closed form, no trainable parameters: the fit never uses a GPU, and asking
-    would hold one, or wait for one, for nothing).
+def fit_settings(cfg: dict[str, Any], model: str, pretrain: bool = False) -> dict[str, Any] | None:
+    """The settings ``model``'s training job fits with (its pre-training job's with ``pretrain``):
+    None when it fits nothing by SGD (closed form, no trainable parameters, a zero-shot transfer)."""
+    from seqcomp.models import trains_by_sgd
+
+    if not trains_by_sgd(cfg["models"][model]["kind"], model_params(cfg, model)):
+        return None
+    if pretrain:
+        return {**train_settings(cfg, model), **cfg["pretrain"].get("train", {})}
+    if cfg["models"][model].get("transfer", {}).get("regime") == "zero_shot":
+        return None
+    return train_settings(cfg, model)
+
+
+def train_processes(cfg: dict[str, Any], model: str, pretrain: bool = False) -> int:
+    """Processes a training (or pre-training) job runs, hence the CPU cores it asks for (the
+    rule's ``threads``): ``train.devices`` for an SGD fit (seqcomp.train.ddp: rank 0 is the job's
+    process and starts the others beside it, on the same node), one for a job without one."""
+    settings = fit_settings(cfg, model, pretrain)
+    return settings["devices"] if settings else 1
+
+
+def train_gpus(cfg: dict[str, Any], model: str, pretrain: bool = False) -> int:
+    """GPUs a training (or pre-training) job asks the scheduler for: one per process
+    (``train.devices``) unless it trains on ``cpu`` or fits nothing by SGD (closed form, no
+    trainable parameters, zero-shot: the job never uses a GPU, and asking would hold one, or
+    wait for one, for nothing).
 
     ``auto`` asks too: on a cluster it is how a job gets a GPU node to find one on.
     """
-    from seqcomp.models import trains_by_sgd
-
-    sgd = trains_by_sgd(cfg["models"][model]["kind"], model_params(cfg, model))
-    return int(sgd and train_settings(cfg, model)["accelerator"] != "cpu")
+    settings = fit_settings(cfg, model, pretrain)
+    return settings["devices"] if settings and settings["accelerator"] != "cpu" else 0
 
 
 def pass_spec(cfg: dict[str, Any], name: str) -> dict[str, Any]:

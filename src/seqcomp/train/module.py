@@ -42,6 +42,8 @@ class Forecaster(L.LightningModule):
         self.classify = task == "classification"
         # ``loss`` is a regression loss; a classification task always trains with cross-entropy.
         self.loss_fn = token_cross_entropy if self.classify else LOSSES[loss]
+        self.val_names = ("ce", "accuracy") if self.classify else ("mse", "mae")
+        self._val_sums: torch.Tensor | None = None  # this epoch's: per metric, sum of batch mean x batch size; windows
 
     @property
     def monitor(self) -> str:
@@ -61,22 +63,40 @@ class Forecaster(L.LightningModule):
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}; "
                 "lower the learning rate or enable grad_clip"
             )
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        # Synced over DDP ranks: each runs as many windows (ddp.train_shard), so the window count
+        # Lightning averages over them is exact (unlike the validation count: see __init__).
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
         # The rate this epoch ran at (the first group's: the SSM groups keep their own ratio to it).
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
-                 batch_size=x.shape[0])
+                 batch_size=x.shape[0], sync_dist=True)  # the same on every rank: synced to say so
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = None  # also after a validation cut off half-way
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
         pred = self.net(x).float()
-        # Weighting each batch mean by its size makes the epoch value a mean over windows.
         if self.classify:
-            self.log("val/ce", token_cross_entropy(pred, y), on_epoch=True, batch_size=x.shape[0])
-            self.log("val/accuracy", (pred.argmax(-1) == y).float().mean(), on_epoch=True, batch_size=x.shape[0])
+            values = [token_cross_entropy(pred, y), (pred.argmax(-1) == y).float().mean()]
+        else:
+            values = [F.mse_loss(pred, y), F.l1_loss(pred, y)]
+        n = x.shape[0]
+        sums = torch.stack([v.detach() * n for v in values] + [torch.tensor(n, dtype=values[0].dtype, device=pred.device)])
+        self._val_sums = sums if self._val_sums is None else self._val_sums + sums
+
+    def on_validation_epoch_end(self) -> None:
+        """Each metric's mean over windows (batch means weighted by batch size). Under DDP the
+        sums are added over the ranks, each holding a disjoint part of the windows, so every
+        rank early-stops on the mean over all of them; without DDP the reduce does nothing.
+        Not self.log(..., sync_dist=True): Lightning 2.6.6 averages the integer window count
+        over the ranks with truncation (fabric's _sync_ddp), wrong when the count is odd; nor
+        torchmetrics' MeanMetric, whose nan_strategy="disable" drops the weights (1.9.0)."""
+        if self._val_sums is None:
             return
-        self.log("val/mse", F.mse_loss(pred, y), on_epoch=True, batch_size=x.shape[0])
-        self.log("val/mae", F.l1_loss(pred, y), on_epoch=True, batch_size=x.shape[0])
+        total = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
+        for i, name in enumerate(self.val_names):
+            self.log(f"val/{name}", total[i] / total[-1])
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         """AdamW; parameters carrying an ``_optim`` dict (SSM recurrences) get their own group.
