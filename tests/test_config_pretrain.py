@@ -151,3 +151,14 @@ def test_a_pretraining_batch_must_split_over_its_processes() -> None:
     cfg = load_config(config(pretrain__train={"batch_size": 32, "devices": 2}), base_dir=ROOT)
     assert jobs.train_processes(cfg, "ttm", pretrain=True) == 2 and jobs.train_processes(cfg, "ttm") == 1
     assert jobs.train_gpus(cfg, "ttm_zs") == 0  # zero-shot fits nothing
+
+
+def test_the_logged_resolved_config_runs_as_a_config_again(tmp_path: Path) -> None:
+    """Training runs log the resolved config; the entries pretrain: generates are left out of
+    it (a hand-written transfer key is refused), and loading it generates them again."""
+    from seqcomp.tracking import write_resolved_config
+
+    cfg = load_config(copy.deepcopy(SMOKE), base_dir=ROOT)
+    write_resolved_config(cfg, tmp_path / "config.yaml")
+    again = load_config(yaml.safe_load((tmp_path / "config.yaml").read_text()), base_dir=ROOT)
+    assert again["models"] == cfg["models"]

@@ -228,7 +228,7 @@ def target_channels(cfg: dict[str, Any], name: str, base_dir: Path) -> int:
 def _check_shapes(cfg: dict[str, Any], model: str, context: int, horizon: int, channels: dict[str, int]) -> None:
     """Build the pre-training model (context, horizon, 1 channel) and every transfer entry for
     each target's shape, and check that the pre-trained weights load into it."""
-    from seqcomp.config import model_params
+    from seqcomp.model_entries import model_params
     from seqcomp.models import SeriesShape, build_model
     from seqcomp.train.transfer import adapt_plan
 
@@ -261,7 +261,7 @@ def _check_shapes(cfg: dict[str, Any], model: str, context: int, horizon: int, c
 
 def _check_fractions(cfg: dict[str, Any], base_dir: Path) -> None:
     """Every fraction must leave at least one batch of windows on every target at every horizon."""
-    from seqcomp.config import train_settings
+    from seqcomp.model_entries import train_settings
     from seqcomp.data import window_counts
     from seqcomp.train.transfer import few_shot_count
 

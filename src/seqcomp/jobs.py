@@ -22,7 +22,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from seqcomp.config import dataset_windows, model_axes, model_params, train_settings
+from seqcomp.config import dataset_windows
+from seqcomp.model_entries import model_axes, model_params, train_settings
 from seqcomp.config_pretrain import grid_models, pretrain_horizon, targets
 from seqcomp.names import JOB_PATH, experiment_name
 from seqcomp.stamps import import_closure, imports_of, recorded_modules, write_stamp

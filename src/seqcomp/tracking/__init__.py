@@ -279,7 +279,8 @@ def write_resolved_config(cfg: dict[str, Any], path: str | Path) -> None:
     without the model entries ``pretrain:`` generates, so that the file runs as a config again."""
     import yaml
 
-    cfg = {**cfg, "models": {k: v for k, v in cfg["models"].items() if "transfer" not in v}}
+    if "models" in cfg:
+        cfg = {**cfg, "models": {k: v for k, v in cfg["models"].items() if "transfer" not in v}}
     if cfg.get("tracking_uri"):
         cfg = {**cfg, "tracking_uri": redact(cfg["tracking_uri"])}
     with atomic_path(path) as tmp:
