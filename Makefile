@@ -18,7 +18,7 @@ define workflow
 	$(BIN)/snakemake --workflow-profile workflow/profiles/$(PROFILE) --configfile $(1)
 endef
 
-.PHONY: setup run pages smoke etth1 etth1-long etth1-long-cpu etth1-compress etth1-lowbit bench bench-gpu bench-extra bench-page test test-fast ui clean
+.PHONY: setup run pages smoke etth1 etth1-long etth1-long-cpu etth1-compress etth1-lowbit pretrain bench bench-gpu bench-extra bench-page test test-fast ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ etth1-compress: setup  ## every compression pass on every ETTh1 model at horizon
 
 etth1-lowbit: setup  ## each low-bit method swept from ~16x to 4x stored-size reduction on every ETTh1 model at horizon 96
 	$(call workflow,config/etth1.yaml config/etth1_lowbit.yaml)
+
+pretrain: setup  ## pre-train a small TTM and MoE on a generated corpus, transfer to ETTh1 (CPU: about 1.5 h)
+	$(call workflow,config/pretrain.yaml)
 
 # Micro-benchmarks: each registered command (seqcomp.publish.bench.BENCHES, the only list of them)
 # writes bench/results/<file>.json with its provenance (command, commit, machine, wall seconds);
