@@ -154,6 +154,15 @@ def test_a_published_average_alone_is_set_beside_ours_over_our_horizons() -> Non
     assert "scratch, full data" not in text  # no plain moe_transformer was run
 
 
+def test_a_published_row_may_name_the_pretrained_models_kind() -> None:
+    """Our MoE entry is called ``moe``; the published Time-MoE row names the registry kind."""
+    rows = [{**r, "kind": "moe_transformer", "transfer": {**r["transfer"], "pretrained": "moe"}} if "transfer" in r else r
+            for r in fabricated()]
+    published = [r for r in load_published(ROOT / "config" / "published" / "ett.yaml") if r["model"] == "moe_transformer"]
+    assert "vs 0.4 over the paper's horizons" in transfer_markdown(rows, published, [], "t")
+    assert "vs 0.4 over" not in transfer_markdown([{**r, "kind": "ttm"} for r in rows], published, [], "t")
+
+
 def test_the_summary_stage_writes_transfer_md(tmp_path: Path) -> None:
     """run_summary reads the regime from metrics.json and the pre-training jobs from run.json."""
     import json

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from seqcomp.publish import markdown
@@ -82,6 +82,7 @@ class Group:
     cells: dict[Column, dict[int, Cell]]  # column -> horizon -> values per seed
     corpora: set[tuple[str, ...]]
     overlap: bool
+    kinds: set[str] = field(default_factory=set)  # the architecture's registry kind (published rows may name it)
 
     @property
     def horizons(self) -> list[int]:
@@ -122,6 +123,7 @@ def transfer_groups(rows: list[dict[str, Any]]) -> list[Group]:
         _add(g.cells, column_of(t), r)
         g.corpora.add(tuple(t.get("corpus") or ()))
         g.overlap = g.overlap or bool(t.get("overlap"))
+        g.kinds.add(r.get("kind"))
     for (dataset, pretrained, context), g in groups.items():
         horizons = set(g.horizons)
         for r in scored:
@@ -247,8 +249,9 @@ def fine_tune_statements(group: Group) -> list[str]:
 
 def published_statements(group: Group, published: list[dict[str, Any]]) -> list[str]:
     """Our variants against the published transfer values of the same model on the same dataset
-    (test MSE): per horizon and over the published horizons."""
-    mine = [r for r in published if r.get("regime") and r["model"] == group.pretrained
+    (test MSE): per horizon and over the published horizons. A published row's ``model`` names
+    our pre-trained model or its kind (``moe_transformer`` matches a model entry named ``moe``)."""
+    mine = [r for r in published if r.get("regime") and r["model"] in (group.pretrained, *group.kinds)
             and r["dataset"] == group.dataset and r["metric"] == "mse"]
     entries: dict[tuple, dict[str, Any]] = defaultdict(dict)
     for r in mine:
