@@ -23,6 +23,7 @@ rule summary:
         published=f"{SUMMARY}/published.md",
         transfer=f"{SUMMARY}/transfer.md",  # empty unless a pre-trained model's transfer variants ran
         compression=f"{SUMMARY}/compression.md",
+        experts=f"{SUMMARY}/experts.md",  # empty unless a compress report carries `experts` (an MoE model's)
         sweep=f"{SUMMARY}/sweep.md",  # empty unless a method is run at several sizes
         provenance=f"{SUMMARY}/provenance.json",
         html=report(

@@ -118,6 +118,7 @@ def test_summary_writes_tables_and_every_plot(tmp_path: Path) -> None:
     headline = (tmp_path / "summary" / "headline.md").read_text()
     assert "paired t-test" in headline and "| d | lstm |" in headline
     assert (tmp_path / "summary" / "transfer.md").read_text() == ""  # no pre-trained model: no page section
+    assert (tmp_path / "summary" / "experts.md").read_text() == ""  # no MoE model's report: no page section
     joined = pl.read_csv(tmp_path / "summary" / "results.csv").filter(pl.col("val_mse").is_not_null())
     assert set(joined["model"]) == {"lstm"} and set(joined["lookback"]) == {LOOKBACK} and set(joined["val_mse"]) == {0.7}
 

@@ -34,8 +34,8 @@ from seqcomp.summary import PLOTS
 
 # summary tables in page order; each file's title becomes its section heading; an empty file
 # (sweep.md of a config whose passes sweep no sizes, transfer.md of one without pre-trained
-# models) is no section
-SECTIONS = ("headline.md", "published.md", "transfer.md", "compression.md", "sweep.md", "results.md")
+# models, experts.md of one without mixture-of-experts models) is no section
+SECTIONS = ("headline.md", "published.md", "transfer.md", "compression.md", "experts.md", "sweep.md", "results.md")
 # What a config file's name may hold: an overlay's becomes a folder (results/<name>/summary_<stem>), a
 # Snakemake output pattern (where { } are wildcards) and a page file (docs/results/<page>.md).
 CONFIG_STEM = re.compile(r"[A-Za-z0-9_.+ -]+")

@@ -22,13 +22,14 @@ from seqcomp.summary.core import (
 )
 from seqcomp.publish.record import summary_record
 from seqcomp.summary.published import load_published, trained_on_target
+from seqcomp.summary.experts import experts_markdown
 from seqcomp.summary.sweep import report_row, sweep_markdown
 from seqcomp.summary.transfer import pretrain_record, transfer_markdown
 from seqcomp.names import INT_FIELDS, job_key, parse_job_path
 from seqcomp.tracking import Run, current_runs, tracked
 
-TABLES = ("results.csv", "results.md", "headline.md", "published.md", "transfer.md", "compression.md", "sweep.md",
-          "results.html")
+TABLES = ("results.csv", "results.md", "headline.md", "published.md", "transfer.md", "compression.md", "experts.md",
+          "sweep.md", "results.html")
 
 
 def load_metrics(paths: list[str]) -> pl.DataFrame:
@@ -53,6 +54,17 @@ def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
                     continue
                 out.append({**keys, "layer": layer["name"], "bits": int(bits), "sensitivity": float(value), "metric": metric})
     return pl.DataFrame(out)
+
+
+def expert_entries(paths: list[str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(job keys with ``pass``, the report's ``experts`` entry) of each compress report.json that
+    has one (a mixture-of-experts model's; experts.md)."""
+    out = []
+    for path in paths:
+        report = read_json(path)
+        if report.get("experts"):
+            out.append(({**parse_job_path(path, "compress"), "pass": report["pass_name"]}, report["experts"]))
+    return out
 
 
 def pass_reports(paths: list[str]) -> pl.DataFrame:
@@ -110,7 +122,9 @@ def run_summary(
         values = load_published(published) if published is not None else []
         pretrained = [pretrain_record(p, read_json(p)) for p in pretrain_runs or []]
         transfer = transfer_markdown(rows, values, pretrained, title)
-        table = _write_tables(frame, trained_on_target(values), out_dir, title, data_notes(histories), transfer)
+        experts = experts_markdown(expert_entries(reports), title)
+        table = _write_tables(frame, trained_on_target(values), out_dir, title, data_notes(histories), transfer,
+                              experts)
         _write_plots(rows, frame, histories, reports, plots_dir)
         runs = current_runs(run.journal_dir) if run is not None else None
         with atomic_path(out_dir / "provenance.json") as tmp:
@@ -158,7 +172,7 @@ def evaluations(rows: list[dict[str, Any]], histories: list[str], reports: list[
 
 
 def _write_tables(frame: pl.DataFrame, values: list[dict[str, Any]], out_dir: Path, title: str,
-                  notes: str = "", transfer: str = "") -> pl.DataFrame:
+                  notes: str = "", transfer: str = "", experts: str = "") -> pl.DataFrame:
     table = aggregate(frame)
     heading = f"{title}: test metrics (mean over seeds)"
     scored = frame.filter(pl.col("mse").is_not_null())  # classification rows have accuracy, no MSE
@@ -171,6 +185,7 @@ def _write_tables(frame: pl.DataFrame, values: list[dict[str, Any]], out_dir: Pa
                    published_markdown(compare_published(fp32, values), values, title)),
                "transfer.md": lambda tmp: tmp.write_text(transfer),
                "compression.md": lambda tmp: tmp.write_text(compression_markdown(compression_table(table), title)),
+               "experts.md": lambda tmp: tmp.write_text(experts),
                "sweep.md": lambda tmp: tmp.write_text(sweep_markdown(table, title)),
                "results.html": lambda tmp: tmp.write_text(to_html(shown, heading))}
     for name in TABLES:
