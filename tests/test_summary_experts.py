@@ -37,7 +37,8 @@ LINEAR = fake_experts([[0.0] * 4] * 2, FP32, [[0.25, 0.26, 0.29, 0.2], [0.4, 0.1
 def test_the_table_has_a_row_per_layer_and_model_with_the_experts_as_columns() -> None:
     text = experts_markdown([({**KEYS, "pass": "w2"}, W2), ({**KEYS, "pass": "lin"}, LINEAR)], "t")
     assert text.startswith("# t: experts of mixture-of-experts models\n")
-    assert "## d / moe / L96-H24 / seed 0\n" in text and "Cells of a pass: ΔMSE (val) / routing fraction (test)." in text
+    assert "## d / moe / L96-H24 / seed 0\n" in text
+    assert "Cells of a pass: ΔMSE (val) / routing fraction (test)." in text
     assert "| layer | model | e0 | e1 | e2 | e3 |" in text
     # per layer: the fp32 routing, then the passes in name order
     rows = [line for line in text.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
@@ -112,3 +113,28 @@ def test_the_summary_stage_writes_experts_md(tmp_path: Path) -> None:
     assert "| 1 | `w2` | +0.002 / 0.100 | +0.003 / 0.100 | +0.004 / 0.100 | +0.005 / 0.700 |" in text
     for name in set(TABLES) - {"experts.md"}:
         assert (tmp_path / "after" / name).read_bytes() == (tmp_path / "before" / name).read_bytes(), name
+
+
+def test_a_real_expert_report_makes_the_table() -> None:
+    """The entry compress/experts.py writes for a tiny MoE (2 layers x 4 experts, experts at 2 bits)
+    gives the table: guards the structure the fabricated entries above assume."""
+    import torch
+    from compress_testkit import SHAPE, windows
+
+    from seqcomp.compress import compress
+    from seqcomp.compress.experts import expert_report
+    from seqcomp.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("moe_transformer", {"d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 16, "n_experts": 4,
+                                          "top_k": 2}, SHAPE).eval()
+    compressed, _, _ = compress("rtn_weight_sim", {"bits": 2, "groups": ["experts"]}, net, None)
+    x = windows(8)
+    entry = expert_report(net, compressed, (x, torch.randn(8, SHAPE.horizon, SHAPE.channels)), windows(6))
+    text = experts_markdown([({**KEYS, "pass": "w2"}, json.loads(json.dumps(entry)))], "t")
+    fp32 = [line for line in text.splitlines() if "| fp32 |" in line]
+    assert fp32 == [f"| {i} | fp32 | " + " | ".join(f"{f:.3f}" for f in row) + " |"
+                    for i, row in enumerate(entry["routing"]["fp32"]["fractions"])]
+    shift = largest_shift(entry["routing"]["fp32"]["fractions"], entry["routing"]["compressed"]["fractions"])
+    assert f"fp32 {entry['sensitivity']['loss_fp32']:.6g}, whole pass" in text
+    assert f"shift (6 windows) {shift[0]:.3f}" in text
