@@ -82,17 +82,20 @@ def test_no_experts_entry_gives_empty_text() -> None:
     assert experts_markdown([], "t") == ""
 
 
-def _report(tmp: Path, model: str, pass_name: str, experts: dict | None, lookback: int = 96, horizon: int = 24) -> str:
+def _report(tmp: Path, model: str, pass_name: str, experts: dict | None, lookback: int = 96, horizon: int = 24,
+            kind: str = "rtn_weight_sim") -> str:
     path = tmp / "compress" / "d" / model / f"L{lookback}-H{horizon}" / "seed0" / pass_name / "report.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pass_name": pass_name, "layers": [], **({"experts": experts} if experts else {})}))
+    path.write_text(json.dumps({"pass": kind, "pass_name": pass_name, "layers": [],
+                                **({"experts": experts} if experts else {})}))
     return str(path)
 
 
 def test_the_summary_stage_reads_the_experts_of_the_reports_that_have_them(tmp_path: Path) -> None:
     from seqcomp.summary.stage import expert_entries
 
-    paths = [_report(tmp_path, "moe", "w2", W2), _report(tmp_path, "lstm", "w2", None)]
+    paths = [_report(tmp_path, "moe", "w2", W2), _report(tmp_path, "lstm", "w2", None),
+             _report(tmp_path, "moe", "fp32", W2, kind="fp32")]  # the identity pass: the fp32 row already says it
     assert expert_entries(paths) == [({**KEYS, "pass": "w2"}, W2)]
     assert expert_entries(paths[1:]) == []
 

@@ -58,11 +58,12 @@ def layer_sensitivity(paths: list[str]) -> pl.DataFrame:
 
 def expert_entries(paths: list[str]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(job keys with ``pass``, the report's ``experts`` entry) of each compress report.json that
-    has one (a mixture-of-experts model's; experts.md)."""
+    has one (a mixture-of-experts model's; experts.md). Not the identity pass's (``fp32``): its
+    experts are the fp32 model's, whose routing every other pass's entry carries too."""
     out = []
     for path in paths:
         report = read_json(path)
-        if report.get("experts"):
+        if report.get("experts") and report["pass"] != "fp32":
             out.append(({**parse_job_path(path, "compress"), "pass": report["pass_name"]}, report["experts"]))
     return out
 
