@@ -56,7 +56,7 @@ etth1-compress: setup  ## every compression pass on every ETTh1 model at horizon
 etth1-lowbit: setup  ## each low-bit method swept from ~16x to 4x stored-size reduction on every ETTh1 model at horizon 96
 	$(call workflow,config/etth1.yaml config/etth1_lowbit.yaml)
 
-pretrain: setup  ## pre-train a small TTM and MoE on a generated corpus, transfer to ETTh1 (CPU: about 1.5 h)
+pretrain: setup  ## pre-train a small TTM and MoE on a generated corpus, transfer to ETTh1 (CPU: about 35 min)
 	$(call workflow,config/pretrain.yaml)
 
 # Micro-benchmarks: each registered command (seqcomp.publish.bench.BENCHES, the only list of them)
