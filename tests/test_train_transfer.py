@@ -82,3 +82,23 @@ def test_few_shot_windows_are_the_first_or_last_fraction_rounded_down() -> None:
     assert len(first) == len(last) == 5
     assert first[0][1][0, 0].item() == 10 and last[-1][1][0, 0].item() == 59
     assert len(few_shot_windows(windows, 0.05, "first")) == 2  # 2.5 rounded down
+
+
+def test_fine_tuning_keeps_the_pretrained_weights_unless_it_beats_them_on_val() -> None:
+    from types import SimpleNamespace
+
+    from seqcomp.train.transfer import Start
+
+    net = build_model("ttm", TINY_TTM, SeriesShape(32, 8, 2))
+    windows = WindowDataset(torch.randn(200, 2), range(32, 150), 32, 8)
+    start = Start.of(net, windows, "forecast")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)  # "fine-tuned"
+    worse = SimpleNamespace(net=net, val={"mse": start.val["mse"] + 1, "mae": 1.0})
+    notes = start.keep_the_better(worse)
+    assert notes["kept_pretrained_weights"] is True and worse.val == start.val
+    assert all(net.state_dict()[k].equal(v) for k, v in before.items())
+    better = SimpleNamespace(net=net, val={"mse": start.val["mse"] / 2, "mae": 1.0})
+    assert start.keep_the_better(better)["kept_pretrained_weights"] is False and better.val["mse"] < start.val["mse"]
