@@ -205,14 +205,11 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_stops_training_at_once_and_the_rerun_resumes(tiny_data: Path, tmp_path: Path) -> None:
-    """What Slurm sends at a time limit, a preemption or scancel (then SIGKILL after KillWait):
-    the job stops within seconds, keeps last.ckpt (the last finished epoch, so the resumed run
-    computes what an uninterrupted one would), marks its run FAILED and exits 143, which
-    Snakemake and Slurm read as failed; the rerun resumes from last.ckpt."""
-    s = spec("tsmixer", seed=2, max_epochs=5, patience=10, batch_size=64, limit_train_batches=None)
+def training_child_in_second_epoch(s: dict, data: Path, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """``python -m seqcomp train`` of ``s`` in a child process (TERM_CHILD), once it has written
+    last.ckpt (its first epoch) and gone on into the next; and its output folder."""
     out = tmp_path / "out"
-    args = ["train", "--spec", json.dumps(s), "--data", str(tiny_data), "--out", str(out),
+    args = ["train", "--spec", json.dumps(s), "--data", str(data), "--out", str(out),
             "--journal", str(tmp_path / "journal")]
     child = subprocess.Popen([sys.executable, "-c", TERM_CHILD, *args], stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -220,6 +217,16 @@ def test_sigterm_stops_training_at_once_and_the_rerun_resumes(tiny_data: Path, t
         time.sleep(0.01)
     time.sleep(0.5)  # into the next epoch
     assert child.poll() is None, "the child finished before it could be stopped"
+    return child, out
+
+
+def test_sigterm_stops_training_at_once_and_the_rerun_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    """What Slurm sends at a time limit, a preemption or scancel (then SIGKILL after KillWait):
+    the job stops within seconds, keeps last.ckpt (the last finished epoch, so the resumed run
+    computes what an uninterrupted one would), marks its run FAILED and exits 143, which
+    Snakemake and Slurm read as failed; the rerun resumes from last.ckpt."""
+    s = spec("tsmixer", seed=2, max_epochs=5, patience=10, batch_size=64, limit_train_batches=None)
+    child, out = training_child_in_second_epoch(s, tiny_data, tmp_path)
     sent = time.time()
     child.send_signal(signal.SIGTERM)
     stderr = child.communicate(timeout=60)[1]

@@ -4,11 +4,7 @@
 from __future__ import annotations
 
 import copy
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +19,7 @@ from seqcomp.train.ddp import local_batch_size, train_shard, val_shard
 from seqcomp.train.sgd import EpochShuffle, fit_sgd
 from seqcomp.train.stage import run_train
 from test_jobs import CFG
-from test_train import TERM_CHILD, run_for, spec
+from test_train import run_for, spec, training_child_in_second_epoch
 
 
 @pytest.mark.parametrize(("n", "batch", "world"), [(209, 32, 2), (100, 12, 3), (64, 16, 4), (7, 4, 2)])
@@ -114,15 +110,7 @@ def test_sigterm_stops_both_processes_and_the_rerun_resumes(tiny_data: Path, tmp
     both stop, the job exits 143 saying so, rank 1 is gone, last.ckpt is kept; a rerun with 2
     processes resumes from it (rank 1 loads it too) and finishes the epochs."""
     s = spec("tsmixer", seed=2, max_epochs=4, patience=10, batch_size=64, limit_train_batches=None, devices=2)
-    out = tmp_path / "out"
-    args = ["train", "--spec", json.dumps(s), "--data", str(tiny_data), "--out", str(out),
-            "--journal", str(tmp_path / "journal")]
-    child = subprocess.Popen([sys.executable, "-c", TERM_CHILD, *args], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "checkpoints" / "last.ckpt").exists() and child.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.5)  # into the next epoch
-    assert child.poll() is None, "the child finished before it could be stopped"
+    child, out = training_child_in_second_epoch(s, tiny_data, tmp_path)
     workers = [int(p) for p in Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()]
     child.send_signal(signal.SIGTERM)
     stderr = child.communicate(timeout=60)[1]
