@@ -4,7 +4,7 @@
 
 rule pretrain:
     input:
-        series=lambda w: [f"{P['data'].format(dataset=d)}/series.parquet" for d in C["pretrain"]["corpus"]],
+        series=jobs.corpus_targets(C, "series.parquet"),
         code=lambda w: jobs.code_stamp("pretrain", C, P["pretrain"].format(**w), w.model),
     output:
         model=f"{P['pretrain']}/model.pt",
@@ -20,7 +20,7 @@ rule pretrain:
     benchmark:
         f"{P['logs']}/benchmarks/pretrain/{{model}}/L{{lookback}}.tsv"
     message:
-        "pretrain {wildcards.model} context {wildcards.lookback} on the corpus [" + ASKS + " gpu={resources.gpu}]"
+        f"pretrain {{wildcards.model}} context {{wildcards.lookback}} on the corpus [{ASKS} gpu={{resources.gpu}}]"
     threads: lambda w: jobs.train_processes(C, w.model, pretrain=True)  # pretrain.train.devices (seqcomp.train.ddp)
     resources:
         mem_mb=8000,

@@ -14,6 +14,7 @@ from torch import nn
 from seqcomp.compress import build_pass, compress, load_compressed, pass_config, stored_size
 from seqcomp.compress.passes.allocate_sim import TAG_SUFFIX, cheapest_within
 from seqcomp.compress.quant.common import copy_model, window_losses
+from seqcomp.compress.quant.groups import GRID_GROUPS
 from seqcomp.errors import ConfigError
 from seqcomp.models import SeriesShape, build_model
 
@@ -169,7 +170,7 @@ def test_default_candidates_are_valid_and_cover_every_group() -> None:
     assert config.candidates is None and config.budget == 0.01
     allocator = build_pass("allocate_sim", {})
     groups = {g for p in allocator.passes for g in p.config.groups}
-    assert groups == {"recurrent", "ssm", "linear", "other"}
+    assert groups == set(GRID_GROUPS)  # every group, an MoE's experts, router and shared expert too
 
 
 def test_a_model_without_parameters_is_stored_as_is() -> None:

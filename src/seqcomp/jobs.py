@@ -136,6 +136,12 @@ def pretrained_input(cfg: dict[str, Any], model: str, lookback: Any) -> list[str
     return [paths(cfg)["pretrain"].format(model=record["pretrained"], lookback=lookback) + "/model.pt"]
 
 
+def corpus_targets(cfg: dict[str, Any], filename: str) -> list[str]:
+    """``filename`` of every corpus dataset's data job (what every pre-training job reads)."""
+    pattern = paths(cfg)["data"] + "/" + filename
+    return [pattern.format(dataset=d) for d in cfg["pretrain"]["corpus"]] if cfg.get("pretrain") else []
+
+
 def pretrain_targets(cfg: dict[str, Any], filename: str) -> list[str]:
     """``filename`` of every pre-training job (none without ``pretrain:``)."""
     pre = cfg.get("pretrain")
