@@ -92,6 +92,7 @@ def test_fine_tuning_keeps_the_pretrained_weights_unless_it_beats_them_on_val() 
     net = build_model("ttm", TINY_TTM, SeriesShape(32, 8, 2))
     windows = WindowDataset(torch.randn(200, 2), range(32, 150), 32, 8)
     start = Start.of(net, windows, "forecast")
+    assert net.training and all(m.training for m in net.modules())  # fine-tuning goes on with dropout
     before = {k: v.clone() for k, v in net.state_dict().items()}
     with torch.no_grad():
         for p in net.parameters():
