@@ -46,8 +46,11 @@ def run_train(
         if config_file is not None:
             run.log_artifact(config_file)
         run.log_input(spec["dataset"], data_dir / "series.parquet", dataset_profile(series, shape))
+        start = fine_tune_start(net, series, spec)  # a fine-tuning job's pre-trained weights and their val scores
         result = train_job(net, series, spec, out_dir, on_epoch=lambda row: run.log_metrics(
             {k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"])))
+        if start is not None:
+            notes.update(start.keep_the_better(result))
         run.log_metrics({f"best_val/{k}": v for k, v in result.val.items()})
         summary = {"job": run.job, "n_params": n_params, **result.info,
                    **{f"best_val_{k}": v for k, v in result.val.items()}, **notes}
@@ -62,6 +65,16 @@ def run_train(
         run.log_model(out_dir / "model.pt", example)
         write_json(out_dir / "run.json", summary)
     return summary
+
+
+def fine_tune_start(net: torch.nn.Module, series: PreparedSeries, spec: dict[str, Any]) -> Any:
+    """Before a fine-tuning job's fit (few-shot, full): its start (seqcomp.train.transfer.Start)."""
+    transfer = spec.get("transfer")
+    if transfer is None or transfer["regime"] not in ("few_shot", "full"):
+        return None
+    from seqcomp.train.transfer import Start
+
+    return Start.of(net, job_windows(series, spec, "val"), series.task)
 
 
 def transfer_notes(net: torch.nn.Module, spec: dict[str, Any], pretrained: str | Path | None, channels: int) -> dict:

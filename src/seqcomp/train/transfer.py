@@ -10,10 +10,16 @@ of the forecast: TTM's ``prediction_filter_length``); a per-channel tensor of on
 (RevIN's affine map) is repeated over the C channels. Tensors the pre-trained model does not
 have (a channel-mixing decoder switched on for fine-tuning) keep their fresh initialisation,
 and run.json lists them.
+
+Fine-tuning never leaves a transferred model worse on val than it started: the pre-trained
+weights are scored on the target's val split before the fit, and kept if no epoch beats them
+(:class:`Start`; run.json says which).
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +109,34 @@ def few_shot_windows(windows: WindowDataset, fraction: float, which: str) -> Win
 def few_shot_count(n_windows: int, fraction: float) -> int:
     """Windows a fraction keeps: rounded down, as Time-Series-Library's and TTM's few-shot loaders do."""
     return int(n_windows * fraction)
+
+
+@dataclass
+class Start:
+    """A fine-tuning job's pre-trained weights (in the target's shape) and their val scores,
+    taken before the fit. Early stopping picks the best fine-tuning epoch; this compares it with
+    epoch 0, the weights as transferred, which a small fraction can make worse (it overfits)."""
+
+    state: dict[str, torch.Tensor]
+    val: dict[str, float]
+
+    @classmethod
+    def of(cls, net: nn.Module, val_windows: Any, task: str) -> "Start":
+        from seqcomp.scores import HEADLINE, scores
+
+        val = scores(net.eval(), val_windows, task)
+        return cls({k: v.detach().clone() for k, v in net.state_dict().items()}, {k: val[k] for k in HEADLINE[task]})
+
+    def keep_the_better(self, trained: Any) -> dict[str, Any]:
+        """Put the start back into ``trained`` (seqcomp.train.core.Trained: its net and val
+        scores) if its val MSE is no worse than the fine-tuned one; run.json's record of it."""
+        kept = self.val["mse"] <= trained.val["mse"]
+        notes = {"pretrained_val_mse": self.val["mse"], "fine_tuned_val_mse": trained.val["mse"],
+                 "kept_pretrained_weights": kept}
+        if kept:
+            trained.net.load_state_dict(self.state)
+            trained.val = dict(self.val)
+            logging.getLogger("seqcomp.train").info(
+                "kept the pre-trained weights: val MSE %.4g before fine-tuning, %.4g at its best epoch",
+                self.val["mse"], notes["fine_tuned_val_mse"])
+        return notes
