@@ -122,9 +122,13 @@ class Start:
 
     @classmethod
     def of(cls, net: nn.Module, val_windows: Any, task: str) -> "Start":
+        """Scored in eval mode, then put back in the mode it was in: Lightning fits modules in
+        the mode it finds them, so a net left in eval mode would fine-tune without dropout."""
         from seqcomp.scores import HEADLINE, scores
 
+        training = net.training
         val = scores(net.eval(), val_windows, task)
+        net.train(training)
         return cls({k: v.detach().clone() for k, v in net.state_dict().items()}, {k: val[k] for k in HEADLINE[task]})
 
     def keep_the_better(self, trained: Any) -> dict[str, Any]:
